@@ -1,0 +1,63 @@
+"""Training losses: the truncated confidence-weighted loss, E_stat, schedules, pretraining."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfface import losses
+
+
+def test_truncated_loss_matches_its_formula():
+    rng = np.random.default_rng(0)
+    r = rng.normal(scale=3.0, size=(2, 50, 3)).astype(np.float32)
+    w = rng.uniform(size=(2, 50)).astype(np.float32)
+    valid = (rng.uniform(size=(2, 50)) > 0.2).astype(np.float32)
+    tau = 4.0
+    sq = np.minimum((r ** 2).sum(-1), tau ** 2)
+    sq = valid * sq + (1 - valid) * tau ** 2
+    expected = (w * sq + (1 - w) * tau ** 2).mean(-1)
+    got = losses.truncated_confidence_loss(r, w, tau, valid).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_confidence_gradient_rewards_explained_pixels_only():
+    r = tf.constant([[[1.0, 0, 0], [10.0, 0, 0]]])
+    w = tf.Variable([[0.5, 0.5]])
+    with tf.GradientTape() as tape:
+        loss = losses.truncated_confidence_loss(r, w, 3.0)
+    grad = tape.gradient(loss, w).numpy()[0]
+    assert grad[0] < 0  # residual 1 < tau: raising confidence lowers the loss
+    assert grad[1] == 0  # residual 10 > tau: confidence does not matter
+    # and the residual beyond tau gets no gradient (truncation)
+    r_var = tf.Variable(r)
+    with tf.GradientTape() as tape:
+        loss = losses.truncated_confidence_loss(r_var, w, 3.0)
+    g = tape.gradient(loss, r_var).numpy()[0]
+    assert g[0, 0] > 0 and g[1, 0] == 0
+
+
+def test_statistical_loss_and_translation_schedule():
+    c = np.array([[1.0, -2.0, 0.5]], np.float32)
+    w = np.array([1.0, 0.5, 4.0], np.float32)
+    np.testing.assert_allclose(losses.statistical_loss(c, w).numpy(), [1 + 2 + 1])
+    np.testing.assert_allclose(losses.translation_weight(0, 2.0, 100.0).numpy(), 2.0)
+    np.testing.assert_allclose(losses.translation_weight(100, 2.0, 100.0).numpy(), 2.0 / np.e, rtol=1e-6)
+    assert losses.translation_weight(5, 2.0, 0).numpy() == 0.0
+
+
+def test_pretraining_loss_is_zero_only_at_target_and_finite_at_saturation():
+    h, w = 4, 4
+    target = np.zeros((1, h, w, 4), np.float32)
+    target[..., 0] = 0.3
+    target[..., 1] = 0.6
+    target[..., 2] = 1.0
+    target[0, 1:3, 1:3, 3] = 1.0
+    pred = np.concatenate([target[..., :3], target[..., 3:4], target[..., 3:4]], -1)
+    zero = losses.pretraining_loss(pred, target).numpy()
+    assert np.all(np.isfinite(zero)) and zero[0] < 1e-4
+    worse = pred.copy()
+    worse[0, 1, 1, 0] += 0.2
+    assert losses.pretraining_loss(worse, target).numpy()[0] > zero[0] + 0.2 ** 2 / 4 - 1e-6
+    # outside the face region the correspondence is not supervised
+    outside = pred.copy()
+    outside[0, 0, 0, 0:3] = 0.9
+    np.testing.assert_allclose(losses.pretraining_loss(outside, target).numpy(), zero, atol=1e-6)
