@@ -1,0 +1,207 @@
+"""Inverse camera: compose / decompose round trip, projection identities, degenerate input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.errors import InputError, SolveError
+from tfface.geometry.camera import (
+    compose_inverse_camera,
+    decompose_inverse_camera,
+    inverse_camera_is_valid,
+    project,
+    unproject,
+)
+
+
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Uniform random proper rotations from unit quaternions, (n, 3, 3)."""
+    w, x, y, z = rng.normal(size=(4, n))
+    norm = np.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / norm, x / norm, y / norm, z / norm
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
+
+
+def random_cameras(seed: int, n: int):
+    """Random focal (100-3000 px, aspect 0.7-1.4), skew, principal point, pose, psi."""
+    rng = np.random.default_rng(seed)
+    f = rng.uniform(100, 3000, n)
+    K = np.zeros((n, 3, 3))
+    K[:, 0, 0] = f
+    K[:, 1, 1] = f * rng.uniform(0.7, 1.4, n)
+    K[:, 0, 1] = rng.uniform(-0.1, 0.1, n) * f
+    K[:, 0, 2] = rng.uniform(-200, 600, n)
+    K[:, 1, 2] = rng.uniform(-200, 600, n)
+    K[:, 2, 2] = 1
+    R = random_rotations(rng, n)
+    t = rng.normal(size=(n, 3)) * 100 + np.array([0, 0, 600])
+    psi = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), n))
+    return K, R, t, psi
+
+
+def test_random_rotations_are_proper():
+    R = random_rotations(np.random.default_rng(0), 50)
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol", [(tf.float64, 1e-9), (tf.float32, 1e-5)])
+def test_round_trip_1000_random_cameras(dtype, tol):
+    K, R, t, psi = random_cameras(1, 1000)
+    p_hat, q_hat = compose_inverse_camera(*(tf.constant(a, dtype) for a in (K, R, t, psi)))
+    K2, R2, t2, psi2 = (a.numpy().astype(np.float64) for a in decompose_inverse_camera(p_hat, q_hat))
+    # Relative errors per camera: K to its largest entry, t to its norm, psi to itself.
+    k_err = np.abs(K2 - K).max(axis=(1, 2)) / np.abs(K).max(axis=(1, 2))
+    t_err = np.linalg.norm(t2 - t, axis=1) / np.linalg.norm(t, axis=1)
+    assert k_err.max() < tol
+    assert np.abs(R2 - R).max() < tol
+    assert t_err.max() < tol
+    assert (np.abs(psi2 - psi) / psi).max() < tol
+    assert np.all(K2[:, 0, 0] > 0) and np.all(K2[:, 1, 1] > 0)
+    np.testing.assert_array_equal(K2[:, 2], np.broadcast_to([0, 0, 1], (1000, 3)))
+
+
+def test_compose_matches_definition():
+    K, R, t, psi = random_cameras(2, 20)
+    p_hat, q_hat = compose_inverse_camera(K, R, t, psi)
+    P = psi[:, None, None] * K @ R
+    q = psi[:, None] * np.einsum("nij,nj->ni", K, t)
+    np.testing.assert_allclose(p_hat.numpy() @ P, np.broadcast_to(np.eye(3), P.shape), atol=1e-10)
+    np.testing.assert_allclose(q_hat.numpy(), -np.einsum("nij,nj->ni", np.linalg.inv(P), q), rtol=1e-10)
+    np.testing.assert_allclose(q_hat.numpy(), -np.einsum("nji,nj->ni", R, t), rtol=1e-12)
+
+
+def test_project_and_unproject_satisfy_inverse_camera_equation():
+    K, R, t, psi = random_cameras(3, 4)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(4, 50, 3)) * 80
+    pixels, depth = (a.numpy() for a in project(X, K, R, t))
+    # d x = P X + q with d = psi Z.
+    P = psi[:, None, None] * K @ R
+    q = psi[:, None] * np.einsum("nij,nj->ni", K, t)
+    d = psi[:, None] * depth
+    x = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=-1)
+    np.testing.assert_allclose(d[..., None] * x, np.einsum("nij,npj->npi", P, X) + q[:, None], rtol=1e-12, atol=1e-9)
+    # Depth is the camera-space Z of R X + t.
+    np.testing.assert_allclose(depth, (np.einsum("nij,npj->npi", R, X) + t[:, None])[..., 2], rtol=1e-12)
+    # unproject inverts project, and X = P_hat (d x) + q_hat.
+    np.testing.assert_allclose(unproject(pixels, depth, K, R, t).numpy(), X, atol=1e-9)
+    p_hat, q_hat = (a.numpy() for a in compose_inverse_camera(K, R, t, psi))
+    np.testing.assert_allclose(np.einsum("nij,npj->npi", p_hat, d[..., None] * x) + q_hat[:, None], X, atol=1e-9)
+
+
+def test_frontal_camera_convention():
+    """A frontal camera R = diag(1, -1, -1) sees +y up as image y up (smaller row)."""
+    K = np.array([[500.0, 0, 128], [0, 500, 128], [0, 0, 1]])
+    R = np.diag([1.0, -1, -1])
+    t = np.array([0.0, 0, 500])
+    pixels, depth = project(np.array([[0.0, 0, 0], [0, 10, 0], [10, 0, 0]]), K, R, t)
+    np.testing.assert_allclose(depth.numpy(), [500, 500, 500])
+    np.testing.assert_allclose(pixels.numpy(), [[128, 128], [128, 118], [138, 128]])
+
+
+def test_broadcasting_over_leading_dims():
+    K, R, t, psi = random_cameras(4, 6)
+    shaped = [a.reshape((2, 3) + a.shape[1:]) for a in (K, R, t, psi)]
+    p_hat, q_hat = compose_inverse_camera(*shaped)
+    assert p_hat.shape == (2, 3, 3, 3) and q_hat.shape == (2, 3, 3)
+    K2, R2, t2, psi2 = decompose_inverse_camera(p_hat, q_hat)
+    np.testing.assert_allclose(K2.numpy(), shaped[0], rtol=1e-9, atol=1e-9)
+    # One camera for many point sets (broadcast K, R, t over a batch of points).
+    X = np.random.default_rng(4).normal(size=(5, 7, 3)) * 50
+    pixels, depth = project(X, K[0], R[0], t[0])
+    assert pixels.shape == (5, 7, 2) and depth.shape == (5, 7)
+
+
+@pytest.mark.parametrize(
+    "p_hat",
+    [
+        np.diag([1.0, 1.0, -1.0]),  # reflection: det < 0
+        np.zeros((3, 3)),  # singular
+        np.array([[1.0, 2, 3], [2, 4, 6], [0, 0, 1]]),  # rank 2
+        np.full((3, 3), np.nan),
+    ],
+)
+def test_degenerate_input_raises_in_eager_and_falls_back_in_graph(p_hat):
+    q_hat = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(SolveError, match="cannot be decomposed"):
+        decompose_inverse_camera(p_hat, q_hat)
+    batch = np.stack([p_hat, np.eye(3) * 0.01])
+    outputs = tf.function(decompose_inverse_camera)(batch, np.stack([q_hat, q_hat]))
+    for out in outputs:
+        assert np.all(np.isfinite(out.numpy()))
+    K, R, t, psi = (a.numpy() for a in outputs)
+    np.testing.assert_array_equal(K[0], np.eye(3))
+    np.testing.assert_array_equal(R[0], np.eye(3))
+    np.testing.assert_array_equal(t[0], -q_hat)
+    np.testing.assert_allclose(psi[1], 100.0)
+    np.testing.assert_array_equal(inverse_camera_is_valid(batch, np.stack([q_hat, q_hat])).numpy(), [False, True])
+
+
+def test_non_finite_translation_falls_back_to_zero_in_graph():
+    p_hat = np.eye(3)[None]
+    q_hat = np.array([[np.inf, 0.0, 0.0]])
+    with pytest.raises(SolveError):
+        decompose_inverse_camera(p_hat, q_hat)
+    K, R, t, psi = tf.function(decompose_inverse_camera)(p_hat, q_hat)
+    np.testing.assert_array_equal(t.numpy(), [[0.0, 0.0, 0.0]])
+
+
+def test_compose_rejects_non_positive_scale_or_focal():
+    K, R, t, psi = random_cameras(5, 2)
+    with pytest.raises(InputError, match="psi"):
+        compose_inverse_camera(K, R, t, -psi)
+    K[1, 1, 1] = 0
+    with pytest.raises(InputError, match="k1, k4"):
+        compose_inverse_camera(K, R, t, psi)
+
+
+def test_project_is_finite_at_zero_depth():
+    K, R, t, _ = random_cameras(6, 1)
+    X_cam_origin = -np.einsum("ji,j->i", R[0], t[0])  # the camera centre: Z = 0
+    pixels, depth = project(X_cam_origin[None, None], K, R, t)
+    assert np.all(np.isfinite(pixels.numpy()))
+    assert abs(depth.numpy()[0, 0]) < 1e-9
+
+
+def test_decompose_gradient_matches_finite_differences():
+    K, R, t, psi = random_cameras(7, 1)
+    p_hat, q_hat = compose_inverse_camera(K[0], R[0], t[0], psi[0])
+    p_hat, q_hat = p_hat.numpy(), q_hat.numpy()
+    w = np.random.default_rng(7).normal(size=(3, 3))
+
+    def scalar(ph, qh):
+        K2, R2, t2, psi2 = decompose_inverse_camera(ph, qh)
+        return tf.reduce_sum(K2 * w) / 1000 + tf.reduce_sum(R2 * w) + tf.reduce_sum(t2) / 100 + psi2
+
+    # Each argument with a step suited to its scale (p_hat entries are ~1e-3 / psi, q_hat ~1e2).
+    checks = [
+        (lambda ph: scalar(ph, q_hat), p_hat, 1e-6 * np.abs(p_hat).max()),
+        (lambda qh: scalar(p_hat, qh), q_hat, 1e-3),
+    ]
+    for function, x, delta in checks:
+        (theoretical,), (numerical,) = tf.test.compute_gradient(function, [x], delta=delta)
+        np.testing.assert_allclose(theoretical, numerical, rtol=1e-5, atol=1e-7 * np.abs(numerical).max())
+
+
+def test_project_unproject_gradients_match_finite_differences():
+    K, R, t, _ = random_cameras(8, 1)
+    X = np.random.default_rng(8).normal(size=(4, 3)) * 50
+    theoretical, numerical = tf.test.compute_gradient(lambda x, k, tt: project(x, k, R[0], tt)[0], [X, K[0], t[0]])
+    for a, b in zip(theoretical, numerical):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(np.abs(b).max(), 1e-12))
+    pixels, depth = project(X, K[0], R[0], t[0])
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda px, d, k: unproject(px, d, k, R[0], t[0]), [pixels.numpy(), depth.numpy(), K[0]]
+    )
+    for a, b in zip(theoretical, numerical):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(np.abs(b).max(), 1e-12))
