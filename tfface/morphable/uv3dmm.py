@@ -1,0 +1,172 @@
+"""The UV-3DMM: a morphable model flattened onto the unit square (supplement A, DESIGN.md).
+
+Building one (:meth:`UVMorphableModel.build`) fills the model's holes, computes the Tutte
+embedding of the resulting disk onto ``[0, 1]^2`` and the texel index map at S x S; sampling
+(:meth:`UVMorphableModel.sample`) returns the mean and bases at any ``(u, v)`` exactly and
+differentiably. Per-vertex rows are stored, never dense S x S x K images (:meth:`dense_images`
+renders those for visualisation only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfface.errors import ModelFileError
+from tfface.morphable import sampling
+from tfface.morphable.model import MorphableModel
+from tfface.morphable.sampling import UVSample
+from tfface.morphable.texel_map import texel_candidates
+from tfface.morphable.topology import fill_holes
+from tfface.morphable.tutte import tutte_embedding
+
+#: Format tag stored in UV-3DMM files.
+UV3DMM_FORMAT = "tfface-uv3dmm/1"
+
+#: Default texel grid size (supplement A: 320 x 320).
+DEFAULT_RESOLUTION = 320
+
+#: Build stages reported to the ``progress`` callback, in order.
+BUILD_STAGES = ("fill holes", "Tutte embedding", "texel map", "sampling tables")
+
+_MODEL_FIELDS = ("mean", "shape_basis", "expression_basis", "albedo_mean", "albedo_basis", "triangles", "landmarks68")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UVMorphableModel:
+    """A hole-filled morphable model with a bijective UV parameterisation and a texel index map.
+
+    Attributes:
+        model: the hole-filled :class:`MorphableModel`; auxiliary vertices follow the original ones.
+        vertex_uv: ``(V, 2)`` float32 Tutte UV of every vertex, in ``[0, 1]^2``.
+        resolution: texel grid size S.
+        num_original_vertices: vertices of the model before hole filling.
+        texel_triangles: ``(S * S, C)`` int32 candidate triangles per texel (padded with ``T``).
+    """
+
+    model: MorphableModel
+    vertex_uv: np.ndarray
+    resolution: int
+    num_original_vertices: int
+    texel_triangles: np.ndarray
+
+    def __post_init__(self) -> None:
+        v, t, s = self.model.num_vertices, self.model.triangles.shape[0], self.resolution
+        if self.vertex_uv.shape != (v, 2):
+            raise ModelFileError(f"vertex_uv must be ({v}, 2), got {self.vertex_uv.shape}")
+        if self.texel_triangles.ndim != 2 or self.texel_triangles.shape[0] != s * s:
+            raise ModelFileError(f"texel_triangles must be ({s * s}, C), got {self.texel_triangles.shape}")
+        if self.texel_triangles.min() < 0 or self.texel_triangles.max() > t:
+            raise ModelFileError(f"texel_triangles must index [0, {t}]")
+        if not 0 < self.num_original_vertices <= v:
+            raise ModelFileError(f"num_original_vertices must be in (0, {v}], got {self.num_original_vertices}")
+        object.__setattr__(self, "_tables", None)
+
+    @classmethod
+    def build(cls, model: MorphableModel, resolution: int = DEFAULT_RESOLUTION,
+              progress: Callable[[str], None] | None = None) -> "UVMorphableModel":
+        """Flatten ``model``: fill holes, Tutte-embed onto the unit square, build the texel map.
+
+        Args:
+            model: a manifold, consistently oriented (counter-clockwise from the front) model.
+            resolution: texel grid size S.
+            progress: called with each name of :data:`BUILD_STAGES` when that stage finishes.
+
+        Raises:
+            ModelFileError: if the mesh cannot be made a disk; SolveError if the embedding fails.
+        """
+        report = progress or (lambda stage: None)
+        filled = fill_holes(model)
+        report(BUILD_STAGES[0])
+        uv = tutte_embedding(filled.model.mean, filled.model.triangles, filled.outer_loop).astype(np.float32)
+        report(BUILD_STAGES[1])
+        texels = texel_candidates(uv, filled.model.triangles, resolution)
+        report(BUILD_STAGES[2])
+        uv_model = cls(filled.model, uv, int(resolution), filled.num_original_vertices, texels)
+        uv_model.tables()
+        report(BUILD_STAGES[3])
+        return uv_model
+
+    def tables(self) -> sampling.SamplingTables:
+        """The packed per-vertex sampling tables as TF constants (computed once, then cached)."""
+        if self._tables is None:
+            m = self.model
+            packed = sampling.sampling_tables(self.vertex_uv, m.triangles, self.texel_triangles, m.mean,
+                                              m.shape_basis, m.expression_basis, m.albedo_mean, m.albedo_basis)
+            object.__setattr__(self, "_tables", sampling.SamplingTables(*[tf.constant(a) for a in packed]))
+        return self._tables
+
+    def sample(self, uv) -> UVSample:
+        """Sample the model at correspondences ``uv`` ``(B, P, 2)`` float32 (XLA-compiled).
+
+        Returns:
+            :class:`UVSample`; exact barycentric blends of the containing triangle's vertex rows,
+            differentiable in ``uv``; zeros and ``valid = 0`` outside the unit square.
+
+        Raises:
+            InputError: if ``uv`` is not a float ``(B, P, 2)`` tensor.
+        """
+        return sampling.sample_tables_compiled(sampling.check_uv(uv), self.tables(), self.resolution)
+
+    def texel_centres(self) -> np.ndarray:
+        """``(S, S, 2)`` float32 UV of every texel centre, indexed ``[row, col]``."""
+        c = (np.arange(self.resolution, dtype=np.float32) + 0.5) / self.resolution
+        u, v = np.meshgrid(c, c)
+        return np.stack([u, v], axis=-1)
+
+    def dense_images(self, num_basis: int = 3, num_albedo: int = 3) -> dict[str, np.ndarray]:
+        """Dense S x S images of the model, for visualisation only.
+
+        Returns:
+            ``mean`` ``(S, S, 3)``, ``basis`` ``(num_basis, S, S, 3)`` (leading identity modes),
+            ``albedo_mean`` ``(S, S, 3)``, ``albedo_basis`` ``(num_albedo, S, S, 3)`` and
+            ``valid`` ``(S, S)``, sampled at the texel centres.
+        """
+        s = self.resolution
+        sample = self.sample(self.texel_centres().reshape(1, s * s, 2))
+        return {
+            "mean": sample.mean.numpy().reshape(s, s, 3),
+            "basis": np.moveaxis(sample.basis.numpy()[0, :, :, :num_basis], -1, 0).reshape(-1, s, s, 3),
+            "albedo_mean": sample.albedo_mean.numpy().reshape(s, s, 3),
+            "albedo_basis": np.moveaxis(sample.albedo_basis.numpy()[0, :, :, :num_albedo], -1, 0).reshape(-1, s, s, 3),
+            "valid": sample.valid.numpy().reshape(s, s),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the UV-3DMM to an ``.npz`` file (read back with :meth:`load`)."""
+        m = self.model
+        arrays = {f"model_{f}": getattr(m, f) for f in _MODEL_FIELDS}
+        with open(path, "wb") as handle:
+            np.savez(handle, format=np.array(UV3DMM_FORMAT), model_name=np.array(m.name),
+                     vertex_uv=self.vertex_uv, resolution=np.array(self.resolution),
+                     num_original_vertices=np.array(self.num_original_vertices),
+                     texel_triangles=self.texel_triangles, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "UVMorphableModel":
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            ModelFileError: if the file is missing, truncated, corrupt or not a UV-3DMM file.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "format" not in data.files or str(data["format"]) != UV3DMM_FORMAT:
+                    raise ModelFileError(f"{path}: not a UV-3DMM file (no format tag {UV3DMM_FORMAT!r})")
+                required = [f"model_{f}" for f in _MODEL_FIELDS] + [
+                    "model_name", "vertex_uv", "resolution", "num_original_vertices", "texel_triangles"]
+                missing = [k for k in required if k not in data.files]
+                if missing:
+                    raise ModelFileError(f"{path}: UV-3DMM file is missing {', '.join(missing)}")
+                model = MorphableModel(**{f: data[f"model_{f}"] for f in _MODEL_FIELDS}, name=str(data["model_name"]))
+                return cls(model, data["vertex_uv"].astype(np.float32), int(data["resolution"]),
+                           int(data["num_original_vertices"]), data["texel_triangles"].astype(np.int32))
+        except ModelFileError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            raise ModelFileError(f"{path}: cannot read UV-3DMM file ({error})") from error
