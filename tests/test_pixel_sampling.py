@@ -1,0 +1,151 @@
+"""Pixel sampling by confidence (supplement C) and gathering at the samples."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.errors import InputError
+from tfface.layers.pixel_sampling import PixelSampler, gather_pixels, pixel_centres, sample_pixels
+
+SEED = tf.constant([7, 11], tf.int64)
+
+
+def region_confidence(batch=2, height=40, width=50):
+    """Image 0: a 10x20 block of confidence 1 and a 5x5 block of 0.002 (above 0.001 x max) on a
+    background of 0.0005 (below). Image 1: a 3x4 block of confidence 0.3, zero elsewhere."""
+    c = np.full((batch, height, width), 0.0005, np.float32)
+    c[0, 5:15, 10:30] = 1.0
+    c[0, 30:35, 40:45] = 0.002
+    c[1] = 0.0
+    c[1, 20:23, 0:4] = 0.3
+    return c
+
+
+def test_picks_only_qualifying_pixels_when_enough():
+    c = region_confidence()
+    indices = sample_pixels(c[:1], 150, 0.001, SEED).numpy()[0]
+    assert indices.dtype == np.int32 and len(set(indices)) == 150
+    assert np.all(c[0].reshape(-1)[indices] > 0.001)
+
+
+def test_fills_up_with_random_other_pixels():
+    c = region_confidence()
+    indices = sample_pixels(c, 300, 0.001, SEED).numpy()
+    flat = c.reshape(2, -1)
+    for b, count in ((0, 225), (1, 12)):
+        qualifying = set(np.flatnonzero(flat[b] > 0.001 * flat[b].max()))
+        assert len(qualifying) == count
+        chosen = set(indices[b])
+        assert len(chosen) == 300 and qualifying <= chosen
+    assert np.all((indices >= 0) & (indices < 2000))
+
+
+def test_qualifying_pixels_are_chosen_uniformly():
+    c = np.zeros((1, 10, 10), np.float32)
+    c[0, :5] = 1.0  # 50 qualifying pixels, 20 drawn each time
+    counts = np.zeros(100)
+    for s in range(300):
+        np.add.at(counts, sample_pixels(c, 20, 0.001, [s, 0]).numpy()[0], 1)
+    assert counts[50:].sum() == 0
+    # Each qualifying pixel: Binomial(300, 0.4), mean 120, std 8.5.
+    assert np.abs(counts[:50] - 120).max() < 40
+
+
+def test_deterministic_with_seed_and_fresh_samples_per_call():
+    c = region_confidence()
+    np.testing.assert_array_equal(sample_pixels(c, 100, 0.001, SEED), sample_pixels(c, 100, 0.001, SEED))
+    a, b = PixelSampler(100, seed=3), PixelSampler(100, seed=3)
+    first_a, first_b = a(c).numpy(), b(c).numpy()
+    np.testing.assert_array_equal(first_a, first_b)
+    second_a = a(c).numpy()
+    assert not np.array_equal(np.sort(first_a[0]), np.sort(second_a[0]))
+    np.testing.assert_array_equal(second_a, b(c).numpy())
+
+
+@pytest.mark.parametrize("fill", [0.0, np.nan, np.inf, -1.0])
+def test_zero_or_non_finite_confidence_samples_uniformly(fill):
+    c = np.full((2, 8, 8), fill, np.float32)
+    indices = sample_pixels(c, 40, 0.001, SEED).numpy()
+    for row in indices:
+        assert len(set(row)) == 40 and row.min() >= 0 and row.max() < 64
+
+
+def test_nan_counts_as_zero_next_to_valid_confidence():
+    c = np.full((1, 8, 8), np.nan, np.float32)
+    c[0, 0, :5] = 0.5
+    indices = sample_pixels(c, 5, 0.001, SEED).numpy()[0]
+    np.testing.assert_array_equal(np.sort(indices), np.arange(5))
+
+
+def test_image_smaller_than_num_samples_is_sampled_in_rounds():
+    c = np.zeros((1, 4, 5), np.float32)
+    c[0, 0, :3] = 1.0
+    indices = sample_pixels(c, 50, 0.001, SEED).numpy()[0]
+    counts = np.bincount(indices, minlength=20)
+    assert len(indices) == 50 and counts.max() <= 3  # ceil(50 / 20) rounds
+    np.testing.assert_array_equal(counts[:3], [3, 3, 3])  # qualifying pixels in every round
+    assert counts.sum() == 50
+
+
+def test_pixel_centres_and_gather():
+    indices = tf.constant([[0, 7, 19], [3, 3, 10]])
+    np.testing.assert_array_equal(
+        pixel_centres(indices, 5).numpy(),
+        [[[0.5, 0.5], [2.5, 1.5], [4.5, 3.5]], [[3.5, 0.5], [3.5, 0.5], [0.5, 2.5]]],
+    )
+    maps = tf.reshape(tf.range(2 * 4 * 5 * 2, dtype=tf.float32), [2, 4, 5, 2])
+    values = gather_pixels(maps, indices).numpy()
+    np.testing.assert_array_equal(values[0, 1], maps.numpy()[0, 1, 2])
+    np.testing.assert_array_equal(values[1, 2], maps.numpy()[1, 2, 0])
+
+
+def test_gather_gradient_matches_finite_differences():
+    maps = np.random.default_rng(0).normal(size=(2, 3, 4, 2))
+    indices = tf.constant([[0, 5, 5, 11], [2, 3, 7, 8]])
+    theoretical, numerical = tf.test.compute_gradient(lambda m: gather_pixels(m, indices), [maps])
+    np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-9)
+
+
+def test_layer_in_a_model_with_dynamic_shapes_saves_and_loads(tmp_path):
+    inputs = keras.Input(shape=(None, None))
+    outputs = PixelSampler(num_samples=30, threshold=0.01, seed=5)(inputs)
+    model = keras.Model(inputs, outputs)
+    c = region_confidence()
+    indices = model.predict(c, verbose=0)
+    assert indices.shape == (2, 30) and indices.dtype == np.int32
+    assert np.all(c.reshape(2, -1)[0, indices[0]] > 0.01)
+    path = tmp_path / "sampler.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    layer = restored.layers[-1]
+    assert isinstance(layer, PixelSampler) and layer.get_config()["num_samples"] == 30
+    assert layer.threshold == 0.01 and layer.seed == 5
+    again = restored.predict(c, verbose=0)
+    assert again.shape == (2, 30) and np.all(c.reshape(2, -1)[0, again[0]] > 0.01)
+
+
+def test_config_round_trip():
+    layer = PixelSampler(num_samples=123, threshold=0.2, seed=9, name="sampler")
+    clone = PixelSampler.from_config(layer.get_config())
+    assert (clone.num_samples, clone.threshold, clone.seed, clone.name) == (123, 0.2, 9, "sampler")
+    c = region_confidence()
+    np.testing.assert_array_equal(layer(c), clone(c))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: sample_pixels(np.zeros((4, 4)), 3, 0.001, SEED), r"\(B, H, W\)"),
+        (lambda: sample_pixels(np.zeros((1, 4, 4), np.int32), 3, 0.001, SEED), "float"),
+        (lambda: PixelSampler(num_samples=0), "positive"),
+        (lambda: PixelSampler(threshold=1.5), r"\[0, 1\)"),
+        (lambda: gather_pixels(np.zeros((4, 4, 3)), [[0]]), r"\(B, H, W, C\)"),
+        (lambda: gather_pixels(np.zeros((1, 4, 4, 3)), [[0.0]]), "integers"),
+    ],
+)
+def test_bad_input_raises(call, message):
+    with pytest.raises(InputError, match=message):
+        call()

@@ -1,0 +1,154 @@
+"""Stochastic pixel sampling for the least-squares layers (supplement C).
+
+Per image, ``num_samples`` pixels are drawn at random among those whose confidence exceeds
+``threshold`` times the image's maximum confidence; if fewer qualify, the rest are drawn at
+random from the other pixels. Implementation: every pixel gets a uniform random key in [0, 1),
+plus 1 if it qualifies, and the ``num_samples`` largest keys win (``tf.math.top_k``): a uniform
+random subset of the qualifying pixels first, filled up by a uniform random subset of the
+others. The choice is not differentiable (indices are integers); what is gathered at the
+samples is (:func:`gather_pixels`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfface.errors import InputError
+
+__all__ = ["PixelSampler", "gather_pixels", "pixel_centres", "sample_pixels"]
+
+
+def sample_pixels(
+    confidence: tf.Tensor, num_samples: int, threshold: float, seed: tf.Tensor
+) -> tf.Tensor:
+    """Flat indices of ``num_samples`` pixels per image chosen by confidence (supplement C).
+
+    Parameters
+    ----------
+    confidence : (B, H, W) float
+        Per-pixel confidence, expected >= 0. Non-finite values (NaN, +-inf) count as 0;
+        pixels with confidence <= 0 never qualify, so an all-zero (or all-NaN) map is sampled
+        uniformly at random.
+    num_samples : int
+        Samples per image, P.
+    threshold : float
+        A pixel qualifies when ``confidence > threshold * max(confidence)`` over its image.
+    seed : (2,) int tensor
+        Seed of the stateless random keys: equal seeds give equal samples.
+
+    Returns
+    -------
+    indices : (B, P) int32
+        Row-major flat pixel indices ``row * W + col``. Within an image they are distinct when
+        ``H * W >= P``. Smaller images are sampled in ``ceil(P / (H W))`` rounds (as from
+        that many copies of the image, without replacement): every pixel appears at most that
+        many times, qualifying pixels first.
+    """
+    confidence = tf.convert_to_tensor(confidence)
+    if confidence.shape.rank != 3:
+        raise InputError(f"confidence must have shape (B, H, W), got {confidence.shape}")
+    if not confidence.dtype.is_floating:
+        raise InputError(f"confidence must be a float tensor, got {confidence.dtype.name}")
+    batch = tf.shape(confidence)[0]
+    num_pixels = tf.shape(confidence)[1] * tf.shape(confidence)[2]
+    flat = tf.reshape(confidence, [batch, num_pixels])
+    flat = tf.where(tf.math.is_finite(flat), flat, tf.zeros_like(flat))
+    peak = tf.reduce_max(flat, axis=1, keepdims=True)
+    qualified = tf.logical_and(flat > threshold * peak, flat > 0)
+    rounds = (num_samples + num_pixels - 1) // num_pixels
+    keys = tf.random.stateless_uniform([batch, rounds * num_pixels], seed=seed, dtype=tf.float32)
+    scores = keys + tf.tile(tf.cast(qualified, tf.float32), [1, rounds])
+    _, winners = tf.math.top_k(scores, k=num_samples, sorted=False)
+    return tf.math.floormod(winners, num_pixels)
+
+
+def pixel_centres(indices: tf.Tensor, width: int | tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Pixel-centre coordinates ``(col + 0.5, row + 0.5)`` of flat indices (x right, y down).
+
+    Parameters
+    ----------
+    indices : (B, P) int
+        Flat indices ``row * width + col``.
+    width : int
+        Image width W.
+
+    Returns
+    -------
+    coordinates : (B, P, 2) of ``dtype``
+    """
+    indices = tf.convert_to_tensor(indices)
+    width = tf.cast(width, indices.dtype)
+    col = tf.math.floormod(indices, width)
+    row = tf.math.floordiv(indices, width)
+    return tf.cast(tf.stack([col, row], axis=-1), dtype) + 0.5
+
+
+def gather_pixels(maps: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Values of per-pixel ``maps`` at sampled pixels; differentiable with respect to ``maps``.
+
+    Parameters
+    ----------
+    maps : (B, H, W, C)
+        Any per-pixel maps (image, network outputs).
+    indices : (B, P) int
+        Flat indices from :func:`sample_pixels` / :class:`PixelSampler`.
+
+    Returns
+    -------
+    values : (B, P, C)
+    """
+    maps = tf.convert_to_tensor(maps)
+    indices = tf.convert_to_tensor(indices)
+    if maps.shape.rank != 4:
+        raise InputError(f"maps must have shape (B, H, W, C), got {maps.shape}")
+    if indices.shape.rank != 2 or not indices.dtype.is_integer:
+        raise InputError(f"indices must be integers of shape (B, P), got {indices.dtype.name} {indices.shape}")
+    shape = tf.shape(maps)
+    flat = tf.reshape(maps, [shape[0], shape[1] * shape[2], shape[3]])
+    return tf.gather(flat, indices, batch_dims=1)
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class PixelSampler(keras.layers.Layer):
+    """Keras layer: ``confidence (B, H, W) -> indices (B, P) int32`` (supplement C).
+
+    Each call draws new samples from a seeded generator state (a Keras ``SeedGenerator``
+    driving stateless random ops): two samplers built with the same ``seed`` produce the
+    same sequence of samples. See :func:`sample_pixels` for the rules, including non-finite
+    confidence (counts as 0) and images with fewer than ``num_samples`` pixels (sampled in
+    rounds, repeating pixels). Convert to coordinates with :func:`pixel_centres` and read
+    maps with :func:`gather_pixels`.
+
+    Parameters
+    ----------
+    num_samples : int
+        Pixels per image, P (10,000 in the paper).
+    threshold : float
+        Qualifying confidence as a fraction of the image's maximum (0.001 in the paper).
+    seed : int, optional
+        Seed of the generator; ``None`` picks one at random.
+    """
+
+    def __init__(self, num_samples: int = 10_000, threshold: float = 0.001, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_samples) < 1:
+            raise InputError(f"num_samples must be positive, got {num_samples}")
+        if not 0.0 <= float(threshold) < 1.0:
+            raise InputError(f"threshold must lie in [0, 1), got {threshold}")
+        self.num_samples = int(num_samples)
+        self.threshold = float(threshold)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, confidence):
+        return sample_pixels(confidence, self.num_samples, self.threshold, self.seed_generator.next())
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_samples)
+
+    def compute_output_spec(self, confidence):
+        return keras.KerasTensor((confidence.shape[0], self.num_samples), dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "num_samples": self.num_samples, "threshold": self.threshold, "seed": self.seed}
