@@ -1,0 +1,444 @@
+r"""Geometric least squares: inverse camera and shape+expression coefficients (supplement R).
+
+For every sampled pixel ``j`` with pixel coordinates :math:`x_j = (x_j, y_j, 1)`, predicted depth
+:math:`d_j`, confidence :math:`\omega_j` and the UV-3DMM sampled at its correspondence (mean
+:math:`a_j`, basis :math:`B_j`), eqs. 33-37 solve
+
+.. math::
+    \min_{\hat P, \hat q, m} \sum_j \omega_j \|\hat P (d_j x_j) + \hat q - a_j - B_j m\|^2
+        + \rho \|\hat q - (0, 0, z_0)\|^2 + \sum_i \alpha_i^2 m_i^2 ,
+
+i.e. rows :math:`\Psi_j \theta - B_j m = a_j` with :math:`\Psi_j = I_3 \otimes u_j^T`,
+:math:`u_j = (d_j x_j, d_j y_j, d_j, 1)` and :math:`\theta` the rows of :math:`[\hat P \; \hat q]`.
+
+Numerics (float32). The Kronecker structure of :math:`\Psi_j` is never materialised: the camera
+block of the normal matrix is :math:`I_3 \otimes \sum_j \omega_j u_j u_j^T`, the camera-shape
+block one ``(4, P) x (P, 3K)`` product and the shape block one ``(K, 3P) x (3P, K)`` product.
+Before forming them, :math:`u_j` is replaced by :math:`u'_j = T u_j`: pixel coordinates centred on
+their weighted mean and scaled by their spread, depth scaled by its maximum and centred (without
+this, columns like :math:`d x \sim 10^5` next to ``1`` lose everything to float32 rounding). The
+solution is invariant to the (constant, stop-gradient) ``T``: :math:`\theta_k = T^T \theta'_k`.
+The system is then Jacobi-scaled, ridged and solved by Cholesky or by the TFLite-compatible
+Gauss-Jordan solver, with one step of iterative refinement from the samples
+(:mod:`tfface.layers.normal_equations`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from tfface.errors import InputError
+from tfface.geometry.camera import decompose_inverse_camera, inverse_camera_is_valid
+from tfface.layers.least_squares_checks import check_samples, raise_if_not_finite
+from tfface.layers.linear_solve import SOLVERS
+from tfface.layers.normal_equations import solve_refined
+
+#: Number of inverse-camera unknowns: the three rows of [P_hat | q_hat].
+CAMERA_UNKNOWNS = 12
+
+
+class GeometricSystem(NamedTuple):
+    """Normal equations of eq. 37 in normalised camera coordinates, and what refines them.
+
+    Unknowns ``x = [theta'_0, theta'_1, theta'_2, m]`` with ``theta_k = T^T theta'_k`` the
+    ``k``-th row of ``[P_hat | q_hat]``.
+
+    Attributes
+    ----------
+    matrix : (B, 12 + K, 12 + K)
+        Normal matrix (data and prior).
+    rhs : (B, 12 + K)
+        Right-hand side (data and prior).
+    prior_matrix : (B, 12 + K, 12 + K)
+        The prior's part of ``matrix``.
+    prior_rhs : (B, 12 + K)
+        The prior's part of ``rhs``.
+    features : (B, P, 4)
+        Normalised camera features ``u'_j = T u_j``.
+    transform : (B, 4, 4)
+        ``T`` (constant for the gradient).
+    weights : (B, P)
+    mean : (B, P, 3)
+    basis : (B, P, 3, K)
+    """
+
+    matrix: tf.Tensor
+    rhs: tf.Tensor
+    prior_matrix: tf.Tensor
+    prior_rhs: tf.Tensor
+    features: tf.Tensor
+    transform: tf.Tensor
+    weights: tf.Tensor
+    mean: tf.Tensor
+    basis: tf.Tensor
+
+
+def camera_features(
+    pixels: tf.Tensor, depth: tf.Tensor, weights: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Normalised camera features ``u' = T (d x, d y, d, 1)`` of the samples.
+
+    Parameters
+    ----------
+    pixels : (B, P, 2) float32
+        Pixel coordinates (x right, y down, centres at +0.5).
+    depth : (B, P) float32
+        Predicted depth ``d`` (any positive unit; its scale is ``psi``).
+    weights : (B, P) float32
+        Sample weights; the statistics use the samples with positive weight (all samples if
+        none has).
+
+    Returns
+    -------
+    features : (B, P, 4)
+        ``((x - c_x) d / (s D), (y - c_y) d / (s D), d / D - m, 1)`` with ``c`` the weighted
+        pixel centroid, ``s`` the weighted RMS pixel spread (at least 1e-3 px), ``D`` the largest
+        ``|d|`` and ``m`` the weighted mean of ``d / D``; differentiable in pixels and depth.
+    transform : (B, 4, 4)
+        ``T`` with ``features = T u``; built from stop-gradient statistics.
+    """
+    dtype = pixels.dtype
+    used = tf.stop_gradient(tf.cast(weights > 0, dtype))
+    used = tf.where(tf.reduce_any(used > 0, axis=-1, keepdims=True), used, tf.ones_like(used))
+    share = used / tf.reduce_sum(used, axis=-1, keepdims=True)
+    still_pixels = tf.stop_gradient(pixels)
+    still_depth = tf.stop_gradient(depth)
+
+    depth_scale = tf.maximum(tf.reduce_max(tf.abs(still_depth) * used, axis=-1), 1e-30)
+    scaled_depth = depth / depth_scale[:, None]
+    depth_offset = tf.reduce_sum(share * tf.stop_gradient(scaled_depth), axis=-1)
+    centre = tf.reduce_sum(share[..., None] * still_pixels, axis=-2)
+    spread = tf.sqrt(
+        tf.reduce_sum(share * tf.reduce_sum(tf.square(still_pixels - centre[:, None]), -1), -1) / 2
+    )
+    spread = tf.maximum(spread, 1e-3)
+
+    planar = (pixels - centre[:, None]) / spread[:, None, None] * scaled_depth[..., None]
+    features = tf.concat(
+        [
+            planar,
+            (scaled_depth - depth_offset[:, None])[..., None],
+            tf.ones_like(scaled_depth)[..., None],
+        ],
+        axis=-1,
+    )
+    inverse = 1.0 / (spread * depth_scale)
+    zero, one = tf.zeros_like(inverse), tf.ones_like(inverse)
+    transform = tf.stack(
+        [
+            tf.stack([inverse, zero, -centre[:, 0] * inverse, zero], -1),
+            tf.stack([zero, inverse, -centre[:, 1] * inverse, zero], -1),
+            tf.stack([zero, zero, 1.0 / depth_scale, -depth_offset], -1),
+            tf.stack([zero, zero, zero, one], -1),
+        ],
+        axis=-2,
+    )
+    return features, tf.cast(transform, dtype)
+
+
+def _block_diagonal(camera: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """``[[camera, 0], [0, shape]]`` for ``(B, 12, 12)`` and ``(B, K, K)`` blocks."""
+    batch, size = tf.shape(shape)[0], shape.shape[-1]
+    top = tf.concat([camera, tf.zeros([batch, CAMERA_UNKNOWNS, size], camera.dtype)], axis=-1)
+    bottom = tf.concat([tf.zeros([batch, size, CAMERA_UNKNOWNS], camera.dtype), shape], axis=-1)
+    return tf.concat([top, bottom], axis=-2)
+
+
+def _kron_identity3(block: tf.Tensor) -> tf.Tensor:
+    """``I_3 (x) block`` for ``(B, 4, 4)`` blocks, as ``(B, 12, 12)``."""
+    eye = tf.eye(3, dtype=block.dtype)
+    return tf.reshape(tf.einsum("ij,bkl->bikjl", eye, block), [-1, 12, 12])
+
+
+def geometric_system(
+    pixels: tf.Tensor,
+    depth: tf.Tensor,
+    weights: tf.Tensor,
+    mean: tf.Tensor,
+    basis: tf.Tensor,
+    coefficient_weights: tf.Tensor,
+    translation_weight: tf.Tensor | float,
+    z0: float,
+) -> GeometricSystem:
+    """Form the normal equations of eq. 37 (see the module docstring).
+
+    Parameters
+    ----------
+    pixels : (B, P, 2)
+    depth : (B, P)
+    weights : (B, P)
+        Confidence times validity, ``omega_j >= 0``.
+    mean : (B, P, 3)
+        Sampled 3DMM mean ``a_j`` (mm).
+    basis : (B, P, 3, K)
+        Sampled shape+expression basis ``B_j`` (mm per unit coefficient).
+    coefficient_weights : (K,) or (B, K)
+        ``alpha_i^2`` pulling ``m_i`` to 0.
+    translation_weight : scalar
+        ``rho`` pulling ``q_hat`` to ``(0, 0, z0)``.
+    z0 : float
+        Distance (mm) of the prior camera centre in front of the face.
+
+    Returns
+    -------
+    GeometricSystem
+    """
+    dtype = pixels.dtype
+    num_coefficients = basis.shape[-1]
+    features, transform = camera_features(pixels, depth, weights)
+
+    weighted = weights[..., None] * features  # (B, P, 4)
+    camera_block = tf.matmul(weighted, features, transpose_a=True)  # (B, 4, 4)
+    per_row_basis = tf.reshape(basis, [tf.shape(basis)[0], -1, 3 * num_coefficients])
+    cross = tf.matmul(weighted, per_row_basis, transpose_a=True)  # (B, 4, 3K)
+    cross = tf.reshape(
+        tf.transpose(tf.reshape(cross, [-1, 4, 3, num_coefficients]), [0, 2, 1, 3]),
+        [-1, CAMERA_UNKNOWNS, num_coefficients],
+    )
+    flat_basis = tf.reshape(basis, [tf.shape(basis)[0], -1, num_coefficients])  # (B, 3P, K)
+    weighted_basis = flat_basis * tf.repeat(weights, 3, axis=-1)[..., None]  # rows (j, c)
+    shape_block = tf.matmul(weighted_basis, flat_basis, transpose_a=True)  # (B, K, K)
+    data_matrix = tf.concat(
+        [
+            tf.concat([_kron_identity3(camera_block), -cross], axis=-1),
+            tf.concat([-tf.transpose(cross, [0, 2, 1]), shape_block], axis=-1),
+        ],
+        axis=-2,
+    )
+    flat_mean = tf.reshape(mean, [tf.shape(mean)[0], -1])
+    data_rhs = tf.concat(
+        [
+            tf.reshape(tf.transpose(tf.matmul(weighted, mean, transpose_a=True), [0, 2, 1]), [-1, 12]),
+            -tf.linalg.matvec(weighted_basis, flat_mean, transpose_a=True),
+        ],
+        axis=-1,
+    )
+
+    # Translation prior rho |q_hat - (0, 0, z0)|^2 with q_hat_k = e . theta'_k, e = T[:, 3].
+    rho = tf.cast(translation_weight, dtype)
+    e = transform[:, :, 3]
+    translation_block = rho * e[:, :, None] * e[:, None, :]
+    target = tf.constant([0.0, 0.0, z0], dtype)
+    alpha2 = tf.broadcast_to(tf.cast(coefficient_weights, dtype), tf.shape(data_rhs[:, 12:]))
+    prior_matrix = _block_diagonal(_kron_identity3(translation_block), tf.linalg.diag(alpha2))
+    prior_rhs = tf.concat(
+        [tf.reshape(rho * target[None, :, None] * e[:, None, :], [-1, 12]), tf.zeros_like(alpha2)],
+        axis=-1,
+    )
+    return GeometricSystem(
+        data_matrix + prior_matrix,
+        data_rhs + prior_rhs,
+        prior_matrix,
+        prior_rhs,
+        features,
+        transform,
+        weights,
+        mean,
+        basis,
+    )
+
+
+def geometric_residual(system: GeometricSystem, solution: tf.Tensor) -> tf.Tensor:
+    """Per-sample residual ``P_hat d x + q_hat - (a + B m)`` (mm), shape ``(B, P, 3)``."""
+    theta = tf.reshape(solution[:, :CAMERA_UNKNOWNS], [-1, 3, 4])
+    coefficients = solution[:, CAMERA_UNKNOWNS:]
+    fitted_points = tf.matmul(system.features, theta, transpose_b=True)
+    model_points = system.mean + tf.einsum("bpck,bk->bpc", system.basis, coefficients)
+    return fitted_points - model_points
+
+
+def geometric_gradient(system: GeometricSystem, solution: tf.Tensor) -> tf.Tensor:
+    """``A^T W (a - A x) + prior_rhs - prior_matrix x`` from the samples, ``(B, 12 + K)``."""
+    residual = system.weights[..., None] * geometric_residual(system, solution)
+    camera = tf.reshape(
+        tf.transpose(tf.matmul(system.features, residual, transpose_a=True), [0, 2, 1]), [-1, 12]
+    )
+    shape = tf.einsum("bpck,bpc->bk", system.basis, residual)
+    prior = system.prior_rhs - tf.linalg.matvec(system.prior_matrix, solution)
+    return tf.concat([-camera, shape], axis=-1) + prior
+
+
+def inverse_camera(system: GeometricSystem, solution: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(P_hat (B, 3, 3), q_hat (B, 3))`` from a solution in normalised coordinates."""
+    theta = tf.matmul(tf.reshape(solution[:, :CAMERA_UNKNOWNS], [-1, 3, 4]), system.transform)
+    return theta[:, :, :3], theta[:, :, 3]
+
+
+def solve_geometry(
+    pixels: tf.Tensor,
+    depth: tf.Tensor,
+    weights: tf.Tensor,
+    mean: tf.Tensor,
+    basis: tf.Tensor,
+    coefficient_weights: tf.Tensor,
+    translation_weight: tf.Tensor | float = 0.0,
+    z0: float = 500.0,
+    ridge: float = 1e-6,
+    refinement_steps: int = 1,
+    solver: str = "cholesky",
+) -> dict[str, tf.Tensor]:
+    """Solve eq. 37 for one image per batch entry (see :func:`geometric_system` for inputs).
+
+    Returns
+    -------
+    dict with
+        ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3) (mm), ``coefficients`` (B, K),
+        ``residual`` (B, P, 3) (mm) and ``well_posed`` (B,) float32: 1 where some sample had
+        positive weight and the solution is finite, else 0 (the solution is then the prior's).
+    """
+    system = geometric_system(
+        pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
+    )
+    solution = solve_refined(
+        system.matrix,
+        system.rhs,
+        lambda x: geometric_gradient(system, x),
+        refinement_steps=refinement_steps,
+        ridge=ridge,
+        method=solver,
+    )
+    return geometric_outputs(system, solution)
+
+
+def geometric_outputs(system: GeometricSystem, solution: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The output dictionary of :func:`solve_geometry` for a solution of ``system``."""
+    p_hat, q_hat = inverse_camera(system, solution)
+    residual = geometric_residual(system, solution)
+    finite = tf.reduce_all(tf.math.is_finite(solution), axis=-1)
+    informed = tf.reduce_any(system.weights > 0, axis=-1)
+    return {
+        "p_hat": p_hat,
+        "q_hat": q_hat,
+        "coefficients": solution[:, CAMERA_UNKNOWNS:],
+        "residual": residual,
+        "well_posed": tf.cast(tf.logical_and(finite, informed), p_hat.dtype),
+    }
+
+
+def check_geometric_inputs(
+    pixels: tf.Tensor,
+    depth: tf.Tensor,
+    weights: tf.Tensor,
+    mean: tf.Tensor,
+    basis: tf.Tensor,
+    coefficient_weights: tf.Tensor,
+) -> None:
+    """Raise :class:`InputError` for inconsistent shapes or (eagerly) bad values."""
+    check_samples(
+        {
+            "pixels": (pixels, (2,)),
+            "depth": (depth, ()),
+            "weights": (weights, ()),
+            "mean": (mean, (3,)),
+            "basis": (basis, (3, None)),
+        },
+        weights,
+        coefficient_weights,
+        basis_name="basis",
+    )
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class GeometricLeastSquares(keras.layers.Layer):
+    """Keras layer solving eq. 37: inverse camera and shape+expression coefficients.
+
+    Parameters
+    ----------
+    z0 : float
+        Prior camera centre ``(0, 0, z0)`` in model space (mm) of the translation regulariser.
+    translation_weight : float
+        Initial ``rho``; a non-trainable variable (``layer.translation_weight``) a training
+        schedule assigns to (supplement F: on early, decaying). Units: same as the sample
+        weights (a weight of 1 counts like one sample with unit confidence).
+    ridge : float
+        Relative ridge of the Jacobi-scaled normal equations.
+    refinement_steps : int
+        Iterative-refinement steps (recover float32 accuracy lost by the normal equations).
+    solver : {"cholesky", "gauss_jordan"}
+        SPD solver; ``"gauss_jordan"`` uses TFLite built-in ops only.
+
+    Call arguments
+    --------------
+    pixels (B, P, 2), depth (B, P), weights (B, P), mean (B, P, 3), basis (B, P, 3, K),
+    coefficient_weights (K,) or (B, K): see :func:`geometric_system`.
+
+    Returns
+    -------
+    dict: ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3), ``coefficients`` (B, K), ``residual``
+    (B, P, 3) mm, ``well_posed`` (B,). In eager mode, non-finite inputs raise
+    :class:`~tfface.errors.InputError` and a non-finite result :class:`~tfface.errors.SolveError`.
+    """
+
+    def __init__(
+        self,
+        z0: float = 500.0,
+        translation_weight: float = 0.0,
+        ridge: float = 1e-6,
+        refinement_steps: int = 1,
+        solver: str = "cholesky",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if solver not in SOLVERS:
+            raise InputError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+        self.z0 = float(z0)
+        self.initial_translation_weight = float(translation_weight)
+        self.ridge = float(ridge)
+        self.refinement_steps = int(refinement_steps)
+        self.solver = solver
+        self.translation_weight = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_translation_weight),
+            trainable=False,
+            name="translation_weight",
+        )
+
+    def call(self, pixels, depth, weights, mean, basis, coefficient_weights):
+        tensors = [
+            tf.convert_to_tensor(t, self.compute_dtype)
+            for t in (pixels, depth, weights, mean, basis, coefficient_weights)
+        ]
+        check_geometric_inputs(*tensors)
+        outputs = solve_geometry(
+            *tensors,
+            translation_weight=tf.convert_to_tensor(self.translation_weight),
+            z0=self.z0,
+            ridge=self.ridge,
+            refinement_steps=self.refinement_steps,
+            solver=self.solver,
+        )
+        raise_if_not_finite(outputs, "geometric")
+        return outputs
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            z0=self.z0,
+            translation_weight=self.initial_translation_weight,
+            ridge=self.ridge,
+            refinement_steps=self.refinement_steps,
+            solver=self.solver,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class InverseCameraDecomposition(keras.layers.Layer):
+    """Keras layer: ``(p_hat, q_hat) -> K, R, t, psi`` (supplement Q, corrected).
+
+    Wraps :func:`tfface.geometry.camera.decompose_inverse_camera`; ``valid`` (B,) float32 marks
+    decomposable inputs (finite, ``det P_hat > 0``). In eager mode a degenerate input raises
+    :class:`~tfface.errors.SolveError`; in graph mode it yields the documented finite fallback.
+
+    Returns
+    -------
+    dict: ``K`` (B, 3, 3), ``R`` (B, 3, 3), ``t`` (B, 3) mm, ``psi`` (B,), ``valid`` (B,).
+    """
+
+    def call(self, p_hat, q_hat):
+        K, R, t, psi = decompose_inverse_camera(p_hat, q_hat)
+        valid = tf.cast(inverse_camera_is_valid(p_hat, q_hat), K.dtype)
+        return {"K": K, "R": R, "t": t, "psi": psi, "valid": valid}
