@@ -1,0 +1,107 @@
+"""Random similarity augmentation: warps, points, cameras and background fill agree exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, random_similarity,
+                                 similarity_matrices, transform_camera, transform_points, warp_images)
+from tfface.errors import InputError
+from tfface.geometry import camera
+
+H, W = 24, 32
+
+
+def coordinate_maps(batch):
+    rows, cols = np.mgrid[0:H, 0:W] + 0.5
+    return np.broadcast_to(np.stack([cols, rows], -1), (batch, H, W, 2)).astype(np.float32)
+
+
+def test_identity_warp_is_exact():
+    images = np.random.default_rng(0).uniform(size=(2, H, W, 3)).astype(np.float32)
+    identity = similarity_matrices([0.0, 0.0], [1.0, 1.0], np.zeros((2, 2)), H, W)
+    for mode in ("BILINEAR", "NEAREST"):
+        np.testing.assert_allclose(warp_images(images, identity, mode).numpy(), images, atol=1e-6)
+
+
+def test_warped_coordinates_follow_the_inverse_transform():
+    """Warping a map whose value is the pixel centre gives, at output p, the input point A^-1 p."""
+    transforms = random_similarity([3, 4], 3, H, W, SimilarityRange(scale=(0.7, 1.4)))
+    warped = warp_images(coordinate_maps(3), transforms, "BILINEAR", fill_value=-1.0).numpy()
+    expected = transform_points(coordinate_maps(3).reshape(3, -1, 2), tf.linalg.inv(transforms)).numpy()
+    expected = expected.reshape(3, H, W, 2)
+    inside = np.all((expected > 0.5) & (expected < [W - 0.5, H - 0.5]), axis=-1)
+    assert inside.mean() > 0.3
+    np.testing.assert_allclose(warped[inside], expected[inside], atol=2e-3)
+
+
+def test_similarity_is_rotation_scale_translation():
+    A = similarity_matrices([math.pi / 2], [2.0], [[1.0, -3.0]], H, W).numpy()[0]
+    centre = np.array([W / 2, H / 2])
+    np.testing.assert_allclose(A[:2, :2], [[0, -2], [2, 0]], atol=1e-6)
+    np.testing.assert_allclose(A[:2, :2] @ centre + A[:2, 2], centre + [1, -3], atol=1e-5)
+
+
+def test_augment_batch_transforms_maps_points_and_camera_together():
+    """A scene with a camera: after augmentation, projecting with the new camera lands on the
+    transformed points, and the nearest-warped coordinate map matches the inverse transform."""
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-20, 20, size=(2, 10, 3))
+    K = np.array([[60, 0, W / 2], [0, 60, H / 2], [0, 0, 1]], np.float64)[None].repeat(2, 0)
+    R = np.diag([1.0, -1.0, -1.0])[None].repeat(2, 0)
+    t = np.array([[0, 0, 300.0]]).repeat(2, 0)
+    pixels, _ = camera.project(points, K, R, t)
+    batch = {"image": rng.uniform(size=(2, H, W, 3)).astype(np.float32),
+             "correspondence": coordinate_maps(2), "mask": np.ones((2, H, W), np.float32),
+             "landmarks68": pixels.numpy().astype(np.float32), "K": K.astype(np.float32),
+             "R": R.astype(np.float32), "t": t.astype(np.float32), "name": tf.constant(["a", "b"])}
+    out = augment_batch(batch, [5, 6])
+    new_pixels, _ = camera.project(points, *[tf.cast(out[k], tf.float64) for k in ("K", "R", "t")])
+    np.testing.assert_allclose(out["landmarks68"].numpy(), new_pixels.numpy(), atol=1e-3)
+    K2, R2 = out["K"].numpy(), out["R"].numpy()
+    assert np.all(K2[:, 0, 0] > 0) and np.all(K2[:, 1, 1] > 0)
+    np.testing.assert_allclose(K2[:, 1, 0], 0, atol=1e-6)
+    np.testing.assert_allclose(K2[:, 2], [[0, 0, 1]] * 2, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.det(R2), 1, atol=1e-5)
+    inverse = transform_points(coordinate_maps(2).reshape(2, -1, 2), tf.linalg.inv(out["similarity"]))
+    inverse = inverse.numpy().reshape(2, H, W, 2)
+    valid = out["mask"].numpy() > 0
+    assert np.array_equal(valid, out["valid"].numpy() > 0)
+    # nearest-neighbour: the value is the centre of the input pixel containing A^-1 p
+    np.testing.assert_allclose(out["correspondence"].numpy()[valid], np.floor(inverse[valid]) + 0.5, atol=1e-4)
+    assert out["name"] is batch["name"]
+
+
+def test_background_is_filled_from_another_image():
+    images = np.stack([np.full((H, W, 3), 0.2), np.full((H, W, 3), 0.7)]).astype(np.float32)
+    ranges = SimilarityRange(scale=(0.5, 0.5), translation=0.0)
+    out = augment_batch({"image": images}, [1, 2], ranges)
+    valid = out["valid"].numpy() > 0
+    interior = valid & np.roll(valid, 1, 1) & np.roll(valid, -1, 1) & np.roll(valid, 1, 2) & np.roll(valid, -1, 2)
+    np.testing.assert_allclose(out["image"].numpy()[0][interior[0]], 0.2, atol=1e-5)
+    corner = out["image"].numpy()[:, 0, 0]
+    np.testing.assert_allclose(corner, [[0.7] * 3, [0.2] * 3], atol=1e-5)  # each from the other image
+    black = augment_batch({"image": images}, [1, 2], ranges, fill_background=False)
+    np.testing.assert_allclose(black["image"].numpy()[:, 0, 0], 0, atol=1e-6)
+
+
+def test_augment_dataset_is_reproducible_inside_tf_data():
+    images = np.random.default_rng(2).uniform(size=(6, H, W, 3)).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices({"image": images}).batch(3)
+    first = [b["image"].numpy() for b in augment_dataset(dataset, seed=9)]
+    second = [b["image"].numpy() for b in augment_dataset(dataset, seed=9)]
+    other = [b["image"].numpy() for b in augment_dataset(dataset, seed=10)]
+    np.testing.assert_array_equal(first[1], second[1])
+    assert not np.allclose(first[0], other[0])
+    assert not np.allclose(first[0], first[1][:3])
+
+
+def test_bad_input():
+    with pytest.raises(InputError):
+        augment_batch({"image": np.zeros((H, W, 3), np.float32)}, [0, 0])
+    with pytest.raises(InputError):
+        SimilarityRange(scale=(0.0, 1.0))

@@ -1,0 +1,209 @@
+"""Random 2D similarity augmentation with background fill (supplement F and K).
+
+Every image of a batch is rotated, scaled and translated about the image centre by its own random
+similarity; pixels the transformed image does not cover are filled with another image of the batch
+(the supplement fills them with random other images). The same transform is applied to any target
+maps (nearest-neighbour for correspondence / mask / depth, bilinear for images), to landmark
+coordinates and, when present, to the camera (so synthetic ground truth stays consistent).
+
+All transforms are ``(B, 3, 3)`` forward matrices ``A`` acting on continuous pixel coordinates
+(x right, y down, pixel centres at +0.5): a point ``p`` of the input lands at ``A p`` in the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from tfface.errors import InputError
+
+#: Interpolation used for each known target map (anything else: bilinear).
+NEAREST_KEYS = ("correspondence", "mask", "depth", "confidence")
+#: Keys holding ``(B, P, 2)`` pixel coordinates.
+POINT_KEYS = ("landmarks68", "landmarks5")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarityRange:
+    """Ranges of the random similarity (uniform in each; scale log-uniform).
+
+    Attributes:
+        rotation: ``(low, high)`` in radians; ``(-pi, pi)`` is any in-plane rotation.
+        scale: ``(low, high)`` scale factors.
+        translation: maximum shift as a fraction of the image size (per axis).
+    """
+
+    rotation: tuple[float, float] = (-math.pi, math.pi)
+    scale: tuple[float, float] = (0.8, 1.25)
+    translation: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (self.scale[0] > 0 and self.scale[1] >= self.scale[0]):
+            raise InputError(f"scale range must satisfy 0 < low <= high, got {self.scale}")
+        if self.rotation[1] < self.rotation[0] or self.translation < 0:
+            raise InputError(f"bad rotation {self.rotation} or translation {self.translation}")
+
+
+def similarity_matrices(rotation, scale, translation, height: int, width: int) -> tf.Tensor:
+    """Forward similarity matrices about the image centre.
+
+    Args:
+        rotation: ``(B,)`` angles in radians (positive turns clockwise on screen, as y points down).
+        scale: ``(B,)`` scale factors.
+        translation: ``(B, 2)`` shifts in pixels.
+        height, width: image size.
+
+    Returns:
+        ``(B, 3, 3)`` float32 matrices ``A`` with ``A p = s Rot (p - c) + c + translation``.
+    """
+    rotation, scale = tf.cast(rotation, tf.float32), tf.cast(scale, tf.float32)
+    translation = tf.cast(translation, tf.float32)
+    centre = tf.constant([width / 2.0, height / 2.0], tf.float32)
+    cos, sin = tf.cos(rotation) * scale, tf.sin(rotation) * scale
+    linear = tf.reshape(tf.stack([cos, -sin, sin, cos], axis=-1), [-1, 2, 2])
+    offset = centre + translation - tf.linalg.matvec(linear, tf.broadcast_to(centre, tf.shape(translation)))
+    top = tf.concat([linear, offset[..., None]], axis=-1)
+    bottom = tf.broadcast_to(tf.constant([[0.0, 0.0, 1.0]]), [tf.shape(top)[0], 1, 3])
+    return tf.concat([top, bottom], axis=-2)
+
+
+def random_similarity(seed, batch_size, height: int, width: int,
+                      ranges: SimilarityRange = SimilarityRange()) -> tf.Tensor:
+    """``(B, 3, 3)`` random similarities from a stateless ``seed`` (shape ``(2,)`` int)."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    rotation = tf.random.stateless_uniform([batch_size], seeds[0], *ranges.rotation)
+    log_scale = tf.random.stateless_uniform([batch_size], seeds[1], math.log(ranges.scale[0]),
+                                            math.log(ranges.scale[1]))
+    shift = tf.random.stateless_uniform([batch_size, 2], seeds[2], -ranges.translation, ranges.translation)
+    return similarity_matrices(rotation, tf.exp(log_scale), shift * [width, height], height, width)
+
+
+def warp_images(images, transforms, interpolation: str = "BILINEAR", fill_value: float = 0.0) -> tf.Tensor:
+    """Apply forward transforms to ``(B, H, W, C)`` images with ``ImageProjectiveTransformV3``.
+
+    Args:
+        images: ``(B, H, W, C)`` float32.
+        transforms: ``(B, 3, 3)`` forward matrices in continuous pixel coordinates.
+        interpolation: ``"BILINEAR"`` or ``"NEAREST"``.
+        fill_value: value of output pixels that map outside the input.
+
+    Returns:
+        ``(B, H, W, C)`` warped images.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    if images.shape.rank != 4:
+        raise InputError(f"images must be (B, H, W, C), got {images.shape}")
+    # The op maps output *index* coordinates to input index coordinates; ours are centred at +0.5.
+    shift = tf.constant([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    unshift = tf.constant([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
+    inverse = unshift @ tf.linalg.inv(tf.cast(transforms, tf.float32)) @ shift
+    inverse = inverse / inverse[:, 2:3, 2:3]
+    flat = tf.reshape(inverse, [-1, 9])[:, :8]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=flat, output_shape=tf.shape(images)[1:3],
+        fill_value=tf.constant(fill_value, tf.float32), interpolation=interpolation, fill_mode="CONSTANT")
+
+
+def transform_points(points, transforms) -> tf.Tensor:
+    """Map ``(B, P, 2)`` pixel coordinates through ``(B, 3, 3)`` forward similarities."""
+    points = tf.convert_to_tensor(points, tf.float32)
+    return tf.linalg.matmul(points, transforms[:, :2, :2], transpose_b=True) + transforms[:, None, :2, 2]
+
+
+def transform_camera(K, R, t, transforms):
+    """The camera that sees the transformed image: ``A K [R | t] = K' [R' | t']``.
+
+    ``A K`` is split by a 2x2 RQ decomposition of its upper-left block into an upper-triangular
+    ``K'`` (positive focal lengths) and an in-plane rotation ``Q`` folded into ``R' = Q R``,
+    ``t' = Q t``. Depth ``Z`` is unchanged, so depth maps stay valid.
+
+    Args:
+        K, R: ``(B, 3, 3)``; t: ``(B, 3)``; transforms: ``(B, 3, 3)`` similarities.
+
+    Returns:
+        ``(K', R', t')`` with the same shapes.
+    """
+    product = transforms @ K
+    m1, m2 = product[:, 0, :2], product[:, 1, :2]
+    u22 = tf.norm(m2, axis=-1)
+    q2 = m2 / u22[:, None]
+    q1 = tf.stack([q2[:, 1], -q2[:, 0]], axis=-1)
+    u12 = tf.reduce_sum(m1 * q2, axis=-1)
+    u11 = tf.reduce_sum(m1 * q1, axis=-1)
+    zero, one = tf.zeros_like(u11), tf.ones_like(u11)
+    new_K = tf.stack([tf.stack([u11, u12, product[:, 0, 2]], -1),
+                      tf.stack([zero, u22, product[:, 1, 2]], -1),
+                      tf.stack([zero, zero, one], -1)], axis=-2)
+    rotation = tf.stack([tf.concat([q1, zero[:, None]], -1), tf.concat([q2, zero[:, None]], -1),
+                         tf.stack([zero, zero, one], -1)], axis=-2)
+    return new_K, rotation @ R, tf.linalg.matvec(rotation, t)
+
+
+def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange(),
+                  fill_background: bool = True) -> dict:
+    """Random similarity augmentation of a batch dict, for use inside ``tf.data``.
+
+    Args:
+        batch: dict with ``"image"`` ``(B, H, W, 3)`` and optionally target maps ``(B, H, W[, C])``
+            (keys in :data:`NEAREST_KEYS` use nearest-neighbour, other float maps bilinear),
+            landmark coordinates (:data:`POINT_KEYS`, ``(B, P, 2)``) and a camera ``"K"``, ``"R"``,
+            ``"t"``. Other entries pass through unchanged.
+        seed: ``(2,)`` int stateless seed.
+        ranges: the random similarity's ranges.
+        fill_background: fill uncovered pixels with the previous image of the batch (rolled by
+            one), turned by a random angle and enlarged to cover the frame; otherwise leave them black.
+
+    Returns:
+        A new dict with the same keys, plus ``"similarity"`` ``(B, 3, 3)`` (the transforms) and
+        ``"valid"`` ``(B, H, W)`` float32 (1 where the output pixel comes from the input image).
+    """
+    image = tf.convert_to_tensor(batch["image"], tf.float32)
+    if image.shape.rank != 4:
+        raise InputError(f"augment_batch needs a batched image (B, H, W, 3), got {image.shape}")
+    height, width = image.shape[1], image.shape[2]
+    if height is None or width is None:
+        raise InputError("augment_batch needs a static image size; resize images first")
+    size = tf.shape(image)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    transforms = random_similarity(seeds[0], size, height, width, ranges)
+    out = dict(batch)
+    out["similarity"] = transforms
+    warped_with_cover = warp_images(tf.concat([image, tf.ones_like(image[..., :1])], -1), transforms)
+    warped, cover = warped_with_cover[..., :3], warped_with_cover[..., 3:]
+    if fill_background:
+        # Any rotation of the other image, enlarged so that it covers the whole frame.
+        cover_scale = (math.hypot(height, width) + 2.0) / min(height, width)
+        angle = tf.random.stateless_uniform([size], seeds[1], -math.pi, math.pi)
+        spin = similarity_matrices(angle, tf.fill([size], cover_scale), tf.zeros([size, 2]), height, width)
+        background = warp_images(tf.roll(image, 1, axis=0), spin)
+        warped = warped + (1.0 - cover) * background
+    out["image"] = warped
+    out["valid"] = tf.cast(cover[..., 0] > 0.5, tf.float32)
+    for key, value in batch.items():
+        if key == "image" or key in POINT_KEYS or key in ("K", "R", "t"):
+            continue
+        value = tf.convert_to_tensor(value)
+        if value.shape.rank in (3, 4) and value.shape[1] == height and value.shape[2] == width:
+            maps = tf.cast(value, tf.float32)
+            maps = maps[..., None] if value.shape.rank == 3 else maps
+            mode = "NEAREST" if key in NEAREST_KEYS else "BILINEAR"
+            maps = warp_images(maps, transforms, mode)
+            out[key] = tf.cast(maps[..., 0] if value.shape.rank == 3 else maps, value.dtype)
+    for key in POINT_KEYS:
+        if key in batch:
+            out[key] = transform_points(batch[key], transforms)
+    if all(key in batch for key in ("K", "R", "t")):
+        out["K"], out["R"], out["t"] = transform_camera(batch["K"], batch["R"], batch["t"], transforms)
+    return out
+
+
+def augment_dataset(dataset: tf.data.Dataset, seed: int = 0, ranges: SimilarityRange = SimilarityRange(),
+                    fill_background: bool = True) -> tf.data.Dataset:
+    """Apply :func:`augment_batch` to every batch of a *batched* dict dataset (batch ``n`` uses
+    the stateless seed ``(seed, n)``, so the augmentation is reproducible)."""
+    def augment(index, batch):
+        return augment_batch(batch, tf.stack([tf.cast(seed, tf.int64), index]), ranges, fill_background)
+
+    return dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
