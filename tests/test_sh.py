@@ -107,6 +107,8 @@ def test_random_lighting_statistics():
     assert np.abs(centred.mean(axis=0)).max() < 0.02
     np.testing.assert_array_equal(lighting, random_sh_lighting((4000,), seed=6, dtype=tf.float64).numpy())
     assert random_sh_lighting().shape == (9,) and random_sh_lighting().dtype == tf.float32
+    # A (2,) seed of any integer dtype equals the int seed (s, 0).
+    np.testing.assert_array_equal(random_sh_lighting(seed=tf.constant([6, 0], tf.int32)), random_sh_lighting(seed=6))
 
 
 def test_inverse_lighting_errors_in_the_papers_range():

@@ -60,7 +60,7 @@ SH_CONSTANTS = (
 
 def _seed_pair(seed: int | tf.Tensor) -> tf.Tensor:
     """A stateless-random seed of shape (2,) from an int or a (2,) tensor."""
-    seed = tf.convert_to_tensor(seed, dtype=tf.int64)
+    seed = tf.cast(seed, tf.int64)
     return seed if seed.shape.rank == 1 else tf.stack([seed, tf.constant(0, tf.int64)])
 
 
