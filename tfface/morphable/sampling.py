@@ -1,7 +1,7 @@
 """Exact, differentiable sampling of a flattened 3DMM at UV correspondences (pure TensorFlow).
 
-For a correspondence ``(u, v)`` the texel ``(floor(v S), floor(u S))`` lists the candidate
-triangles overlapping it; the barycentrics of ``(u, v)`` in every candidate are computed
+For a correspondence ``(u, v)`` the texel ``(floor(v S), floor(u S))`` (refined by the locator of
+:mod:`tfface.morphable.texel_map`) lists the candidate triangles overlapping it; the barycentrics of ``(u, v)`` in every candidate are computed
 analytically from the triangle's UV corners and the candidate whose smallest barycentric is
 largest (the containing triangle) is kept. The per-vertex rows of the mean and bases of its three
 vertices are gathered and blended with those barycentrics, so the result is exact and
@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface.errors import InputError
+from tfface.morphable.texel_map import TexelLocator
 
 #: Smallest barycentric accepted for a valid sample (points outside every triangle by more than
 #: this are invalid; inside the unit square there is always a containing triangle).
@@ -55,7 +56,8 @@ class SamplingTables(NamedTuple):
     """Arrays the sampler reads (numpy or TF), built by :func:`sampling_tables`.
 
     Attributes:
-        texel_triangles: ``(S * S, C)`` int32 candidate triangles per texel, padded with ``T``.
+        children, candidates, polar, polar_centres, polar_bins, level_scales: the
+            :class:`~tfface.morphable.texel_map.TexelLocator` of the embedding.
         triangles: ``(T + 1, 3)`` int32 vertex ids; the last row is the padding triangle.
         triangle_frames: ``(T + 1, 6)`` float32 per triangle: UV of its first corner ``(2,)`` and
             the row-major inverse ``(2, 2)`` of its edge matrix ``[p1 - p0, p2 - p0]``, so that
@@ -66,7 +68,12 @@ class SamplingTables(NamedTuple):
         albedo_basis: ``(V, 3 * Kr)`` float32.
     """
 
-    texel_triangles: np.ndarray
+    children: np.ndarray
+    candidates: np.ndarray
+    polar: np.ndarray
+    polar_centres: np.ndarray
+    polar_bins: np.ndarray
+    level_scales: np.ndarray
     triangles: np.ndarray
     triangle_frames: np.ndarray
     mean: np.ndarray
@@ -85,17 +92,16 @@ def triangle_frames(vertex_uv: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return np.concatenate([frames, pad]).astype(np.float32)
 
 
-def sampling_tables(vertex_uv, triangles, texel_triangles, mean, shape_basis, expression_basis,
+def sampling_tables(vertex_uv, triangles, locator: TexelLocator, mean, shape_basis, expression_basis,
                     albedo_mean, albedo_basis) -> SamplingTables:
     """Pack a flattened model into :class:`SamplingTables` (bases given as ``(K, V, 3)``)."""
     def rows(*bases: np.ndarray) -> np.ndarray:
         stacked = np.concatenate(bases, axis=0)  # (K, V, 3)
         return np.ascontiguousarray(stacked.transpose(1, 2, 0).reshape(stacked.shape[1], -1), np.float32)
 
-    tris = np.concatenate([np.asarray(triangles, np.int32), np.zeros((1, 3), np.int32)])
     return SamplingTables(
-        texel_triangles=np.asarray(texel_triangles, np.int32),
-        triangles=tris,
+        *locator,
+        triangles=np.concatenate([np.asarray(triangles, np.int32), np.zeros((1, 3), np.int32)]),
         triangle_frames=triangle_frames(vertex_uv, triangles),
         mean=np.asarray(mean, np.float32),
         basis=rows(shape_basis, expression_basis),
@@ -114,23 +120,35 @@ def check_uv(uv) -> tf.Tensor:
     return tf.cast(uv, tf.float32)
 
 
-def locate(uv: tf.Tensor, texel_triangles: tf.Tensor, frames: tf.Tensor, resolution: int):
+def locate(uv: tf.Tensor, tables: SamplingTables, resolution: int):
     """Containing triangle and barycentrics of every correspondence.
 
     Args:
-        uv: ``(..., 2)`` float32.
-        texel_triangles, frames: as in :class:`SamplingTables`.
+        uv: ``(..., 2)`` float32; non-finite values count as outside.
+        tables: the locator and ``triangle_frames`` of :class:`SamplingTables`.
         resolution: S.
 
     Returns:
         ``(triangle, barycentrics, valid)``: ``(...)`` int32 triangle ids (``T`` where invalid),
         ``(..., 3)`` float32 barycentrics (zero where invalid) and ``(...)`` bool.
     """
-    s = float(resolution)
-    texel_rc = tf.clip_by_value(tf.cast(tf.floor(uv * s), tf.int32), 0, resolution - 1)
-    texel = texel_rc[..., 1] * resolution + texel_rc[..., 0]
-    candidates = tf.gather(texel_triangles, texel)  # (..., C)
-    frame = tf.gather(frames, candidates)  # (..., C, 6)
+    finite = tf.reduce_all(tf.math.is_finite(uv), axis=-1, keepdims=True)
+    uv = tf.where(finite, uv, -tf.ones_like(uv))
+    texel_rc = tf.clip_by_value(tf.cast(tf.floor(uv * float(resolution)), tf.int32), 0, resolution - 1)
+    node = texel_rc[..., 1] * resolution + texel_rc[..., 0]
+    children = tf.reshape(tables.children, [-1])
+    for level in range(tables.level_scales.shape[0]):
+        bits = tf.cast(tf.math.floormod(tf.floor(uv * tables.level_scales[level]), 2.0), tf.int32)
+        node = tf.gather(children, 4 * node + 2 * bits[..., 1] + bits[..., 0])
+    polar = tf.gather(tables.polar, node)
+    offset = uv - tf.gather(tables.polar_centres, polar)
+    num_bins = tables.polar_bins.shape[1]
+    angle = tf.atan2(offset[..., 1], offset[..., 0])
+    sector = tf.clip_by_value(tf.cast(tf.floor((angle / (2.0 * np.pi) + 0.5) * num_bins), tf.int32), 0, num_bins - 1)
+    polar_bins = tf.reshape(tables.polar_bins, [-1, tables.polar_bins.shape[2]])
+    candidates = tf.concat([tf.gather(tables.candidates, node),
+                            tf.gather(polar_bins, polar * num_bins + sector)], axis=-1)  # (..., C)
+    frame = tf.gather(tables.triangle_frames, candidates)  # (..., C, 6)
     d = uv[..., None, :] - frame[..., 0:2]
     b1 = frame[..., 2] * d[..., 0] + frame[..., 3] * d[..., 1]
     b2 = frame[..., 4] * d[..., 0] + frame[..., 5] * d[..., 1]
@@ -141,8 +159,7 @@ def locate(uv: tf.Tensor, texel_triangles: tf.Tensor, frames: tf.Tensor, resolut
     in_square = tf.reduce_all((uv >= 0.0) & (uv <= 1.0), axis=-1)
     valid = in_square & (tf.reduce_min(bary, axis=-1) >= -INSIDE_TOLERANCE)
     bary = tf.where(valid[..., None], bary, tf.zeros_like(bary))
-    pad = tf.shape(frames)[0] - 1
-    triangle = tf.where(valid, triangle, pad)
+    triangle = tf.where(valid, triangle, tf.shape(tables.triangle_frames)[0] - 1)
     return triangle, bary, valid
 
 
@@ -153,7 +170,7 @@ def blend(table: tf.Tensor, vertex_ids: tf.Tensor, barycentrics: tf.Tensor) -> t
 
 def sample_tables(uv: tf.Tensor, tables: SamplingTables, resolution: int) -> UVSample:
     """Sample the flattened model at ``uv`` ``(B, P, 2)`` (see module docstring); pure TF, not compiled."""
-    triangle, bary, valid = locate(uv, tables.texel_triangles, tables.triangle_frames, resolution)
+    triangle, bary, valid = locate(uv, tables, resolution)
     ids = tf.gather(tables.triangles, triangle)
     batch = tf.shape(uv)[:-1]
     num_basis = tables.basis.shape[-1] // 3

@@ -21,7 +21,7 @@ from tfface.errors import ModelFileError
 from tfface.morphable import sampling
 from tfface.morphable.model import MorphableModel
 from tfface.morphable.sampling import UVSample
-from tfface.morphable.texel_map import texel_candidates
+from tfface.morphable.texel_map import TexelLocator, build_locator
 from tfface.morphable.topology import fill_holes
 from tfface.morphable.tutte import tutte_embedding
 
@@ -46,23 +46,29 @@ class UVMorphableModel:
         vertex_uv: ``(V, 2)`` float32 Tutte UV of every vertex, in ``[0, 1]^2``.
         resolution: texel grid size S.
         num_original_vertices: vertices of the model before hole filling.
-        texel_triangles: ``(S * S, C)`` int32 candidate triangles per texel (padded with ``T``).
+        locator: the :class:`TexelLocator` (candidate triangles per texel, refined).
     """
 
     model: MorphableModel
     vertex_uv: np.ndarray
     resolution: int
     num_original_vertices: int
-    texel_triangles: np.ndarray
+    locator: TexelLocator
 
     def __post_init__(self) -> None:
         v, t, s = self.model.num_vertices, self.model.triangles.shape[0], self.resolution
         if self.vertex_uv.shape != (v, 2):
             raise ModelFileError(f"vertex_uv must be ({v}, 2), got {self.vertex_uv.shape}")
-        if self.texel_triangles.ndim != 2 or self.texel_triangles.shape[0] != s * s:
-            raise ModelFileError(f"texel_triangles must be ({s * s}, C), got {self.texel_triangles.shape}")
-        if self.texel_triangles.min() < 0 or self.texel_triangles.max() > t:
-            raise ModelFileError(f"texel_triangles must index [0, {t}]")
+        loc = self.locator
+        n = loc.children.shape[0]
+        if loc.children.ndim != 2 or loc.children.shape[1] != 4 or n < s * s:
+            raise ModelFileError(f"locator children must be (N >= {s * s}, 4), got {loc.children.shape}")
+        if loc.candidates.shape[0] != n or loc.polar.shape != (n,):
+            raise ModelFileError("locator tables disagree on the number of nodes")
+        num_polar = loc.polar_centres.shape[0] - 1
+        ranges = ((loc.children, n - 1), (loc.candidates, t), (loc.polar, num_polar), (loc.polar_bins, t))
+        if loc.polar_bins.shape[0] != num_polar + 1 or any(a.min() < 0 or a.max() > hi for a, hi in ranges):
+            raise ModelFileError("locator tables index out of range")
         if not 0 < self.num_original_vertices <= v:
             raise ModelFileError(f"num_original_vertices must be in (0, {v}], got {self.num_original_vertices}")
         object.__setattr__(self, "_tables", None)
@@ -85,9 +91,9 @@ class UVMorphableModel:
         report(BUILD_STAGES[0])
         uv = tutte_embedding(filled.model.mean, filled.model.triangles, filled.outer_loop).astype(np.float32)
         report(BUILD_STAGES[1])
-        texels = texel_candidates(uv, filled.model.triangles, resolution)
+        locator = build_locator(uv, filled.model.triangles, resolution)
         report(BUILD_STAGES[2])
-        uv_model = cls(filled.model, uv, int(resolution), filled.num_original_vertices, texels)
+        uv_model = cls(filled.model, uv, int(resolution), filled.num_original_vertices, locator)
         uv_model.tables()
         report(BUILD_STAGES[3])
         return uv_model
@@ -96,7 +102,7 @@ class UVMorphableModel:
         """The packed per-vertex sampling tables as TF constants (computed once, then cached)."""
         if self._tables is None:
             m = self.model
-            packed = sampling.sampling_tables(self.vertex_uv, m.triangles, self.texel_triangles, m.mean,
+            packed = sampling.sampling_tables(self.vertex_uv, m.triangles, self.locator, m.mean,
                                               m.shape_basis, m.expression_basis, m.albedo_mean, m.albedo_basis)
             object.__setattr__(self, "_tables", sampling.SamplingTables(*[tf.constant(a) for a in packed]))
         return self._tables
@@ -145,7 +151,7 @@ class UVMorphableModel:
             np.savez(handle, format=np.array(UV3DMM_FORMAT), model_name=np.array(m.name),
                      vertex_uv=self.vertex_uv, resolution=np.array(self.resolution),
                      num_original_vertices=np.array(self.num_original_vertices),
-                     texel_triangles=self.texel_triangles, **arrays)
+                     **{f"locator_{k}": v for k, v in self.locator._asdict().items()}, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "UVMorphableModel":
@@ -158,14 +164,16 @@ class UVMorphableModel:
             with np.load(path, allow_pickle=False) as data:
                 if "format" not in data.files or str(data["format"]) != UV3DMM_FORMAT:
                     raise ModelFileError(f"{path}: not a UV-3DMM file (no format tag {UV3DMM_FORMAT!r})")
-                required = [f"model_{f}" for f in _MODEL_FIELDS] + [
-                    "model_name", "vertex_uv", "resolution", "num_original_vertices", "texel_triangles"]
+                locator_keys = [f"locator_{k}" for k in TexelLocator._fields]
+                required = [f"model_{f}" for f in _MODEL_FIELDS] + locator_keys + [
+                    "model_name", "vertex_uv", "resolution", "num_original_vertices"]
                 missing = [k for k in required if k not in data.files]
                 if missing:
                     raise ModelFileError(f"{path}: UV-3DMM file is missing {', '.join(missing)}")
                 model = MorphableModel(**{f: data[f"model_{f}"] for f in _MODEL_FIELDS}, name=str(data["model_name"]))
                 return cls(model, data["vertex_uv"].astype(np.float32), int(data["resolution"]),
-                           int(data["num_original_vertices"]), data["texel_triangles"].astype(np.int32))
+                           int(data["num_original_vertices"]),
+                           TexelLocator(*[data[k] for k in locator_keys]))
         except ModelFileError:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
