@@ -12,51 +12,22 @@ from tfface.geometry.camera import (
     decompose_inverse_camera,
     inverse_camera_is_valid,
     project,
+    random_cameras,
     unproject,
 )
 
 
-def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Uniform random proper rotations from unit quaternions, (n, 3, 3)."""
-    w, x, y, z = rng.normal(size=(4, n))
-    norm = np.sqrt(w * w + x * x + y * y + z * z)
-    w, x, y, z = w / norm, x / norm, y / norm, z / norm
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=-2,
-    )
-
-
-def random_cameras(seed: int, n: int):
-    """Random focal (100-3000 px, aspect 0.7-1.4), skew, principal point, pose, psi."""
-    rng = np.random.default_rng(seed)
-    f = rng.uniform(100, 3000, n)
-    K = np.zeros((n, 3, 3))
-    K[:, 0, 0] = f
-    K[:, 1, 1] = f * rng.uniform(0.7, 1.4, n)
-    K[:, 0, 1] = rng.uniform(-0.1, 0.1, n) * f
-    K[:, 0, 2] = rng.uniform(-200, 600, n)
-    K[:, 1, 2] = rng.uniform(-200, 600, n)
-    K[:, 2, 2] = 1
-    R = random_rotations(rng, n)
-    t = rng.normal(size=(n, 3)) * 100 + np.array([0, 0, 600])
-    psi = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), n))
-    return K, R, t, psi
-
-
-def test_random_rotations_are_proper():
-    R = random_rotations(np.random.default_rng(0), 50)
+def test_random_cameras_are_proper():
+    K, R, t, psi = random_cameras(50, seed=0)
     np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(R), 1, atol=1e-12)
+    assert np.all(np.diagonal(K, axis1=1, axis2=2) > 0) and np.all(psi > 0)
+    np.testing.assert_array_equal(np.tril(K, -1), 0)
 
 
 @pytest.mark.parametrize("dtype, tol", [(tf.float64, 1e-9), (tf.float32, 1e-5)])
 def test_round_trip_1000_random_cameras(dtype, tol):
-    K, R, t, psi = random_cameras(1, 1000)
+    K, R, t, psi = random_cameras(1000, seed=1)
     p_hat, q_hat = compose_inverse_camera(*(tf.constant(a, dtype) for a in (K, R, t, psi)))
     K2, R2, t2, psi2 = (a.numpy().astype(np.float64) for a in decompose_inverse_camera(p_hat, q_hat))
     # Relative errors per camera: K to its largest entry, t to its norm, psi to itself.
@@ -71,7 +42,7 @@ def test_round_trip_1000_random_cameras(dtype, tol):
 
 
 def test_compose_matches_definition():
-    K, R, t, psi = random_cameras(2, 20)
+    K, R, t, psi = random_cameras(20, seed=2)
     p_hat, q_hat = compose_inverse_camera(K, R, t, psi)
     P = psi[:, None, None] * K @ R
     q = psi[:, None] * np.einsum("nij,nj->ni", K, t)
@@ -81,7 +52,7 @@ def test_compose_matches_definition():
 
 
 def test_project_and_unproject_satisfy_inverse_camera_equation():
-    K, R, t, psi = random_cameras(3, 4)
+    K, R, t, psi = random_cameras(4, seed=3)
     rng = np.random.default_rng(3)
     X = rng.normal(size=(4, 50, 3)) * 80
     pixels, depth = (a.numpy() for a in project(X, K, R, t))
@@ -110,7 +81,7 @@ def test_frontal_camera_convention():
 
 
 def test_broadcasting_over_leading_dims():
-    K, R, t, psi = random_cameras(4, 6)
+    K, R, t, psi = random_cameras(6, seed=4)
     shaped = [a.reshape((2, 3) + a.shape[1:]) for a in (K, R, t, psi)]
     p_hat, q_hat = compose_inverse_camera(*shaped)
     assert p_hat.shape == (2, 3, 3, 3) and q_hat.shape == (2, 3, 3)
@@ -157,7 +128,7 @@ def test_non_finite_translation_falls_back_to_zero_in_graph():
 
 
 def test_compose_rejects_non_positive_scale_or_focal():
-    K, R, t, psi = random_cameras(5, 2)
+    K, R, t, psi = random_cameras(2, seed=5)
     with pytest.raises(InputError, match="psi"):
         compose_inverse_camera(K, R, t, -psi)
     K[1, 1, 1] = 0
@@ -166,7 +137,7 @@ def test_compose_rejects_non_positive_scale_or_focal():
 
 
 def test_project_is_finite_at_zero_depth():
-    K, R, t, _ = random_cameras(6, 1)
+    K, R, t, _ = random_cameras(1, seed=6)
     X_cam_origin = -np.einsum("ji,j->i", R[0], t[0])  # the camera centre: Z = 0
     pixels, depth = project(X_cam_origin[None, None], K, R, t)
     assert np.all(np.isfinite(pixels.numpy()))
@@ -174,7 +145,7 @@ def test_project_is_finite_at_zero_depth():
 
 
 def test_decompose_gradient_matches_finite_differences():
-    K, R, t, psi = random_cameras(7, 1)
+    K, R, t, psi = random_cameras(1, seed=7)
     p_hat, q_hat = compose_inverse_camera(K[0], R[0], t[0], psi[0])
     p_hat, q_hat = p_hat.numpy(), q_hat.numpy()
     w = np.random.default_rng(7).normal(size=(3, 3))
@@ -194,7 +165,7 @@ def test_decompose_gradient_matches_finite_differences():
 
 
 def test_project_unproject_gradients_match_finite_differences():
-    K, R, t, _ = random_cameras(8, 1)
+    K, R, t, _ = random_cameras(1, seed=8)
     X = np.random.default_rng(8).normal(size=(4, 3)) * 50
     theoretical, numerical = tf.test.compute_gradient(lambda x, k, tt: project(x, k, R[0], tt)[0], [X, K[0], t[0]])
     for a, b in zip(theoretical, numerical):

@@ -30,6 +30,7 @@ __all__ = [
     "decompose_inverse_camera",
     "inverse_camera_is_valid",
     "project",
+    "random_cameras",
     "unproject",
 ]
 
@@ -298,3 +299,41 @@ def unproject(
     rays = tf.linalg.matmul(homogeneous, _upper_triangular_inverse(K), transpose_b=True)
     camera = depth[..., None] * rays - t[..., None, :]
     return tf.linalg.matmul(camera, R)
+
+
+def random_cameras(num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random cameras spanning the range the least squares may meet, for tests and tools.
+
+    Focal length k1 uniform in [100, 3000] px with aspect k4 / k1 in [0.7, 1.4], skew k2
+    within +-0.1 k1, principal point (k3, k5) in [-200, 600] px, rotation uniform (normalised
+    Gaussian quaternion), translation ``N(0, 100^2)`` mm per axis plus 600 mm along z, and
+    ``psi`` log-uniform in [1e-3, 1e3].
+
+    Returns
+    -------
+    K : (num, 3, 3), R : (num, 3, 3), t : (num, 3), psi : (num,)
+        float64 NumPy arrays.
+    """
+    rng = np.random.default_rng(seed)
+    f = rng.uniform(100, 3000, num)
+    K = np.zeros((num, 3, 3))
+    K[:, 0, 0] = f
+    K[:, 1, 1] = f * rng.uniform(0.7, 1.4, num)
+    K[:, 0, 1] = rng.uniform(-0.1, 0.1, num) * f
+    K[:, 0, 2] = rng.uniform(-200, 600, num)
+    K[:, 1, 2] = rng.uniform(-200, 600, num)
+    K[:, 2, 2] = 1
+    w, x, y, z = rng.normal(size=(4, num))
+    norm = np.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / norm, x / norm, y / norm, z / norm
+    R = np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
+    t = rng.normal(size=(num, 3)) * 100 + np.array([0.0, 0.0, 600.0])
+    psi = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), num))
+    return K, R, t, psi
