@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfface.errors import InputError, SolveError
+from tfface.paths import REPO_ROOT
 from tfface.geometry.camera import (
     compose_inverse_camera,
     decompose_inverse_camera,
@@ -176,3 +179,13 @@ def test_project_unproject_gradients_match_finite_differences():
     )
     for a, b in zip(theoretical, numerical):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(np.abs(b).max(), 1e-12))
+
+
+def test_round_trip_tool_prints_both_dtypes(capsys):
+    spec = importlib.util.spec_from_file_location("camera_round_trip", REPO_ROOT / "tools" / "camera_round_trip.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--cameras", "20"]) == 0
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"float64", "float32"}
+    assert max(rows["float64"]) < 1e-9 and max(rows["float32"]) < 1e-5

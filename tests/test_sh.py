@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from tfface.errors import InputError
+from tfface.paths import REPO_ROOT
 from tfface.geometry.sh import (
     SH_CONSTANTS,
     fit_inverse_sh,
@@ -145,3 +148,18 @@ def test_fit_inverse_sh_rejects_dark_lighting_eagerly_and_stays_finite_in_graph(
         fit_inverse_sh(np.full((9,), np.nan), num_points=1000)
     result = tf.function(lambda l: fit_inverse_sh(l, num_points=1000))(tf.constant(lighting))
     assert np.all(np.isfinite(result.numpy()))
+
+
+def test_validation_tool_prints_table_and_writes_preview(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("inverse_sh_validation", REPO_ROOT / "tools" / "inverse_sh_validation.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    preview = tmp_path / "spheres.png"
+    assert tool.main(["--lightings", "3", "--points", "5000", "--preview", str(preview)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[1:4]]
+    assert [row[0] for row in rows] == ["0", "1", "2"]
+    assert all(0 < float(row[2]) <= float(row[1]) < 1 for row in rows)  # 0 < RMS <= max
+    assert lines[4].split()[0] == "range"
+    with Image.open(preview) as image:
+        assert image.size == (3 * 128, 2 * 128) and image.mode == "RGB"
