@@ -34,30 +34,26 @@ def signed_areas(uv: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
 
 
-def _dividing_edges(loop_corners: np.ndarray, chords: np.ndarray, position: np.ndarray, length: int) -> int:
+def _dividing_edges(corners: np.ndarray, chords: np.ndarray, position: np.ndarray, length: int) -> int:
     """Number of chords whose two ends lie on the same closed side of the square.
 
-    ``position[v]`` is the index of boundary vertex ``v`` along the loop; ``loop_corners`` the four
-    corner indices along the loop (increasing, cyclically from the first).
+    ``position[v]`` is the index of boundary vertex ``v`` along the loop; ``corners`` the four
+    corner indices along the loop (cyclically increasing).
     """
-    start = loop_corners
-    stop = np.roll(loop_corners, -1)
-    count = 0
-    for a, b in chords:
-        pa, pb = position[a], position[b]
-        for s, e in zip(start, stop):
-            span = (e - s) % length
-            if (pa - s) % length <= span and (pb - s) % length <= span:
-                count += 1
-                break
-    return count
+    if chords.size == 0:
+        return 0
+    start = corners[:, None]
+    span = (np.roll(corners, -1) - corners)[:, None] % length
+    ends = [(position[chords[:, k]][None, :] - start) % length <= span for k in (0, 1)]
+    return int(np.sum(np.any(ends[0] & ends[1], axis=0)))
 
 
 def choose_corners(points: np.ndarray, loop: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Indices into ``loop`` of the four corner vertices (top-left, bottom-left, bottom-right, top-right).
 
     Each corner starts at the boundary vertex farthest in its diagonal direction (model x, y) and is
-    then moved along the boundary, if needed, so that no interior edge joins two vertices of one side.
+    then moved along the boundary (one corner at a time, nearest shifts first), if needed, so that no
+    interior edge joins two vertices of one side.
 
     Raises:
         SolveError: if no choice of corners avoids dividing edges.
@@ -77,7 +73,7 @@ def choose_corners(points: np.ndarray, loop: np.ndarray, triangles: np.ndarray) 
     chords = edges[on_boundary & ~boundary_edge & ~back]
     chords = np.unique(np.sort(chords, axis=1), axis=0)
     best = _dividing_edges(corners, chords, position, n)
-    radius = max(1, n // 16)
+    radius = max(1, n // 4)
     while best > 0:
         improved = False
         for k in range(4):
