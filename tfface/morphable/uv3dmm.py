@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,21 +125,29 @@ class UVMorphableModel:
         u, v = np.meshgrid(c, c)
         return np.stack([u, v], axis=-1)
 
-    def dense_images(self, num_basis: int = 3, num_albedo: int = 3) -> dict[str, np.ndarray]:
-        """Dense S x S images of the model, for visualisation only.
+    def dense_images(self, modes: Sequence[int] = (0, 1, 2), albedo_modes: Sequence[int] = (0,)) -> dict[str, np.ndarray]:
+        """Dense S x S images of the model at the texel centres, for visualisation only.
+
+        Args:
+            modes: indices into the stacked basis (identity modes, then expression modes).
+            albedo_modes: indices of albedo modes.
 
         Returns:
-            ``mean`` ``(S, S, 3)``, ``basis`` ``(num_basis, S, S, 3)`` (leading identity modes),
-            ``albedo_mean`` ``(S, S, 3)``, ``albedo_basis`` ``(num_albedo, S, S, 3)`` and
-            ``valid`` ``(S, S)``, sampled at the texel centres.
+            ``mean`` ``(S, S, 3)`` mm, ``basis`` ``(len(modes), S, S, 3)``, ``albedo_mean``
+            ``(S, S, 3)``, ``albedo_basis`` ``(len(albedo_modes), S, S, 3)`` and ``valid`` ``(S, S)``.
         """
         s = self.resolution
         sample = self.sample(self.texel_centres().reshape(1, s * s, 2))
+
+        def images(basis: tf.Tensor, indices: Sequence[int]) -> np.ndarray:
+            picked = tf.gather(basis[0], list(indices), axis=-1).numpy()  # (S*S, 3, M)
+            return np.moveaxis(picked, -1, 0).reshape(len(indices), s, s, 3)
+
         return {
             "mean": sample.mean.numpy().reshape(s, s, 3),
-            "basis": np.moveaxis(sample.basis.numpy()[0, :, :, :num_basis], -1, 0).reshape(-1, s, s, 3),
+            "basis": images(sample.basis, modes),
             "albedo_mean": sample.albedo_mean.numpy().reshape(s, s, 3),
-            "albedo_basis": np.moveaxis(sample.albedo_basis.numpy()[0, :, :, :num_albedo], -1, 0).reshape(-1, s, s, 3),
+            "albedo_basis": images(sample.albedo_basis, albedo_modes),
             "valid": sample.valid.numpy().reshape(s, s),
         }
 
