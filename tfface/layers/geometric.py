@@ -11,10 +11,10 @@ For every sampled pixel ``j`` with pixel coordinates :math:`x_j = (x_j, y_j, 1)`
 i.e. rows :math:`\Psi_j \theta - B_j m = a_j` with :math:`\Psi_j = I_3 \otimes u_j^T`,
 :math:`u_j = (d_j x_j, d_j y_j, d_j, 1)` and :math:`\theta` the rows of :math:`[\hat P \; \hat q]`.
 
-Numerics (float32). The Kronecker structure of :math:`\Psi_j` is never materialised: the camera
-block of the normal matrix is :math:`I_3 \otimes \sum_j \omega_j u_j u_j^T`, the camera-shape
-block one ``(4, P) x (P, 3K)`` product and the shape block one ``(K, 3P) x (3P, K)`` product.
-Before forming them, :math:`u_j` is replaced by :math:`u'_j = T u_j`: pixel coordinates centred on
+Numerics (float32). This is the structured problem of
+:mod:`tfface.layers.structured_least_squares` with shared features :math:`u_j` (the Kronecker
+zeros of :math:`\Psi_j` are never materialised; analytic gradient). Before forming it,
+:math:`u_j` is replaced by :math:`u'_j = T u_j`: pixel coordinates centred on
 their weighted mean and scaled by their spread, depth scaled by its maximum and centred (without
 this, columns like :math:`d x \sim 10^5` next to ``1`` lose everything to float32 rounding). The
 solution is invariant to the (constant, stop-gradient) ``T``: :math:`\theta_k = T^T \theta'_k`.
@@ -33,47 +33,31 @@ import tensorflow as tf
 from tfface.errors import InputError
 from tfface.geometry.camera import decompose_inverse_camera, inverse_camera_is_valid
 from tfface.layers.least_squares_checks import check_samples, raise_if_not_finite
+from tfface.layers import structured_least_squares as structured
 from tfface.layers.linear_solve import SOLVERS
-from tfface.layers.normal_equations import solve_refined
+from tfface.layers.structured_least_squares import LinearProblem
 
 #: Number of inverse-camera unknowns: the three rows of [P_hat | q_hat].
 CAMERA_UNKNOWNS = 12
 
 
 class GeometricSystem(NamedTuple):
-    """Normal equations of eq. 37 in normalised camera coordinates, and what refines them.
+    """Eq. 37 as a structured least-squares problem in normalised camera coordinates.
 
     Unknowns ``x = [theta'_0, theta'_1, theta'_2, m]`` with ``theta_k = T^T theta'_k`` the
     ``k``-th row of ``[P_hat | q_hat]``.
 
     Attributes
     ----------
-    matrix : (B, 12 + K, 12 + K)
-        Normal matrix (data and prior).
-    rhs : (B, 12 + K)
-        Right-hand side (data and prior).
-    prior_matrix : (B, 12 + K, 12 + K)
-        The prior's part of ``matrix``.
-    prior_rhs : (B, 12 + K)
-        The prior's part of ``rhs``.
-    features : (B, P, 4)
-        Normalised camera features ``u'_j = T u_j``.
+    problem : LinearProblem
+        Features ``u'`` (B, P, 4), weights, basis ``-B_j`` rows, target ``a_j`` and the prior
+        (translation and coefficient regularisers).
     transform : (B, 4, 4)
         ``T`` (constant for the gradient).
-    weights : (B, P)
-    mean : (B, P, 3)
-    basis : (B, P, 3, K)
     """
 
-    matrix: tf.Tensor
-    rhs: tf.Tensor
-    prior_matrix: tf.Tensor
-    prior_rhs: tf.Tensor
-    features: tf.Tensor
+    problem: LinearProblem
     transform: tf.Tensor
-    weights: tf.Tensor
-    mean: tf.Tensor
-    basis: tf.Tensor
 
 
 def camera_features(
@@ -139,14 +123,6 @@ def camera_features(
     return features, tf.cast(transform, dtype)
 
 
-def _block_diagonal(camera: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
-    """``[[camera, 0], [0, shape]]`` for ``(B, 12, 12)`` and ``(B, K, K)`` blocks."""
-    batch, size = tf.shape(shape)[0], shape.shape[-1]
-    top = tf.concat([camera, tf.zeros([batch, CAMERA_UNKNOWNS, size], camera.dtype)], axis=-1)
-    bottom = tf.concat([tf.zeros([batch, size, CAMERA_UNKNOWNS], camera.dtype), shape], axis=-1)
-    return tf.concat([top, bottom], axis=-2)
-
-
 def _kron_identity3(block: tf.Tensor) -> tf.Tensor:
     """``I_3 (x) block`` for ``(B, 4, 4)`` blocks, as ``(B, 12, 12)``."""
     eye = tf.eye(3, dtype=block.dtype)
@@ -185,80 +161,34 @@ def geometric_system(
     Returns
     -------
     GeometricSystem
+        Rows ``[I_3 (x) u'_j, -B_j] x = a_j``: the basis enters as given, the structured
+        problem's sign convention supplies the minus.
     """
     dtype = pixels.dtype
     num_coefficients = basis.shape[-1]
+    batch = tf.shape(pixels)[0]
     features, transform = camera_features(pixels, depth, weights)
-
-    weighted = weights[..., None] * features  # (B, P, 4)
-    camera_block = tf.matmul(weighted, features, transpose_a=True)  # (B, 4, 4)
-    per_row_basis = tf.reshape(basis, [tf.shape(basis)[0], -1, 3 * num_coefficients])
-    cross = tf.matmul(weighted, per_row_basis, transpose_a=True)  # (B, 4, 3K)
-    cross = tf.reshape(
-        tf.transpose(tf.reshape(cross, [-1, 4, 3, num_coefficients]), [0, 2, 1, 3]),
-        [-1, CAMERA_UNKNOWNS, num_coefficients],
-    )
-    flat_basis = tf.reshape(basis, [tf.shape(basis)[0], -1, num_coefficients])  # (B, 3P, K)
-    weighted_basis = flat_basis * tf.repeat(weights, 3, axis=-1)[..., None]  # rows (j, c)
-    shape_block = tf.matmul(weighted_basis, flat_basis, transpose_a=True)  # (B, K, K)
-    data_matrix = tf.concat(
-        [
-            tf.concat([_kron_identity3(camera_block), -cross], axis=-1),
-            tf.concat([-tf.transpose(cross, [0, 2, 1]), shape_block], axis=-1),
-        ],
-        axis=-2,
-    )
-    flat_mean = tf.reshape(mean, [tf.shape(mean)[0], -1])
-    data_rhs = tf.concat(
-        [
-            tf.reshape(tf.transpose(tf.matmul(weighted, mean, transpose_a=True), [0, 2, 1]), [-1, 12]),
-            -tf.linalg.matvec(weighted_basis, flat_mean, transpose_a=True),
-        ],
-        axis=-1,
-    )
 
     # Translation prior rho |q_hat - (0, 0, z0)|^2 with q_hat_k = e . theta'_k, e = T[:, 3].
     rho = tf.cast(translation_weight, dtype)
     e = transform[:, :, 3]
-    translation_block = rho * e[:, :, None] * e[:, None, :]
+    translation_block = _kron_identity3(rho * e[:, :, None] * e[:, None, :])
     target = tf.constant([0.0, 0.0, z0], dtype)
-    alpha2 = tf.broadcast_to(tf.cast(coefficient_weights, dtype), tf.shape(data_rhs[:, 12:]))
-    prior_matrix = _block_diagonal(_kron_identity3(translation_block), tf.linalg.diag(alpha2))
+    alpha2 = tf.broadcast_to(tf.cast(coefficient_weights, dtype), [batch, num_coefficients])
+    prior_matrix = tf.concat(
+        [
+            tf.concat([translation_block, tf.zeros([batch, CAMERA_UNKNOWNS, num_coefficients], dtype)], -1),
+            tf.concat([tf.zeros([batch, num_coefficients, CAMERA_UNKNOWNS], dtype), tf.linalg.diag(alpha2)], -1),
+        ],
+        axis=-2,
+    )
     prior_rhs = tf.concat(
         [tf.reshape(rho * target[None, :, None] * e[:, None, :], [-1, 12]), tf.zeros_like(alpha2)],
         axis=-1,
     )
     return GeometricSystem(
-        data_matrix + prior_matrix,
-        data_rhs + prior_rhs,
-        prior_matrix,
-        prior_rhs,
-        features,
-        transform,
-        weights,
-        mean,
-        basis,
+        LinearProblem(features, weights, basis, mean, prior_matrix, prior_rhs), transform
     )
-
-
-def geometric_residual(system: GeometricSystem, solution: tf.Tensor) -> tf.Tensor:
-    """Per-sample residual ``P_hat d x + q_hat - (a + B m)`` (mm), shape ``(B, P, 3)``."""
-    theta = tf.reshape(solution[:, :CAMERA_UNKNOWNS], [-1, 3, 4])
-    coefficients = solution[:, CAMERA_UNKNOWNS:]
-    fitted_points = tf.matmul(system.features, theta, transpose_b=True)
-    model_points = system.mean + tf.einsum("bpck,bk->bpc", system.basis, coefficients)
-    return fitted_points - model_points
-
-
-def geometric_gradient(system: GeometricSystem, solution: tf.Tensor) -> tf.Tensor:
-    """``A^T W (a - A x) + prior_rhs - prior_matrix x`` from the samples, ``(B, 12 + K)``."""
-    residual = system.weights[..., None] * geometric_residual(system, solution)
-    camera = tf.reshape(
-        tf.transpose(tf.matmul(system.features, residual, transpose_a=True), [0, 2, 1]), [-1, 12]
-    )
-    shape = tf.einsum("bpck,bpc->bk", system.basis, residual)
-    prior = system.prior_rhs - tf.linalg.matvec(system.prior_matrix, solution)
-    return tf.concat([-camera, shape], axis=-1) + prior
 
 
 def inverse_camera(system: GeometricSystem, solution: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -292,23 +222,18 @@ def solve_geometry(
     system = geometric_system(
         pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
     )
-    solution = solve_refined(
-        system.matrix,
-        system.rhs,
-        lambda x: geometric_gradient(system, x),
-        refinement_steps=refinement_steps,
-        ridge=ridge,
-        method=solver,
-    )
-    return geometric_outputs(system, solution)
+    solution, residual = structured.solve(system.problem, ridge, refinement_steps, solver)
+    return geometric_outputs(system, solution, residual)
 
 
-def geometric_outputs(system: GeometricSystem, solution: tf.Tensor) -> dict[str, tf.Tensor]:
-    """The output dictionary of :func:`solve_geometry` for a solution of ``system``."""
+def geometric_outputs(
+    system: GeometricSystem, solution: tf.Tensor, residual: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """The output dictionary of :func:`solve_geometry` for a solution of ``system`` and its
+    residual ``P_hat d x + q_hat - (a + B m)`` (B, P, 3) mm."""
     p_hat, q_hat = inverse_camera(system, solution)
-    residual = geometric_residual(system, solution)
     finite = tf.reduce_all(tf.math.is_finite(solution), axis=-1)
-    informed = tf.reduce_any(system.weights > 0, axis=-1)
+    informed = tf.reduce_any(system.problem.weights > 0, axis=-1)
     return {
         "p_hat": p_hat,
         "q_hat": q_hat,

@@ -107,11 +107,15 @@ def geometric_problem(
     batch: int,
     num_samples: int,
     coefficient_scale: float = 1.0,
-    cameras: dict[str, np.ndarray] | None = None,
+    coefficients: np.ndarray | None = None,
 ) -> GeometricProblem:
-    """Exact samples of random shapes seen by random cameras (see the module docstring)."""
-    cameras = cameras or random_cameras(rng, batch)
-    coefficients = coefficient_scale * rng.normal(size=(batch, geometry.basis.shape[0]))
+    """Exact samples of random shapes seen by random cameras (see the module docstring).
+
+    ``coefficients`` (B, K) fixes the shapes; by default they are ``N(0, coefficient_scale^2)``.
+    """
+    cameras = random_cameras(rng, batch)
+    if coefficients is None:
+        coefficients = coefficient_scale * rng.normal(size=(batch, geometry.basis.shape[0]))
     vertices = geometry.mean + np.einsum("bk,kvc->bvc", coefficients, geometry.basis)
     faces = rng.integers(0, len(geometry.triangles), (batch, num_samples))
     vertex_ids = geometry.triangles[faces]

@@ -22,15 +22,12 @@ pulls to the mean colour ``c_j``) wherever the data are weak. The default here i
 estimate, and the regulariser is unbiased for an ambient, white light. ``"zero"`` reproduces
 eq. 40 literally. With small ``xi`` (it only needs to keep the system definite) the two agree.
 
-The channel-block structure is exploited: ``l_c`` only meets rows of channel ``c``, so the
-lighting block is block-diagonal (one ``(27, P) x (P, 27)`` product, masked), the lighting-albedo
-block comes from one ``(27, P) x (P, 3 Kr + 3)`` product (channel diagonal kept) and the albedo
-block from one ``(Kr, 3P) x (3P, Kr)`` product.
+This is the structured problem of :mod:`tfface.layers.structured_least_squares` with
+per-channel features ``i_jc F_j`` (``l_c`` only meets rows of channel ``c``), model basis
+``D_jc`` and target ``c_jc``; it has an analytic gradient.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -40,8 +37,9 @@ from tfface.errors import InputError
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import SH_CONSTANTS, sh_basis
 from tfface.layers.least_squares_checks import check_samples, raise_if_not_finite
+from tfface.layers import structured_least_squares as structured
 from tfface.layers.linear_solve import SOLVERS
-from tfface.layers.normal_equations import solve_refined
+from tfface.layers.structured_least_squares import LinearProblem
 
 #: Inverse-lighting unknowns: 9 SH coefficients per RGB channel.
 LIGHTING_UNKNOWNS = 27
@@ -95,32 +93,6 @@ def neutral_lighting(dtype: tf.DType = tf.float32) -> tf.Tensor:
     return tf.constant([[1.0 / SH_CONSTANTS[0]] + [0.0] * 8] * 3, dtype)
 
 
-class PhotometricSystem(NamedTuple):
-    """Normal equations of eq. 41. Unknowns ``x = [l_0 (9), l_1 (9), l_2 (9), h (Kr)]``.
-
-    Attributes: ``matrix`` (B, 27 + Kr, 27 + Kr) and ``rhs`` (B, 27 + Kr) (data and prior),
-    ``prior_matrix``, ``prior_rhs`` (the prior's parts), ``sh`` (B, P, 9) the SH basis at the
-    normals, ``image`` (B, P, 3), ``weights`` (B, P), ``albedo_mean`` (B, P, 3),
-    ``albedo_basis`` (B, P, 3, Kr).
-    """
-
-    matrix: tf.Tensor
-    rhs: tf.Tensor
-    prior_matrix: tf.Tensor
-    prior_rhs: tf.Tensor
-    sh: tf.Tensor
-    image: tf.Tensor
-    weights: tf.Tensor
-    albedo_mean: tf.Tensor
-    albedo_basis: tf.Tensor
-
-
-def _channel_diagonal(blocks: tf.Tensor) -> tf.Tensor:
-    """``(B, 3, 9, 3, n) -> (B, 27, n)``: keep the blocks whose two channel indices agree."""
-    diagonal = tf.linalg.diag_part(tf.transpose(blocks, [0, 2, 4, 1, 3]))  # (B, 9, n, 3)
-    return tf.reshape(tf.transpose(diagonal, [0, 3, 1, 2]), [-1, LIGHTING_UNKNOWNS, blocks.shape[-1]])
-
-
 def photometric_system(
     image: tf.Tensor,
     normals: tf.Tensor,
@@ -130,8 +102,8 @@ def photometric_system(
     coefficient_weights: tf.Tensor,
     lighting_weight: float,
     lighting_target: tf.Tensor,
-) -> PhotometricSystem:
-    """Form the normal equations of eq. 41 (see the module docstring).
+) -> LinearProblem:
+    """Eq. 41 as a structured least-squares problem (see the module docstring).
 
     Parameters
     ----------
@@ -151,84 +123,24 @@ def photometric_system(
         ``xi``.
     lighting_target : (3, 9)
         ``l_0``.
+
+    Returns
+    -------
+    LinearProblem
+        Features ``i_jc F_j`` (B, P, 3, 9), unknowns ``[l_0, l_1, l_2, h]``.
     """
     dtype = image.dtype
-    num_albedo = albedo_basis.shape[-1]
-    batch = tf.shape(image)[0]
     sh = sh_basis(normals)  # (B, P, 9)
-    lighting_rows = tf.reshape(image[..., :, None] * sh[..., None, :], [batch, -1, 27])  # (B,P,27)
-    weighted_rows = weights[..., None] * lighting_rows
-
-    lighting_block = tf.matmul(weighted_rows, lighting_rows, transpose_a=True)
-    lighting_block *= tf.constant(np.kron(np.eye(3), np.ones((9, 9))), dtype)
-    albedo_columns = tf.concat(
-        [tf.reshape(albedo_basis, [batch, -1, 3 * num_albedo]), albedo_mean], axis=-1
-    )  # (B, P, 3 Kr + 3): basis per channel, then mean per channel
-    cross = tf.matmul(weighted_rows, albedo_columns, transpose_a=True)  # (B, 27, 3 Kr + 3)
-    cross_basis = _channel_diagonal(tf.reshape(cross[..., : 3 * num_albedo], [-1, 3, 9, 3, num_albedo]))
-    lighting_rhs = _channel_diagonal(tf.reshape(cross[..., 3 * num_albedo :], [-1, 3, 9, 3, 1]))[..., 0]
-
-    flat_basis = tf.reshape(albedo_basis, [batch, -1, num_albedo])  # (B, 3P, Kr)
-    weighted_basis = flat_basis * tf.repeat(weights, 3, axis=-1)[..., None]
-    albedo_block = tf.matmul(weighted_basis, flat_basis, transpose_a=True)
-    albedo_rhs = -tf.linalg.matvec(weighted_basis, tf.reshape(albedo_mean, [batch, -1]), transpose_a=True)
-
-    data_matrix = tf.concat(
-        [
-            tf.concat([lighting_block, -cross_basis], axis=-1),
-            tf.concat([-tf.transpose(cross_basis, [0, 2, 1]), albedo_block], axis=-1),
-        ],
-        axis=-2,
-    )
-    data_rhs = tf.concat([lighting_rhs, albedo_rhs], axis=-1)
-
     xi = tf.cast(lighting_weight, dtype)
-    gamma2 = tf.broadcast_to(tf.cast(coefficient_weights, dtype), tf.shape(albedo_rhs))
-    prior_diagonal = tf.concat([xi * tf.ones_like(lighting_rhs), gamma2], axis=-1)
-    prior_matrix = tf.linalg.diag(prior_diagonal)
-    target = tf.reshape(tf.cast(lighting_target, dtype), [1, LIGHTING_UNKNOWNS])
-    prior_rhs = tf.concat([xi * target * tf.ones_like(lighting_rhs), tf.zeros_like(gamma2)], axis=-1)
-    return PhotometricSystem(
-        data_matrix + prior_matrix,
-        data_rhs + prior_rhs,
-        prior_matrix,
-        prior_rhs,
-        sh,
-        image,
-        weights,
-        albedo_mean,
-        albedo_basis,
+    gamma2 = tf.broadcast_to(
+        tf.cast(coefficient_weights, dtype), [tf.shape(image)[0], albedo_basis.shape[-1]]
     )
-
-
-def _split(solution: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.reshape(solution[:, :LIGHTING_UNKNOWNS], [-1, 3, 9]), solution[:, LIGHTING_UNKNOWNS:]
-
-
-def inverse_shading(system: PhotometricSystem, solution: tf.Tensor) -> tf.Tensor:
-    """``F_j . l_c`` per sample and channel, ``(B, P, 3)``."""
-    lighting, _ = _split(solution)
-    return tf.matmul(system.sh, lighting, transpose_b=True)
-
-
-def fitted_albedo(system: PhotometricSystem, solution: tf.Tensor) -> tf.Tensor:
-    """``c_j + D_j h`` per sample, ``(B, P, 3)``."""
-    _, coefficients = _split(solution)
-    return system.albedo_mean + tf.einsum("bpck,bk->bpc", system.albedo_basis, coefficients)
-
-
-def photometric_residual(system: PhotometricSystem, solution: tf.Tensor) -> tf.Tensor:
-    """``i_j * (F_j . l) - (c_j + D_j h)`` (albedo units), ``(B, P, 3)``."""
-    return system.image * inverse_shading(system, solution) - fitted_albedo(system, solution)
-
-
-def photometric_gradient(system: PhotometricSystem, solution: tf.Tensor) -> tf.Tensor:
-    """``A^T W (b - A x) + prior_rhs - prior_matrix x`` from the samples, ``(B, 27 + Kr)``."""
-    residual = system.weights[..., None] * photometric_residual(system, solution)
-    lighting = tf.matmul(system.image * residual, system.sh, transpose_a=True)  # (B, 3, 9)
-    albedo = tf.einsum("bpck,bpc->bk", system.albedo_basis, residual)
-    prior = system.prior_rhs - tf.linalg.matvec(system.prior_matrix, solution)
-    return tf.concat([-tf.reshape(lighting, [-1, LIGHTING_UNKNOWNS]), albedo], axis=-1) + prior
+    lighting_ones = tf.ones_like(gamma2[:, :1]) * tf.ones([LIGHTING_UNKNOWNS], dtype)
+    prior_matrix = tf.linalg.diag(tf.concat([xi * lighting_ones, gamma2], axis=-1))
+    target = tf.reshape(tf.cast(lighting_target, dtype), [1, LIGHTING_UNKNOWNS])
+    prior_rhs = tf.concat([xi * target * lighting_ones, tf.zeros_like(gamma2)], axis=-1)
+    features = image[..., :, None] * sh[..., None, :]  # (B, P, 3, 9)
+    return LinearProblem(features, weights, albedo_basis, albedo_mean, prior_matrix, prior_rhs)
 
 
 def solve_photometry(
@@ -262,17 +174,11 @@ def solve_photometry(
     system = photometric_system(
         image, normals, weights, albedo_mean, albedo_basis, coefficient_weights, lighting_weight, target
     )
-    solution = solve_refined(
-        system.matrix,
-        system.rhs,
-        lambda x: photometric_gradient(system, x),
-        refinement_steps=refinement_steps,
-        ridge=ridge,
-        method=solver,
-    )
-    lighting, coefficients = _split(solution)
-    shading = inverse_shading(system, solution)
-    albedo = fitted_albedo(system, solution)
+    solution, residual = structured.solve(system, ridge, refinement_steps, solver)
+    lighting = tf.reshape(solution[:, :LIGHTING_UNKNOWNS], [-1, 3, 9])
+    coefficients = solution[:, LIGHTING_UNKNOWNS:]
+    shading = tf.matmul(sh_basis(normals), lighting, transpose_b=True)
+    albedo = image * shading - residual
     finite = tf.reduce_all(tf.math.is_finite(solution), axis=-1)
     informed = tf.reduce_any(weights > 0, axis=-1)
     return {
@@ -281,7 +187,7 @@ def solve_photometry(
         "albedo": albedo,
         "inverse_shading": shading,
         "colour": albedo / tf.maximum(shading, MIN_INVERSE_SHADING),
-        "residual": system.image * shading - albedo,
+        "residual": residual,
         "well_posed": tf.cast(tf.logical_and(finite, informed), image.dtype),
     }
 

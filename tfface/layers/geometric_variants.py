@@ -1,0 +1,261 @@
+r"""Inference variants of the geometric solve: known intrinsics, identity shared by several images.
+
+Both restrict the unknowns of eq. 37 to a linear subspace ``x = G z`` of the single-image
+unknowns and solve the reduced normal equations ``G^T N G z = G^T r`` (with iterative
+refinement from the samples), so they reuse :func:`~tfface.layers.geometric.geometric_system`
+and pass over the samples no more often than the single-image solve per stage.
+
+Known intrinsics ``K``. In normalised coordinates :math:`x_n = K^{-1} x` the inverse camera is
+:math:`\hat P_n = R^T / \psi`, a scaled rotation. Stage 1 solves the general problem in those
+coordinates; the rotation is the orthogonal polar factor of :math:`\hat P_n` (Newton iteration
+with determinant scaling, differentiable, no SVD). Stage 2 fixes the rotation and re-solves
+linearly for :math:`[1/\psi, \hat q, m]`, i.e. ``G`` maps ``(s, q_hat, m)`` to
+``P_hat_n = s R^T``. The rotation is thus the polar projection of the unconstrained estimate
+(exact on noiseless data, a close but not the maximum-likelihood rotation under noise).
+
+Shared identity. For ``V`` images of one person the unknowns are per-image cameras and
+expression coefficients and one identity vector: the block ("arrow") system of all images
+is assembled from the per-image normal equations by selection matrices, and the identity prior
+is counted once.
+
+Gradients of both variants come from automatic differentiation through the normal equations
+(correct but slower than the analytic gradient of the single-image solve; they are meant for
+inference).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfface.layers import structured_least_squares as structured
+from tfface.layers.geometric import (
+    CAMERA_UNKNOWNS,
+    GeometricSystem,
+    geometric_outputs,
+    geometric_system,
+    inverse_camera,
+)
+from tfface.layers.normal_equations import solve_refined
+
+
+def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
+    """Orthogonal polar factor of ``(..., 3, 3)`` matrices with positive determinant.
+
+    Newton iteration ``X <- (g X + X^-T / g) / 2`` with ``g = |det X|^(-1/3)``, which converges
+    quadratically for any nonsingular start; for ``det > 0`` the result is a proper rotation.
+    Non-finite or singular inputs give the identity (finite, zero gradient).
+    """
+    dtype = matrix.dtype
+    det = tf.linalg.det(matrix)
+    bound = tf.reduce_prod(tf.norm(matrix, axis=-2), axis=-1)
+    usable = tf.logical_and(tf.math.is_finite(det), tf.abs(det) > 1e-6 * bound)
+    eye = tf.eye(3, dtype=dtype)
+    current = tf.where(usable[..., None, None], matrix, eye)
+    for _ in range(iterations):
+        gamma = tf.pow(tf.abs(tf.linalg.det(current)), tf.constant(-1.0 / 3.0, dtype))
+        inverse_transpose = tf.linalg.matrix_transpose(tf.linalg.inv(current))
+        current = 0.5 * (gamma[..., None, None] * current + inverse_transpose / gamma[..., None, None])
+    return current
+
+
+def _normalised_pixels(pixels: tf.Tensor, intrinsics: tf.Tensor) -> tf.Tensor:
+    homogeneous = tf.concat([pixels, tf.ones_like(pixels[..., :1])], axis=-1)
+    rays = tf.linalg.matrix_transpose(tf.linalg.solve(intrinsics, tf.linalg.matrix_transpose(homogeneous)))
+    return rays[..., :2] / rays[..., 2:]
+
+
+def _rotation_subspace(system: GeometricSystem, rotation_transpose: tf.Tensor) -> tf.Tensor:
+    """``G`` (B, 12 + K, 4 + K) mapping ``(s, q', m)`` to ``(theta', m)`` with
+    ``P_hat = s rotation_transpose`` and ``q_hat = q' - s rotation_transpose c``."""
+    dtype = rotation_transpose.dtype
+    num_coefficients = system.problem.basis.shape[-1]
+    batch = tf.shape(rotation_transpose)[0]
+    inverse = tf.linalg.inv(system.transform)
+    back = tf.linalg.matrix_transpose(inverse)  # theta' = back theta
+    # P_hat u + q_hat = s R^T (u - c) + q' with c the samples' weighted centre (the features'
+    # origin, T^-1 e_4): centring decorrelates the scale column from the translation columns.
+    centre = tf.linalg.matvec(rotation_transpose, inverse[:, :3, 3])
+    padded = tf.concat([rotation_transpose, -centre[:, :, None]], axis=-1)  # (B, 3, 4)
+    scale_column = tf.reshape(tf.matmul(padded, back, transpose_b=True), [-1, CAMERA_UNKNOWNS, 1])
+    translation_columns = tf.reshape(
+        tf.einsum("kl,bi->bkil", tf.eye(3, dtype=dtype), back[:, :, 3]), [-1, CAMERA_UNKNOWNS, 3]
+    )
+    camera = tf.concat([scale_column, translation_columns], axis=-1)  # (B, 12, 4)
+    top = tf.concat([camera, tf.zeros([batch, CAMERA_UNKNOWNS, num_coefficients], dtype)], axis=-1)
+    bottom = tf.concat(
+        [tf.zeros([batch, num_coefficients, 4], dtype), tf.eye(num_coefficients, batch_shape=[batch], dtype=dtype)],
+        axis=-1,
+    )
+    return tf.concat([top, bottom], axis=-2)
+
+
+def _solve_in_subspace(
+    system: GeometricSystem, subspace: tf.Tensor, ridge: float, refinement_steps: int, solver: str
+) -> tf.Tensor:
+    full_matrix, full_rhs = structured.normal_equations(system.problem)
+    matrix = tf.matmul(subspace, tf.matmul(full_matrix, subspace), transpose_a=True)
+    rhs = tf.linalg.matvec(subspace, full_rhs, transpose_a=True)
+
+    def gradient(z: tf.Tensor) -> tf.Tensor:
+        full = structured.gradient(system.problem, tf.linalg.matvec(subspace, z))
+        return tf.linalg.matvec(subspace, full, transpose_a=True)
+
+    z = solve_refined(matrix, rhs, gradient, refinement_steps, ridge, solver)
+    return tf.linalg.matvec(subspace, z)
+
+
+def solve_geometry_known_intrinsics(
+    pixels: tf.Tensor,
+    depth: tf.Tensor,
+    weights: tf.Tensor,
+    mean: tf.Tensor,
+    basis: tf.Tensor,
+    coefficient_weights: tf.Tensor,
+    intrinsics: tf.Tensor,
+    translation_weight: tf.Tensor | float = 0.0,
+    z0: float = 500.0,
+    ridge: float = 1e-6,
+    refinement_steps: int = 1,
+    solver: str = "cholesky",
+) -> dict[str, tf.Tensor]:
+    """Pose, depth scale and shape for known intrinsics (see the module docstring).
+
+    Parameters
+    ----------
+    pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
+        As for :func:`~tfface.layers.geometric.geometric_system`.
+    intrinsics : (B, 3, 3)
+        Known ``K`` (pixels), upper triangular, last row ``[0, 0, 1]``.
+    ridge, refinement_steps, solver
+        As for :func:`~tfface.layers.geometric.solve_geometry`.
+
+    Returns
+    -------
+    dict with ``p_hat`` (B, 3, 3) in pixel units (``R^T K^-1 / psi``), ``q_hat`` (B, 3),
+    ``coefficients`` (B, K), ``residual`` (B, P, 3) mm, ``well_posed`` (B,), and the camera
+    ``K`` (the input), ``R`` (B, 3, 3) proper rotation, ``t`` (B, 3) mm, ``psi`` (B,).
+    """
+    intrinsics = tf.convert_to_tensor(intrinsics, pixels.dtype)
+    normalised = _normalised_pixels(pixels, intrinsics)
+    system = geometric_system(
+        normalised, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
+    )
+    matrix, rhs = structured.normal_equations(system.problem)
+    general = solve_refined(
+        matrix, rhs, lambda x: structured.gradient(system.problem, x), refinement_steps, ridge, solver
+    )
+    p_hat_normalised, _ = inverse_camera(system, general)
+    sign = tf.sign(tf.linalg.det(p_hat_normalised))
+    rotation_transpose = polar_rotation(sign[:, None, None] * p_hat_normalised)
+    solution = _solve_in_subspace(
+        system, _rotation_subspace(system, rotation_transpose), ridge, refinement_steps, solver
+    )
+    outputs = geometric_outputs(system, solution, structured.residual(system.problem, solution))
+    scale = tf.reduce_sum(outputs["p_hat"] * rotation_transpose, axis=[-2, -1]) / 3.0
+    rotation = tf.linalg.matrix_transpose(rotation_transpose)
+    outputs.update(
+        p_hat=tf.matmul(outputs["p_hat"], tf.linalg.inv(intrinsics)),
+        K=intrinsics,
+        R=rotation,
+        t=-tf.linalg.matvec(rotation, outputs["q_hat"]),
+        psi=1.0 / scale,
+    )
+    return outputs
+
+
+def _shared_identity_selection(num_views: int, num_identity: int, num_coefficients: int) -> np.ndarray:
+    """``S`` (V, 12 + K, Z): per-image unknowns ``[theta'_v, identity, expression_v]`` from the
+    global ``z = [theta'_1, expression_1, ..., theta'_V, expression_V, identity]``."""
+    num_expression = num_coefficients - num_identity
+    per_view = CAMERA_UNKNOWNS + num_expression
+    size = num_views * per_view + num_identity
+    selection = np.zeros((num_views, CAMERA_UNKNOWNS + num_coefficients, size))
+    for view in range(num_views):
+        start = view * per_view
+        own = list(range(start, start + CAMERA_UNKNOWNS))
+        identity = list(range(num_views * per_view, size))
+        expression = list(range(start + CAMERA_UNKNOWNS, start + per_view))
+        selection[view, np.arange(CAMERA_UNKNOWNS + num_coefficients), own + identity + expression] = 1.0
+    return selection
+
+
+def solve_geometry_shared_identity(
+    pixels: tf.Tensor,
+    depth: tf.Tensor,
+    weights: tf.Tensor,
+    mean: tf.Tensor,
+    basis: tf.Tensor,
+    coefficient_weights: tf.Tensor,
+    num_identity: int,
+    translation_weight: tf.Tensor | float = 0.0,
+    z0: float = 500.0,
+    ridge: float = 1e-6,
+    refinement_steps: int = 1,
+    solver: str = "cholesky",
+) -> dict[str, tf.Tensor]:
+    """One identity, per-image cameras and expressions, for ``V`` images of each person.
+
+    Parameters
+    ----------
+    pixels : (B, V, P, 2)
+    depth, weights : (B, V, P)
+    mean : (B, V, P, 3)
+    basis : (B, V, P, 3, K)
+        Columns ``[identity (num_identity), expression (K - num_identity)]``, the UV-3DMM's
+        order.
+    coefficient_weights : (K,) or (B, K)
+        ``alpha_i^2``; the identity part is applied once per person.
+    num_identity : int
+        Number of leading identity columns of ``basis``.
+    translation_weight, z0, ridge, refinement_steps, solver
+        As for :func:`~tfface.layers.geometric.solve_geometry` (the translation prior applies
+        to every image).
+
+    Returns
+    -------
+    dict with ``p_hat`` (B, V, 3, 3), ``q_hat`` (B, V, 3), ``identity`` (B, num_identity),
+    ``expression`` (B, V, K - num_identity), ``coefficients`` (B, V, K) (identity repeated),
+    ``residual`` (B, V, P, 3) mm, ``well_posed`` (B, V).
+    """
+    dtype = pixels.dtype
+    num_views = pixels.shape[1]
+    num_coefficients = basis.shape[-1]
+    batch = tf.shape(pixels)[0]
+
+    def flat(tensor: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
+
+    alpha2 = tf.broadcast_to(tf.cast(coefficient_weights, dtype), [batch, num_coefficients])
+    identity_alpha2 = alpha2[:, :num_identity]
+    per_view_alpha2 = tf.concat([tf.zeros_like(identity_alpha2), alpha2[:, num_identity:]], axis=-1)
+    system = geometric_system(
+        flat(pixels), flat(depth), flat(weights), flat(mean), flat(basis),
+        tf.repeat(per_view_alpha2, num_views, axis=0), translation_weight, z0,
+    )
+    size = CAMERA_UNKNOWNS + num_coefficients
+    selection = tf.constant(_shared_identity_selection(num_views, num_identity, num_coefficients), dtype)
+    identity_prior = tf.pad(identity_alpha2, [[0, 0], [selection.shape[-1] - num_identity, 0]])
+
+    per_view_matrix, per_view_rhs = structured.normal_equations(system.problem)
+    matrix = tf.einsum(
+        "vnz,bvnm,vmy->bzy", selection, tf.reshape(per_view_matrix, [-1, num_views, size, size]), selection
+    ) + tf.linalg.diag(identity_prior)
+    rhs = tf.einsum("vnz,bvn->bz", selection, tf.reshape(per_view_rhs, [-1, num_views, size]))
+
+    def expand(z: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(tf.einsum("vnz,bz->bvn", selection, z), [-1, size])
+
+    def gradient(z: tf.Tensor) -> tf.Tensor:
+        per_view = tf.reshape(structured.gradient(system.problem, expand(z)), [-1, num_views, size])
+        return tf.einsum("vnz,bvn->bz", selection, per_view) - identity_prior * z
+
+    z = solve_refined(matrix, rhs, gradient, refinement_steps, ridge, solver)
+    solution = expand(z)
+    outputs = geometric_outputs(system, solution, structured.residual(system.problem, solution))
+    outputs = {
+        name: tf.reshape(value, tf.concat([[batch, num_views], tf.shape(value)[1:]], axis=0))
+        for name, value in outputs.items()
+    }
+    outputs.update(identity=z[:, -num_identity:], expression=outputs["coefficients"][:, :, num_identity:])
+    return outputs

@@ -1,0 +1,226 @@
+r"""Weighted least squares with the three-channel row structure of eqs. 33-41, with an analytic
+gradient.
+
+Both solves of the paper have, for every sample ``j`` and channel ``c`` (a coordinate axis for
+the geometry, a colour for the photometry), one row
+
+.. math:: A_{jc} x = [\,e_c \otimes f_{jc},\; -M_{jc}\,] \, x \approx b_{jc}, \qquad
+          \text{weight } \omega_j,
+
+with small per-row features :math:`f_{jc}` (``q`` of them: ``(d x, d y, d, 1)`` or
+``i_jc sh(n_j)``) that only meet the channel's own ``q`` unknowns, a model basis row
+:math:`M_{jc}` (``K`` columns: shape or albedo modes) and target :math:`b_{jc}` (the model
+mean). Unknowns are ``x = [x_0 (q), x_1 (q), x_2 (q), x_m (K)]``. With a prior
+``(x^T Gamma x - 2 x^T gamma)`` the solution is ``x = N^-1 r``, ``N = A^T W A + Gamma``,
+``r = A^T W b + gamma``.
+
+Forming ``N`` never materialises the Kronecker zeros: one ``(3P, K) x (3P, K)`` product for
+the model block, ``(P, q) x (P, 3K)`` (shared features) or ``(P, 3q) x (P, 3K)`` with the
+channel diagonal kept (per-channel features) for the cross block.
+
+Gradient. Autodiff through the normal equations would write one ``(B, 3P, K)`` gradient per use
+of ``M`` (forming, refinement, residual), which dominates the cost. :func:`solve` instead
+returns the exact gradient of the least-squares minimiser: with residual ``e = A x - b``,
+upstream gradients ``g_x`` and ``g_e`` and the adjoint ``z = N^-1 (g_x + A^T g_e)``,
+
+.. math::
+    \partial L / \partial A_i = s_{1i} z^T + s_{2i} x^T, \quad
+    s_{1i} = -\omega_i e_i, \; s_{2i} = g_{e,i} - \omega_i A_i z, \qquad
+    \partial L / \partial b_i = -s_{2i}, \quad
+    \partial L / \partial \omega_j = -\sum_c (A_{jc} z) e_{jc},
+
+and ``dL/dGamma = -z x^T``, ``dL/dgamma = z``. The model-basis gradient is then one
+``(3P, 2) x (2, K)`` product: the backward pass reads ``M`` twice and writes it once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from tfface.layers.linear_solve import solve_normal_equations
+from tfface.layers.normal_equations import solve_refined
+
+
+class LinearProblem(NamedTuple):
+    """A structured weighted least-squares problem (see the module docstring).
+
+    Attributes
+    ----------
+    features : (B, P, q) or (B, P, 3, q)
+        ``f_jc``: shared by the three channels (rank 3) or per channel (rank 4).
+    weights : (B, P)
+        ``omega_j``.
+    basis : (B, P, 3, K)
+        ``M_jc``.
+    target : (B, P, 3)
+        ``b_jc``.
+    prior_matrix : (B, n, n)
+        ``Gamma``, ``n = 3q + K``.
+    prior_rhs : (B, n)
+        ``gamma``.
+    """
+
+    features: tf.Tensor
+    weights: tf.Tensor
+    basis: tf.Tensor
+    target: tf.Tensor
+    prior_matrix: tf.Tensor
+    prior_rhs: tf.Tensor
+
+
+def _shared(features: tf.Tensor) -> bool:
+    return features.shape.rank == 3
+
+
+def _feature_products(features: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """``sum_j f_jc (x) values_jc`` per channel: ``(B, 3, q, X)`` for ``values`` (B, P, 3, X)."""
+    batch, width = tf.shape(values)[0], values.shape[-1]
+    flat_values = tf.reshape(values, [batch, -1, 3 * width])
+    q = features.shape[-1]
+    if _shared(features):
+        product = tf.matmul(features, flat_values, transpose_a=True)  # (B, q, 3X)
+        return tf.transpose(tf.reshape(product, [-1, q, 3, width]), [0, 2, 1, 3])
+    product = tf.matmul(tf.reshape(features, [batch, -1, 3 * q]), flat_values, transpose_a=True)
+    blocks = tf.transpose(tf.reshape(product, [-1, 3, q, 3, width]), [0, 2, 4, 1, 3])
+    return tf.transpose(tf.linalg.diag_part(blocks), [0, 3, 1, 2])  # (B, 3, q, X)
+
+
+def _weighted(problem: LinearProblem) -> tf.Tensor:
+    weights = problem.weights[..., None]
+    return weights * problem.features if _shared(problem.features) else weights[..., None] * problem.features
+
+
+def _block_diagonal(blocks: tf.Tensor) -> tf.Tensor:
+    """``(B, 3, q, q) -> (B, 3q, 3q)`` block-diagonal."""
+    q = blocks.shape[-1]
+    eye = tf.eye(3, dtype=blocks.dtype)
+    return tf.reshape(tf.einsum("cd,bcij->bcidj", eye, blocks), [-1, 3 * q, 3 * q])
+
+
+def _flat_basis(problem: LinearProblem) -> tf.Tensor:
+    return tf.reshape(problem.basis, [tf.shape(problem.basis)[0], -1, problem.basis.shape[-1]])
+
+
+def _split(problem: LinearProblem, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    q = problem.features.shape[-1]
+    return tf.reshape(x[:, : 3 * q], [-1, 3, q]), x[:, 3 * q :]
+
+
+def _features_times(problem: LinearProblem, blocks: tf.Tensor) -> tf.Tensor:
+    """``f_jc . blocks_c`` (B, P, 3) for per-channel vectors ``blocks`` (B, 3, q)."""
+    if _shared(problem.features):
+        return tf.matmul(problem.features, blocks, transpose_b=True)
+    return tf.einsum("bpcq,bcq->bpc", problem.features, blocks)
+
+
+def _basis_times(problem: LinearProblem, coefficients: tf.Tensor) -> tf.Tensor:
+    """``M_jc . coefficients`` (B, P, 3)."""
+    return tf.reshape(tf.linalg.matvec(_flat_basis(problem), coefficients), tf.shape(problem.target))
+
+
+def _transpose_times(problem: LinearProblem, row_values: tf.Tensor) -> tf.Tensor:
+    """``A^T v`` (B, n) for one value per row ``v`` (B, P, 3) (no weights)."""
+    feature_part = _feature_products(problem.features, row_values[..., None])[..., 0]
+    basis_part = -tf.linalg.matvec(
+        _flat_basis(problem), tf.reshape(row_values, [tf.shape(row_values)[0], -1]), transpose_a=True
+    )
+    return tf.concat([tf.reshape(feature_part, [tf.shape(basis_part)[0], -1]), basis_part], axis=-1)
+
+
+def predict(problem: LinearProblem, x: tf.Tensor) -> tf.Tensor:
+    """``A_jc x`` for every row, ``(B, P, 3)``."""
+    blocks, coefficients = _split(problem, x)
+    return _features_times(problem, blocks) - _basis_times(problem, coefficients)
+
+
+def residual(problem: LinearProblem, x: tf.Tensor) -> tf.Tensor:
+    """``A x - b`` per row, ``(B, P, 3)``."""
+    return predict(problem, x) - problem.target
+
+
+def normal_equations(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
+    """``N = A^T W A + Gamma`` (B, n, n) and ``r = A^T W b + gamma`` (B, n)."""
+    weighted = _weighted(problem)
+    q, num_basis = problem.features.shape[-1], problem.basis.shape[-1]
+    if _shared(problem.features):
+        block = tf.matmul(weighted, problem.features, transpose_a=True)
+        feature_block = _block_diagonal(tf.stack([block] * 3, axis=1))
+    else:
+        feature_block = _block_diagonal(_feature_products(weighted, problem.features))
+    cross = tf.reshape(_feature_products(weighted, problem.basis), [-1, 3 * q, num_basis])
+    flat = _flat_basis(problem)
+    weighted_basis = flat * tf.repeat(problem.weights, 3, axis=-1)[..., None]
+    basis_block = tf.matmul(weighted_basis, flat, transpose_a=True)
+    matrix = tf.concat(
+        [
+            tf.concat([feature_block, -cross], axis=-1),
+            tf.concat([-tf.linalg.matrix_transpose(cross), basis_block], axis=-1),
+        ],
+        axis=-2,
+    )
+    target = problem.target
+    feature_rhs = tf.reshape(_feature_products(weighted, target[..., None]), [-1, 3 * q])
+    basis_rhs = -tf.linalg.matvec(weighted_basis, tf.reshape(target, [tf.shape(target)[0], -1]), transpose_a=True)
+    rhs = tf.concat([feature_rhs, basis_rhs], axis=-1)
+    return matrix + problem.prior_matrix, rhs + problem.prior_rhs
+
+
+def gradient(problem: LinearProblem, x: tf.Tensor) -> tf.Tensor:
+    """``A^T W (b - A x) + gamma - Gamma x`` from the samples, ``(B, n)``."""
+    weighted_residual = problem.weights[..., None] * residual(problem, x)
+    return -_transpose_times(problem, weighted_residual) + problem.prior_rhs - tf.linalg.matvec(
+        problem.prior_matrix, x
+    )
+
+
+def solve(
+    problem: LinearProblem, ridge: float = 1e-6, refinement_steps: int = 1, method: str = "cholesky"
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Solution ``x`` (B, n) and residual ``A x - b`` (B, P, 3), with the analytic gradient.
+
+    The forward pass forms the normal equations, solves them (Jacobi scaling, ridge, SPD
+    solver ``method``) and refines ``refinement_steps`` times from the samples
+    (:func:`~tfface.layers.normal_equations.solve_refined`). The gradient (module docstring)
+    holds for the exact minimiser, so it ignores the ridge's ``O(ridge)`` bias.
+    """
+
+    @tf.custom_gradient
+    def run(features, weights, basis, target, prior_matrix, prior_rhs):
+        current = LinearProblem(features, weights, basis, target, prior_matrix, prior_rhs)
+        matrix, rhs = normal_equations(current)
+        x = solve_refined(
+            matrix, rhs, lambda v: gradient(current, v), refinement_steps, ridge, method
+        )
+        error = residual(current, x)
+
+        def backward(grad_x, grad_error):
+            grad_x = tf.zeros_like(x) if grad_x is None else grad_x
+            grad_error = tf.zeros_like(error) if grad_error is None else grad_error
+            adjoint = solve_normal_equations(
+                matrix, grad_x + _transpose_times(current, grad_error), ridge=ridge, method=method
+            )
+            adjoint_rows = predict(current, adjoint)  # A_i z
+            s1 = -weights[..., None] * error
+            s2 = grad_error - weights[..., None] * adjoint_rows
+            blocks_z, basis_z = _split(current, adjoint)
+            blocks_x, basis_x = _split(current, x)
+            feature_grad = s1[..., None] * blocks_z[:, None] + s2[..., None] * blocks_x[:, None]
+            if _shared(features):
+                feature_grad = tf.reduce_sum(feature_grad, axis=-2)
+            batch = tf.shape(x)[0]
+            pair = tf.stack([tf.reshape(s1, [batch, -1]), tf.reshape(s2, [batch, -1])], axis=-1)
+            basis_grad = -tf.matmul(pair, tf.stack([basis_z, basis_x], axis=-2))  # (B, 3P, K)
+            return (
+                feature_grad,
+                -tf.reduce_sum(adjoint_rows * error, axis=-1),
+                tf.reshape(basis_grad, tf.shape(basis)),
+                -s2,
+                -adjoint[:, :, None] * x[:, None, :],
+                adjoint,
+            )
+
+        return (x, error), backward
+
+    return run(*problem)

@@ -1,0 +1,235 @@
+"""Benchmark and noise curve of the geometric and photometric least-squares solves.
+
+Timing (default): ms per image of both solves at Np = 10,000 samples, batch 8, with the
+default model's full shape+expression basis (153 modes) and 40 albedo modes, forward and
+forward+backward (gradients to every input), best of ``--repeats`` runs inside ``tf.function``.
+The achieved GFLOP/s (analytic count of the products that form and refine the normal
+equations and of the analytic backward pass, see ``structured_flops``) is printed as a ratio to
+this machine's large-matmul rate (2048 x 2048 float32 ``tf.matmul``), measured in the same run
+before and after the solves (the best of both counts: other processes share the machine).
+
+Noise curve (``--noise-curve``): synthetic problems from the default ICT geometry with known
+answers; pixels and depths get Gaussian noise of a given fraction of their spread (pixel colours
+a relative noise of the same fraction); prints median errors of the recovered coefficients,
+camera and lighting per noise level.
+
+Usage::
+
+    python3 tools/bench_least_squares.py [--batch 8] [--samples 10000] [--repeats 5]
+    python3 tools/bench_least_squares.py --noise-curve [--samples 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+
+from tfface.geometry.camera import decompose_inverse_camera
+from tfface.layers import least_squares_synthetic as synthetic
+from tfface.layers.geometric import solve_geometry
+from tfface.layers.photometric import sample_normals, solve_photometry
+
+NUM_IDENTITY, NUM_EXPRESSION, NUM_ALBEDO = 100, 53, 40
+
+
+def best_time(function, repeats: int) -> float:
+    """Best wall time (s) of ``repeats`` calls after one warm-up call."""
+    function()
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak(repeats: int, size: int = 2048) -> float:
+    """GFLOP/s of a ``size`` x ``size`` float32 matmul (best of ``repeats``)."""
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size])
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    return 2 * size**3 / best_time(lambda: product().numpy(), repeats) / 1e9
+
+
+def structured_flops(samples: int, q: int, shared: bool, modes: int, refinement_steps: int = 1) -> tuple[float, float]:
+    """Forward and forward+backward FLOPs per image of a structured solve (products only).
+
+    ``P`` samples, ``q`` features per row (shared by the 3 channels or not), ``K = modes``.
+    Forward: model block ``2 (3P) K^2``; cross block ``2 P q (3K)`` (shared) or ``2 P (3q)(3K)``
+    (per channel, channel diagonal kept); feature block and right-hand side; each refinement
+    step recomputes ``M x`` and ``M^T W e`` (``2 (3P) K`` each) and the features' share; the
+    output residual one ``M x``. Backward (analytic gradient): ``A^T g_e``, ``A z`` and the
+    rank-2 basis gradient ``(3P, 2) x (2, K)``: ``4 x 2 (3P) K`` plus the features' share.
+    """
+    rows = 3 * samples
+    cross = 2 * samples * q * 3 * modes * (1 if shared else 3)
+    feature_block = 2 * samples * q * q * (1 if shared else 3)
+    forming = 2 * rows * modes**2 + cross + feature_block + 2 * rows * modes + 2 * rows * q
+    per_pass = 2 * rows * modes + 2 * rows * q
+    forward = forming + (2 * refinement_steps + 1) * per_pass
+    backward = 4 * per_pass
+    return forward, forward + backward
+
+
+def random_inputs(batch: int, samples: int, seed: int = 0) -> dict[str, tf.Tensor]:
+    """Random float32 inputs of realistic scale for both solves."""
+    rng = np.random.default_rng(seed)
+    modes = NUM_IDENTITY + NUM_EXPRESSION
+    normals = rng.normal(size=(batch, samples, 3))
+    arrays = {
+        "pixels": rng.uniform(0, 224, (batch, samples, 2)),
+        "depth": rng.uniform(550, 650, (batch, samples)),
+        "weights": rng.uniform(0, 1, (batch, samples)),
+        "mean": rng.normal(0, 50, (batch, samples, 3)),
+        "basis": rng.normal(0, 2, (batch, samples, 3, modes)),
+        "shape_weights": np.ones(modes),
+        "image": rng.uniform(0.1, 0.9, (batch, samples, 3)),
+        "normals": normals / np.linalg.norm(normals, axis=-1, keepdims=True),
+        "albedo_mean": rng.uniform(0.3, 0.7, (batch, samples, 3)),
+        "albedo_basis": rng.normal(0, 0.03, (batch, samples, 3, NUM_ALBEDO)),
+        "albedo_weights": np.ones(NUM_ALBEDO),
+    }
+    return {name: tf.constant(value, tf.float32) for name, value in arrays.items()}
+
+
+def geometric_call(x: dict[str, tf.Tensor], pixels, depth, weights, mean, basis) -> dict[str, tf.Tensor]:
+    return solve_geometry(pixels, depth, weights, mean, basis, x["shape_weights"], translation_weight=1.0)
+
+
+def photometric_call(x: dict[str, tf.Tensor], image, normals, weights, mean, basis) -> dict[str, tf.Tensor]:
+    return solve_photometry(image, normals, weights, mean, basis, x["albedo_weights"])
+
+
+def scalar_loss(outputs: dict[str, tf.Tensor]) -> tf.Tensor:
+    return tf.add_n([tf.reduce_sum(tf.square(v)) for k, v in outputs.items() if k != "well_posed"])
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    x = random_inputs(args.batch, args.samples)
+    peak = matmul_peak(args.repeats)
+    cases = {
+        "geometric": (geometric_call, ["pixels", "depth", "weights", "mean", "basis"],
+                      structured_flops(args.samples, 4, True, NUM_IDENTITY + NUM_EXPRESSION)),
+        "photometric": (photometric_call, ["image", "normals", "weights", "albedo_mean", "albedo_basis"],
+                        structured_flops(args.samples, 9, False, NUM_ALBEDO)),
+    }
+    results = []
+    for name, (call, keys, (forward_flops, total_flops)) in cases.items():
+        inputs = [x[k] for k in keys]
+
+        @tf.function
+        def forward(*tensors, call=call):
+            return scalar_loss(call(x, *tensors))
+
+        @tf.function
+        def forward_backward(*tensors, call=call):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                loss = scalar_loss(call(x, *tensors))
+            return loss, tape.gradient(loss, tensors)
+
+        for label, function, flops in (
+            ("forward", forward, forward_flops),
+            ("forward+backward", forward_backward, total_flops),
+        ):
+            seconds = best_time(lambda f=function: tf.nest.map_structure(lambda t: t.numpy(), f(*inputs)), args.repeats)
+            results.append((name, label, seconds, flops * args.batch / seconds / 1e9))
+    peak = max(peak, matmul_peak(args.repeats))
+    print(f"large-matmul peak (2048^2 float32 tf.matmul): {peak:.1f} GFLOP/s")
+    print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}")
+    print(f"{'solve':12s} {'pass':17s} {'ms/image':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    for name, label, seconds, rate in results:
+        print(f"{name:12s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%}")
+
+
+def relative(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    axes = tuple(range(1, truth.ndim))
+    return np.linalg.norm(estimate - truth, axis=axes) / np.linalg.norm(truth, axis=axes)
+
+
+def rotation_degrees(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    cosine = (np.trace(np.einsum("bji,bjk->bik", estimate, truth), axis1=1, axis2=2) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cosine, -1, 1)))
+
+
+def noise_errors(
+    geometry: synthetic.Geometry,
+    albedo_model: tuple[np.ndarray, np.ndarray],
+    level: float,
+    batch: int,
+    samples: int,
+    shape_weight: float,
+    seed: int,
+) -> dict[str, float]:
+    """Median errors of both solves on one synthetic batch with noise ``level``."""
+    rng = np.random.default_rng(seed)
+    truth = synthetic.geometric_problem(geometry, rng, batch, samples)
+    colours = synthetic.photometric_problem(truth, geometry.triangles, albedo_model, rng)
+    noisy = synthetic.add_geometric_noise(truth, rng, level)
+    f32 = lambda a: tf.constant(a, tf.float32)  # noqa: E731
+    weights = tf.ones([batch, samples])
+    modes = geometry.basis.shape[0]
+    fit = solve_geometry(
+        f32(noisy.pixels), f32(noisy.depth), weights, f32(noisy.mean), f32(noisy.basis),
+        tf.fill([modes], shape_weight),
+    )
+    K, R, t, psi = (v.numpy() for v in decompose_inverse_camera(fit["p_hat"], fit["q_hat"]))
+    vertices = geometry.mean + np.einsum("bk,kvc->bvc", fit["coefficients"].numpy(), geometry.basis)
+    normals = sample_normals(
+        f32(vertices), tf.constant(geometry.triangles), tf.constant(truth.vertex_ids),
+        f32(truth.barycentrics), f32(R),
+    )
+    image = colours.image * (1 + level * rng.normal(size=colours.image.shape))
+    light = solve_photometry(
+        f32(image), normals, weights, f32(colours.albedo_mean), f32(colours.albedo_basis),
+        tf.fill([albedo_model[1].shape[0]], 1e-6),
+    )
+    return {
+        "coefficients": np.median(relative(fit["coefficients"].numpy(), truth.coefficients)),
+        "K": np.median(relative(K, truth.K)),
+        "R (deg)": np.median(rotation_degrees(R, truth.R)),
+        "t": np.median(relative(t, truth.t)),
+        "psi": np.median(relative(psi[:, None], truth.psi[:, None])),
+        "lighting": np.median(relative(light["lighting"].numpy(), colours.lighting)),
+        "albedo": np.median(relative(light["albedo"].numpy(), colours.albedo)),
+    }
+
+
+NOISE_LEVELS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+def noise_curve(args: argparse.Namespace) -> None:
+    geometry = synthetic.load_ict_geometry(NUM_IDENTITY, NUM_EXPRESSION)
+    albedo_model = synthetic.random_albedo_model(np.random.default_rng(1), len(geometry.mean), NUM_ALBEDO)
+    print(
+        f"median relative errors over {args.batch} random faces, Np = {args.samples}, "
+        f"{NUM_IDENTITY}+{NUM_EXPRESSION} shape modes (alpha^2 = {args.shape_weight}), "
+        f"{NUM_ALBEDO} albedo modes; noise = fraction of pixel/depth spread (colour: relative)"
+    )
+    rows = [noise_errors(geometry, albedo_model, level, args.batch, args.samples, args.shape_weight, seed=7)
+            for level in NOISE_LEVELS]
+    print(f"{'noise':>6s} " + " ".join(f"{k:>12s}" for k in rows[0]))
+    for level, row in zip(NOISE_LEVELS, rows):
+        print(f"{level:6.3f} " + " ".join(f"{v:12.3g}" for v in row.values()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--noise-curve", action="store_true", help="print the noise-vs-error curve")
+    parser.add_argument("--shape-weight", type=float, default=1.0,
+                        help="alpha^2 of every shape mode in the noise curve (sample weights are 1)")
+    args = parser.parse_args()
+    noise_curve(args) if args.noise_curve else benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
