@@ -125,7 +125,7 @@ def solve_normal_equations(
 ) -> tf.Tensor:
     """Solve SPD normal equations after Jacobi scaling, with a relative ridge.
 
-    With ``D = diag(matrix)^-1/2`` (diagonal entries below ``1e-12 x`` the largest one, or zero,
+    With ``D = diag(matrix)^-1/2`` (diagonal entries below ``1e-20 x`` the largest one, or zero,
     are clamped), solves ``(D A D + ridge I) y = D b`` and returns ``x = D y``, i.e. the solution
     of ``(A + ridge D^-2) x = b``. The scaling removes the disparity of column scales (pixel
     coordinates times depth next to millimetre bases); the ridge makes a rank-deficient
@@ -144,7 +144,7 @@ def solve_normal_equations(
     """
     diagonal = tf.stop_gradient(tf.linalg.diag_part(matrix))
     floor = tf.maximum(
-        1e-12 * tf.reduce_max(diagonal, axis=-1, keepdims=True),
+        1e-20 * tf.reduce_max(diagonal, axis=-1, keepdims=True),
         tf.constant(1e-30, matrix.dtype),
     )
     scale = tf.math.rsqrt(tf.maximum(diagonal, floor))
