@@ -8,13 +8,15 @@ No openly licensed 3DMM albedo model exists, so the default model gets a *prior*
   :data:`BROW_HALF_WIDTH_MM`) computed from distances to those landmarks on the mean shape.
 * Modes: smooth spatial functions (the lowest eigenvectors of the mesh's cotangent Laplacian,
   ``scipy.sparse.linalg.eigsh``, normalised to unit area-weighted RMS) times three colour
-  directions (:data:`COLOUR_DIRECTIONS`: overall tone along the mean colour, redness, yellowness).
-  Mode (j, c) has standard deviation ``sigma_c / (1 + lambda_j / lambda_ref)``, so variation
-  decays with spatial frequency; ``lambda_ref`` is the eigenvalue of the fourth non-constant
-  eigenvector. The :data:`NUM_MODES` modes of largest variance are kept (constant tone first),
-  sorted by decreasing variance and scaled by their standard deviation (coefficients ~ N(0, 1)).
+  directions (:data:`COLOUR_DIRECTIONS`: overall tone along the mean colour, redness, yellowness,
+  made orthonormal). The constant function (j = 0) times colour c has standard deviation
+  ``sigma_c`` (:data:`COLOUR_SIGMAS`: skin tone varies most between people); eigenvector j >= 1
+  has ``SPATIAL_FRACTION * sigma_c / (1 + lambda_j / lambda_1)``, so variation decays with spatial
+  frequency. The :data:`NUM_MODES` modes of largest variance are kept (constant tone first),
+  sorted by decreasing variance and scaled by their standard deviation (coefficients ~ N(0, 1));
+  all modes are area-orthogonal.
 
-With coefficients within +-3 the reflectance stays within about [0.05, 1].
+On the default model the mean +- 3 standard deviations stays within [0.05, 0.98] at every vertex.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ import scipy.sparse.linalg as spla
 
 from tfface.morphable.topology import cotangent_laplacian
 
+def _orthonormal_rows(rows: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt of the rows, keeping each row's direction."""
+    q, r = np.linalg.qr(np.asarray(rows, np.float64).T)
+    return (q * np.sign(np.diag(r))).T
+
+
 #: Mean skin, lip and eyebrow reflectance (RGB in [0, 1]).
 SKIN = np.array([0.72, 0.53, 0.44])
 LIPS = np.array([0.62, 0.34, 0.33])
@@ -34,11 +42,14 @@ BROWS = np.array([0.36, 0.26, 0.21])
 LIP_SOFTNESS_MM = 1.5
 BROW_HALF_WIDTH_MM = 4.0
 
-#: Colour directions (unit RGB vectors) and their standard deviations for the constant mode.
-COLOUR_DIRECTIONS = np.stack([SKIN / np.linalg.norm(SKIN),
-                              np.array([2.0, -1.0, -1.0]) / np.sqrt(6.0),
-                              np.array([1.0, 1.0, -2.0]) / np.sqrt(6.0)])
-COLOUR_SIGMAS = np.array([0.12, 0.035, 0.025])
+#: Colour directions: orthonormal RGB rows (Gram-Schmidt of the overall tone along the mean skin
+#: colour, redness (2, -1, -1) and yellowness (1, 1, -2)), and their standard deviations for the
+#: constant mode.
+COLOUR_DIRECTIONS = _orthonormal_rows(np.stack([SKIN, [2.0, -1.0, -1.0], [1.0, 1.0, -2.0]]))
+COLOUR_SIGMAS = np.array([0.10, 0.03, 0.02])
+
+#: Standard deviation of the smoothest non-constant modes relative to the constant ones.
+SPATIAL_FRACTION = 0.4
 
 #: Number of albedo modes kept.
 NUM_MODES = 40
@@ -109,7 +120,7 @@ def albedo_prior(mean: np.ndarray, triangles: np.ndarray, landmarks68: np.ndarra
                  num_modes: int = NUM_MODES) -> tuple[np.ndarray, np.ndarray]:
     """The prior's mean ``(N, 3)`` and modes ``(num_modes, N, 3)`` (float32, scaled by std)."""
     values, modes = smooth_modes(mean, triangles, NUM_EIGENVECTORS)
-    falloff = 1.0 / (1.0 + values / values[4])
+    falloff = np.concatenate([[1.0], SPATIAL_FRACTION / (1.0 + values[1:] / values[1])])
     sigma = falloff[:, None] * COLOUR_SIGMAS[None, :]  # (J, 3 colours)
     order = np.argsort(-sigma.ravel(), kind="stable")[:num_modes]
     j, c = np.unravel_index(order, sigma.shape)
