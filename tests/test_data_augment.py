@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, random_similarity,
-                                 similarity_matrices, transform_camera, transform_points, warp_images)
+from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, coverage, random_similarity,
+                                 similarity_matrices, transform_points, warp_images)
 from tfface.errors import InputError
 from tfface.geometry import camera
 
@@ -37,6 +37,13 @@ def test_warped_coordinates_follow_the_inverse_transform():
     inside = np.all((expected > 0.5) & (expected < [W - 0.5, H - 0.5]), axis=-1)
     assert inside.mean() > 0.3
     np.testing.assert_allclose(warped[inside], expected[inside], atol=2e-3)
+
+
+def test_closed_form_coverage_equals_warped_ones():
+    transforms = random_similarity([7, 8], 4, H, W, SimilarityRange(scale=(0.6, 1.3), translation=0.3))
+    ones = warp_images(np.ones((4, H, W, 1), np.float32), transforms)[..., 0].numpy()
+    np.testing.assert_allclose(coverage(transforms, H, W).numpy(), ones, atol=1e-4)
+    assert 0.05 < (ones < 1).mean() < 0.95
 
 
 def test_similarity_is_rotation_scale_translation():

@@ -106,6 +106,26 @@ def warp_images(images, transforms, interpolation: str = "BILINEAR", fill_value:
         fill_value=tf.constant(fill_value, tf.float32), interpolation=interpolation, fill_mode="CONSTANT")
 
 
+def coverage(transforms, height: int, width: int) -> tf.Tensor:
+    """``(B, H, W)`` share of each output pixel that bilinear :func:`warp_images` takes from inside
+    the input image (what warping an all-ones image gives), computed in closed form.
+
+    An output centre ``p`` samples the input at ``q = A^-1 p``; along x, bilinear interpolation
+    at index coordinate ``u = q_x - 0.5`` gives weight ``clip(min(u + 1, W - u), 0, 1)`` to
+    existing pixels (likewise along y), so the coverage is the product of the two.
+    """
+    inverse = tf.linalg.inv(tf.cast(transforms, tf.float32))
+    cols = tf.cast(tf.range(width), tf.float32) + 0.5
+    rows = tf.cast(tf.range(height), tf.float32) + 0.5
+    u = inverse[:, None, None, 0, 0] * cols[None, None, :] + inverse[:, None, None, 0, 1] * rows[None, :, None] \
+        + inverse[:, None, None, 0, 2] - 0.5
+    v = inverse[:, None, None, 1, 0] * cols[None, None, :] + inverse[:, None, None, 1, 1] * rows[None, :, None] \
+        + inverse[:, None, None, 1, 2] - 0.5
+    along_x = tf.clip_by_value(tf.minimum(u + 1.0, width - u), 0.0, 1.0)
+    along_y = tf.clip_by_value(tf.minimum(v + 1.0, height - v), 0.0, 1.0)
+    return along_x * along_y
+
+
 def transform_points(points, transforms) -> tf.Tensor:
     """Map ``(B, P, 2)`` pixel coordinates through ``(B, 3, 3)`` forward similarities."""
     points = tf.convert_to_tensor(points, tf.float32)
@@ -153,7 +173,7 @@ def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange()
         seed: ``(2,)`` int stateless seed.
         ranges: the random similarity's ranges.
         fill_background: fill uncovered pixels with the previous image of the batch (rolled by
-            one), turned by a random angle and enlarged to cover the frame; otherwise leave them black.
+            one; batches of a shuffled source pair random images); otherwise leave them black.
 
     Returns:
         A new dict with the same keys, plus ``"similarity"`` ``(B, 3, 3)`` (the transforms) and
@@ -166,19 +186,13 @@ def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange()
     if height is None or width is None:
         raise InputError("augment_batch needs a static image size; resize images first")
     size = tf.shape(image)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-    transforms = random_similarity(seeds[0], size, height, width, ranges)
+    transforms = random_similarity(seed, size, height, width, ranges)
     out = dict(batch)
     out["similarity"] = transforms
-    warped_with_cover = warp_images(tf.concat([image, tf.ones_like(image[..., :1])], -1), transforms)
-    warped, cover = warped_with_cover[..., :3], warped_with_cover[..., 3:]
+    warped = warp_images(image, transforms)
+    cover = coverage(transforms, height, width)[..., None]
     if fill_background:
-        # Any rotation of the other image, enlarged so that it covers the whole frame.
-        cover_scale = (math.hypot(height, width) + 2.0) / min(height, width)
-        angle = tf.random.stateless_uniform([size], seeds[1], -math.pi, math.pi)
-        spin = similarity_matrices(angle, tf.fill([size], cover_scale), tf.zeros([size, 2]), height, width)
-        background = warp_images(tf.roll(image, 1, axis=0), spin)
-        warped = warped + (1.0 - cover) * background
+        warped = warped + (1.0 - cover) * tf.roll(image, 1, axis=0)
     out["image"] = warped
     out["valid"] = tf.cast(cover[..., 0] > 0.5, tf.float32)
     for key, value in batch.items():
