@@ -30,10 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
-from tfface.geometry.camera import decompose_inverse_camera
 from tfface.layers import least_squares_synthetic as synthetic
 from tfface.layers.geometric import solve_geometry
-from tfface.layers.photometric import sample_normals, solve_photometry
+from tfface.layers.photometric import solve_photometry
 
 NUM_IDENTITY, NUM_EXPRESSION, NUM_ALBEDO = 100, 53, 40
 
@@ -148,59 +147,6 @@ def benchmark(args: argparse.Namespace) -> None:
         print(f"{name:12s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%}")
 
 
-def relative(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    axes = tuple(range(1, truth.ndim))
-    return np.linalg.norm(estimate - truth, axis=axes) / np.linalg.norm(truth, axis=axes)
-
-
-def rotation_degrees(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    cosine = (np.trace(np.einsum("bji,bjk->bik", estimate, truth), axis1=1, axis2=2) - 1) / 2
-    return np.degrees(np.arccos(np.clip(cosine, -1, 1)))
-
-
-def noise_errors(
-    geometry: synthetic.Geometry,
-    albedo_model: tuple[np.ndarray, np.ndarray],
-    level: float,
-    batch: int,
-    samples: int,
-    shape_weight: float,
-    seed: int,
-) -> dict[str, float]:
-    """Median errors of both solves on one synthetic batch with noise ``level``."""
-    rng = np.random.default_rng(seed)
-    truth = synthetic.geometric_problem(geometry, rng, batch, samples)
-    colours = synthetic.photometric_problem(truth, geometry.triangles, albedo_model, rng)
-    noisy = synthetic.add_geometric_noise(truth, rng, level)
-    f32 = lambda a: tf.constant(a, tf.float32)  # noqa: E731
-    weights = tf.ones([batch, samples])
-    modes = geometry.basis.shape[0]
-    fit = solve_geometry(
-        f32(noisy.pixels), f32(noisy.depth), weights, f32(noisy.mean), f32(noisy.basis),
-        tf.fill([modes], shape_weight),
-    )
-    K, R, t, psi = (v.numpy() for v in decompose_inverse_camera(fit["p_hat"], fit["q_hat"]))
-    vertices = geometry.mean + np.einsum("bk,kvc->bvc", fit["coefficients"].numpy(), geometry.basis)
-    normals = sample_normals(
-        f32(vertices), tf.constant(geometry.triangles), tf.constant(truth.vertex_ids),
-        f32(truth.barycentrics), f32(R),
-    )
-    image = colours.image * (1 + level * rng.normal(size=colours.image.shape))
-    light = solve_photometry(
-        f32(image), normals, weights, f32(colours.albedo_mean), f32(colours.albedo_basis),
-        tf.fill([albedo_model[1].shape[0]], 1e-6),
-    )
-    return {
-        "coefficients": np.median(relative(fit["coefficients"].numpy(), truth.coefficients)),
-        "K": np.median(relative(K, truth.K)),
-        "R (deg)": np.median(rotation_degrees(R, truth.R)),
-        "t": np.median(relative(t, truth.t)),
-        "psi": np.median(relative(psi[:, None], truth.psi[:, None])),
-        "lighting": np.median(relative(light["lighting"].numpy(), colours.lighting)),
-        "albedo": np.median(relative(light["albedo"].numpy(), colours.albedo)),
-    }
-
-
 NOISE_LEVELS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
 
@@ -210,13 +156,16 @@ def noise_curve(args: argparse.Namespace) -> None:
     print(
         f"median relative errors over {args.batch} random faces, Np = {args.samples}, "
         f"{NUM_IDENTITY}+{NUM_EXPRESSION} shape modes (alpha^2 = {args.shape_weight}), "
-        f"{NUM_ALBEDO} albedo modes; noise = fraction of pixel/depth spread (colour: relative)"
+        f"{NUM_ALBEDO} albedo modes; noise = fraction of pixel/depth spread (colour: relative);\n"
+        "shape = RMS vertex error (mm), R = rotation angle error (degrees), others relative"
     )
-    rows = [noise_errors(geometry, albedo_model, level, args.batch, args.samples, args.shape_weight, seed=7)
-            for level in NOISE_LEVELS]
-    print(f"{'noise':>6s} " + " ".join(f"{k:>12s}" for k in rows[0]))
+    rows = [
+        synthetic.noisy_fit_errors(geometry, albedo_model, level, args.batch, args.samples, args.shape_weight, seed=7)
+        for level in NOISE_LEVELS
+    ]
+    print(f"{'noise':>6s} " + " ".join(f"{k:>13s}" for k in rows[0]))
     for level, row in zip(NOISE_LEVELS, rows):
-        print(f"{level:6.3f} " + " ".join(f"{v:12.3g}" for v in row.values()))
+        print(f"{level:6.3f} " + " ".join(f"{v:13.3g}" for v in row.values()))
 
 
 def main() -> None:
