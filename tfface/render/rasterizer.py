@@ -52,32 +52,47 @@ class Fragments(NamedTuple):
     mask: tf.Tensor
 
 
-def _edge(a: tf.Tensor, b: tf.Tensor, px: tf.Tensor, py: tf.Tensor) -> tf.Tensor:
-    """Edge function ``(b - a) x (p - a)``; ``a``, ``b`` are ``(..., 2)``, ``px``, ``py`` ``(...)``."""
-    return (b[..., 0] - a[..., 0]) * (py - a[..., 1]) - (b[..., 1] - a[..., 1]) * (px - a[..., 0])
+def _triangle_table(xy: tf.Tensor, z: tf.Tensor, triangles: tf.Tensor):
+    """Per-triangle affine forms of the screen barycentrics and inverse depths.
 
-
-def _screen_barycentrics(corners: tf.Tensor, depths: tf.Tensor, px: tf.Tensor, py: tf.Tensor):
-    """Screen-space and perspective-correct barycentrics of points in triangles.
+    With ``d = p - p0`` (``p0`` the first corner), the screen-space barycentrics of a point ``p``
+    are ``l1 = a1 . d``, ``l2 = a2 . d``, ``l0 = 1 - l1 - l2``, and ``1 / Z = sum_i l_i / z_i``.
 
     Args:
-        corners: ``(..., 3, 2)`` projected triangle corners in pixels.
-        depths: ``(..., 3)`` corner depths (> 0).
-        px, py: ``(...)`` query point.
+        xy: ``(B, V, 2)``; z: ``(B, V)``; triangles: ``(T, 3)``.
 
     Returns:
-        ``(screen, perspective, depth)``: ``(..., 3)`` screen-space barycentrics (negative outside),
-        ``(..., 3)`` perspective-correct barycentrics and ``(...)`` interpolated depth.
+        ``(table, area, corners, depths)``: ``(B*T, 9)`` rows ``[x0, y0, a1x, a1y, a2x, a2y,
+        1/z0, 1/z1, 1/z2]`` (differentiable), ``(B*T,)`` twice the signed screen area,
+        ``(B*T, 3, 2)`` corners and ``(B*T, 3)`` corner depths.
     """
-    p0, p1, p2 = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]
-    area = _edge(p0, p1, p2[..., 0], p2[..., 1])
-    safe_area = tf.where(tf.equal(area, 0.0), tf.ones_like(area), area)
-    screen = tf.stack([_edge(p1, p2, px, py), _edge(p2, p0, px, py), _edge(p0, p1, px, py)], axis=-1)
-    screen = screen / safe_area[..., None]
-    weighted = screen / depths
+    corners = tf.reshape(tf.gather(xy, triangles, axis=1), [-1, 3, 2])
+    depths = tf.reshape(tf.gather(z, triangles, axis=1), [-1, 3])
+    x0, y0 = corners[:, 0, 0], corners[:, 0, 1]
+    e1x, e1y = corners[:, 1, 0] - x0, corners[:, 1, 1] - y0
+    e2x, e2y = corners[:, 2, 0] - x0, corners[:, 2, 1] - y0
+    area = e1x * e2y - e1y * e2x
+    usable = tf.not_equal(area, 0.0) & tf.reduce_all(depths != 0.0, axis=-1)
+    inverse_area = 1.0 / tf.where(usable, area, tf.ones_like(area))
+    inverse_depth = 1.0 / tf.where(usable[:, None], depths, tf.ones_like(depths))
+    table = tf.concat([
+        tf.stack([x0, y0, e2y * inverse_area, -e2x * inverse_area, -e1y * inverse_area, e1x * inverse_area], -1),
+        inverse_depth,
+    ], axis=-1)
+    return table, area, corners, depths
+
+
+def _evaluate(rows: tf.Tensor, px: tf.Tensor, py: tf.Tensor):
+    """Screen barycentrics ``(N, 3)``, perspective-correct barycentrics ``(N, 3)`` and depth ``(N,)``
+    of points ``(px, py)`` in the triangles of table ``rows`` ``(N, 9)``."""
+    dx, dy = px - rows[:, 0], py - rows[:, 1]
+    l1 = rows[:, 2] * dx + rows[:, 3] * dy
+    l2 = rows[:, 4] * dx + rows[:, 5] * dy
+    screen = tf.stack([1.0 - l1 - l2, l1, l2], axis=-1)
+    weighted = screen * rows[:, 6:9]
     inverse_depth = tf.reduce_sum(weighted, axis=-1)
-    safe_inverse = tf.where(tf.equal(inverse_depth, 0.0), tf.ones_like(inverse_depth), inverse_depth)
-    return screen, weighted / safe_inverse[..., None], 1.0 / safe_inverse
+    safe = tf.where(inverse_depth > 0.0, inverse_depth, tf.ones_like(inverse_depth))
+    return screen, weighted / safe[:, None], 1.0 / safe
 
 
 def _check_inputs(xy: tf.Tensor, z: tf.Tensor, triangles: tf.Tensor, height: int, width: int) -> None:
@@ -113,87 +128,89 @@ def rasterize_screen(xy, z, triangles, height: int, width: int, *, near: float =
     triangles = tf.convert_to_tensor(triangles, tf.int32)
     _check_inputs(xy, z, triangles, height, width)
     height, width = int(height), int(width)
-    ids = _visible_triangles(tf.stop_gradient(xy), tf.stop_gradient(z), triangles,
-                             height, width, near, cull_backfaces)
-    return _fragments(xy, z, triangles, ids)
+    table, area, corners, depths = _triangle_table(xy, z, triangles)
+    ids = _visible_triangles(tf.stop_gradient(table), area, corners, depths, tf.shape(xy)[0],
+                             tf.shape(triangles)[0], height, width, near, cull_backfaces)
+    return _fragments(table, ids)
 
 
-def _visible_triangles(xy, z, triangles, height, width, near, cull_backfaces):
+def _visible_triangles(table, area, corners, depths, batch, num_triangles, height, width, near, cull_backfaces):
     """Z-buffer pass (non-differentiable): ``(B, H, W)`` winning triangle ids (-1: none)."""
-    batch = tf.shape(xy)[0]
-    num_triangles = tf.shape(triangles)[0]
-    corners = tf.gather(xy, triangles, axis=1)  # (B, T, 3, 2)
-    corner_depths = tf.gather(z, triangles, axis=1)  # (B, T, 3)
-    p0, p1, p2 = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]
-    area = _edge(p0, p1, p2[..., 0], p2[..., 1])
-    valid = tf.reduce_all(corner_depths > near, axis=-1) & tf.math.is_finite(area) & tf.not_equal(area, 0.0)
-    valid &= tf.reduce_all(tf.math.is_finite(corners), axis=[-1, -2])
+    corners, depths, area = tf.stop_gradient(corners), tf.stop_gradient(depths), tf.stop_gradient(area)
+    valid = tf.reduce_all(depths > near, axis=-1) & tf.math.is_finite(area) & tf.not_equal(area, 0.0)
+    valid &= tf.reduce_all(tf.math.is_finite(table), axis=-1)
     if cull_backfaces:
         valid &= area < 0.0  # counter-clockwise from the front is clockwise once y points down
 
     # Pixel columns i with centre i + 0.5 in [xmin, xmax], clamped to the image (likewise rows).
-    safe_corners = tf.where(valid[..., None, None], corners, tf.zeros_like(corners))
-    low = tf.math.ceil(tf.reduce_min(safe_corners, axis=-2) - 0.5)
-    high = tf.math.floor(tf.reduce_max(safe_corners, axis=-2) - 0.5)
+    safe_corners = tf.where(valid[:, None, None], corners, tf.zeros_like(corners))
     limit = tf.constant([width - 1, height - 1], tf.float32)
-    low = tf.clip_by_value(low, 0.0, limit)
-    high = tf.clip_by_value(high, -1.0, limit)
-    extent = tf.maximum(high - low + 1.0, 0.0)
-    extent = tf.where(valid[..., None], extent, tf.zeros_like(extent))
-    low = tf.cast(low, tf.int32)
-    extent = tf.cast(extent, tf.int32)
-    counts = tf.reshape(extent[..., 0] * extent[..., 1], [-1])  # (B*T,)
+    low = tf.clip_by_value(tf.math.ceil(tf.reduce_min(safe_corners, axis=1) - 0.5), 0.0, limit)
+    high = tf.clip_by_value(tf.math.floor(tf.reduce_max(safe_corners, axis=1) - 0.5), -1.0, limit)
+    extent = tf.where(valid[:, None], tf.maximum(high - low + 1.0, 0.0), tf.zeros_like(low))
+    low, extent = tf.cast(low, tf.int32), tf.cast(extent, tf.int32)
+    counts = extent[:, 0] * extent[:, 1]  # (B*T,)
 
-    # One candidate per (triangle, pixel in its bounding box).
-    total = tf.reduce_sum(counts)
-    candidate = tf.repeat(tf.range(tf.size(counts)), counts)
+    # One candidate per (triangle, pixel of its bounding box): work ~ total bounding-box area.
     starts = tf.cumsum(counts, exclusive=True)
-    offset = tf.range(total) - tf.gather(starts, candidate)
-    box_width = tf.gather(tf.reshape(extent[..., 0], [-1]), candidate)
-    box_low = tf.gather(tf.reshape(low, [-1, 2]), candidate)
-    col = box_low[:, 0] + offset % box_width
-    row = box_low[:, 1] + offset // box_width
-    px = tf.cast(col, tf.float32) + 0.5
-    py = tf.cast(row, tf.float32) + 0.5
+    boxes = tf.stack([starts, extent[:, 0], low[:, 0], low[:, 1]], axis=-1)
+    candidate = _repeat_indices(counts, starts)
+    box = tf.gather(boxes, candidate)
+    offset = tf.range(tf.size(candidate)) - box[:, 0]
+    col = box[:, 2] + offset % box[:, 1]
+    row = box[:, 3] + offset // box[:, 1]
+    screen, _, depth = _evaluate(tf.gather(table, candidate), tf.cast(col, tf.float32) + 0.5,
+                                 tf.cast(row, tf.float32) + 0.5)
+    inside = tf.reduce_all(screen >= 0.0, axis=-1)
 
-    flat_corners = tf.gather(tf.reshape(corners, [-1, 3, 2]), candidate)
-    flat_depths = tf.gather(tf.reshape(corner_depths, [-1, 3]), candidate)
-    screen, _, depth = _screen_barycentrics(flat_corners, flat_depths, px, py)
-    inside = tf.reduce_all(screen >= 0.0, axis=-1) & (depth > 0.0)
-
-    image_index = candidate // num_triangles
-    triangle_index = candidate % num_triangles
-    pixel = (image_index * height + row) * width + col
-    depth_bits = tf.cast(tf.bitcast(tf.boolean_mask(depth, inside), tf.int32), tf.int64)
-    key = tf.bitwise.bitwise_or(tf.bitwise.left_shift(depth_bits, 32),
-                                tf.cast(tf.boolean_mask(triangle_index, inside), tf.int64))
-    num_pixels = batch * height * width
-    best = tf.math.unsorted_segment_min(key, tf.boolean_mask(pixel, inside), num_pixels)
-    covered = tf.not_equal(best, _EMPTY_KEY)
-    ids = tf.where(covered, tf.cast(tf.bitwise.bitwise_and(best, 0xFFFFFFFF), tf.int32), -1)
+    # Nearest wins; equal depths go to the lower triangle id (depth bits, then id, in one int64).
+    depth_bits = tf.cast(tf.bitcast(depth, tf.int32), tf.int64)
+    key = tf.bitwise.bitwise_or(tf.bitwise.left_shift(depth_bits, 32), tf.cast(candidate % num_triangles, tf.int64))
+    key = tf.where(inside, key, _EMPTY_KEY)
+    pixel = ((candidate // num_triangles) * height + row) * width + col
+    best = tf.math.unsorted_segment_min(key, pixel, batch * height * width)
+    ids = tf.where(tf.not_equal(best, _EMPTY_KEY), tf.cast(tf.bitwise.bitwise_and(best, 0xFFFFFFFF), tf.int32), -1)
     return tf.reshape(ids, [batch, height, width])
 
 
-def _fragments(xy, z, triangles, ids) -> Fragments:
-    """Differentiable barycentrics and depth at every pixel centre from the winning triangles."""
+def _repeat_indices(counts: tf.Tensor, starts: tf.Tensor) -> tf.Tensor:
+    """``i`` repeated ``counts[i]`` times, in O(sum(counts)) (``tf.repeat`` builds a
+    ``len(counts) x max(counts)`` mask, which one huge triangle makes enormous).
+
+    ``starts`` is the exclusive cumulative sum of ``counts``: mark where each non-empty run
+    begins, and a running count of the marks numbers the runs.
+    """
+    nonempty = tf.cast(tf.where(counts > 0)[:, 0], tf.int32)
+    first = tf.gather(starts, nonempty)
+    marks = tf.scatter_nd(first[:, None], tf.ones_like(first), tf.reshape(tf.reduce_sum(counts), [1]))
+    return tf.gather(nonempty, tf.cumsum(marks) - 1)
+
+
+def _covered_pixels(ids: tf.Tensor):
+    """Flat indices ``(N,)`` int32 of covered pixels and their image index, row, column, triangle."""
     shape = tf.shape(ids)
-    height, width = shape[1], shape[2]
-    covered = ids >= 0
-    vertex_ids = tf.gather(triangles, tf.maximum(ids, 0))  # (B, H, W, 3)
-    corners = tf.gather(xy, vertex_ids, batch_dims=1)  # (B, H, W, 3, 2)
-    depths = tf.gather(z, vertex_ids, batch_dims=1)  # (B, H, W, 3)
-    px = tf.cast(tf.range(width), tf.float32) + 0.5
-    py = tf.cast(tf.range(height), tf.float32) + 0.5
-    px = tf.broadcast_to(px[None, None, :], shape)
-    py = tf.broadcast_to(py[None, :, None], shape)
-    safe_depths = tf.where(covered[..., None], depths, tf.ones_like(depths))
-    _, barycentrics, depth = _screen_barycentrics(corners, safe_depths, px, py)
-    mask = tf.cast(covered, tf.float32)
+    flat = tf.reshape(ids, [-1])
+    position = tf.cast(tf.where(flat >= 0)[:, 0], tf.int32)
+    pixels_per_image = shape[1] * shape[2]
+    within = position % pixels_per_image
+    return position, position // pixels_per_image, within // shape[2], within % shape[2], tf.gather(flat, position)
+
+
+def _fragments(table, ids) -> Fragments:
+    """Differentiable barycentrics and depth at the covered pixel centres from the winning triangles."""
+    shape = tf.shape(ids)
+    num_triangles = tf.shape(table)[0] // shape[0]
+    position, image, row, col, triangle = _covered_pixels(ids)
+    rows = tf.gather(table, image * num_triangles + triangle)
+    _, barycentrics, depth = _evaluate(rows, tf.cast(col, tf.float32) + 0.5, tf.cast(row, tf.float32) + 0.5)
+    num_pixels = tf.size(ids)
+    scatter_at = position[:, None]
     return Fragments(
         triangle_id=ids,
-        barycentrics=barycentrics * mask[..., None],
-        depth=depth * mask,
-        mask=mask,
+        barycentrics=tf.reshape(tf.scatter_nd(scatter_at, barycentrics, [num_pixels, 3]),
+                                tf.concat([shape, [3]], 0)),
+        depth=tf.reshape(tf.scatter_nd(scatter_at, depth, [num_pixels]), shape),
+        mask=tf.cast(ids >= 0, tf.float32),
     )
 
 
@@ -227,6 +244,8 @@ def rasterize(vertices, triangles, K, R, t, height: int, width: int, *, near: fl
 def interpolate(attributes, triangles, fragments: Fragments) -> tf.Tensor:
     """Blend per-vertex attributes at every pixel with the fragments' barycentrics.
 
+    Only covered pixels are computed (gathered, blended, scattered back).
+
     Args:
         attributes: ``(B, V, C)`` or ``(V, C)`` per-vertex values.
         triangles: ``(T, 3)`` int32, as rasterised.
@@ -238,10 +257,17 @@ def interpolate(attributes, triangles, fragments: Fragments) -> tf.Tensor:
     attributes = tf.convert_to_tensor(attributes)
     if attributes.shape.rank not in (2, 3):
         raise InputError(f"attributes must be (B, V, C) or (V, C), got {attributes.shape}")
-    vertex_ids = tf.gather(tf.convert_to_tensor(triangles, tf.int32), tf.maximum(fragments.triangle_id, 0))
+    position, image, _, _, triangle = _covered_pixels(fragments.triangle_id)
+    vertex_ids = tf.gather(tf.convert_to_tensor(triangles, tf.int32), triangle)  # (N, 3)
     if attributes.shape.rank == 2:
         values = tf.gather(attributes, vertex_ids)
     else:
-        values = tf.gather(attributes, vertex_ids, batch_dims=1)  # (B, H, W, 3, C)
-    weights = tf.cast(fragments.barycentrics, values.dtype)
-    return tf.reduce_sum(values * weights[..., None], axis=-2)
+        num_vertices = tf.shape(attributes)[1]
+        flat = tf.reshape(attributes, [-1, tf.shape(attributes)[2]])
+        values = tf.gather(flat, image[:, None] * num_vertices + vertex_ids)  # (N, 3, C)
+    weights = tf.gather(tf.reshape(fragments.barycentrics, [-1, 3]), position)
+    blended = tf.reduce_sum(values * tf.cast(weights, values.dtype)[..., None], axis=1)
+    shape = tf.shape(fragments.triangle_id)
+    channels = tf.shape(attributes)[-1]
+    out = tf.scatter_nd(position[:, None], blended, tf.stack([tf.size(fragments.triangle_id), channels]))
+    return tf.reshape(out, tf.concat([shape, [channels]], 0))

@@ -46,8 +46,9 @@ def shade(fragments: Fragments, triangles, albedo, normals, lighting) -> tf.Tens
     lighting = tf.convert_to_tensor(lighting, tf.float32)
     if lighting.shape.rank != 3 or lighting.shape[1:] != (9, 3):
         raise InputError(f"SH lighting must be (B, 9, 3), got {lighting.shape}")
-    pixel_albedo = interpolate(albedo, triangles, fragments)
-    pixel_normals = tf.math.l2_normalize(interpolate(normals, triangles, fragments), axis=-1)
+    attributes = tf.concat([tf.convert_to_tensor(albedo, tf.float32), tf.convert_to_tensor(normals, tf.float32)], -1)
+    pixels = interpolate(attributes, triangles, fragments)
+    pixel_albedo, pixel_normals = pixels[..., :3], tf.math.l2_normalize(pixels[..., 3:], axis=-1)
     shading = tf.einsum("bhwk,bkc->bhwc", sh_basis(pixel_normals), lighting)
     return pixel_albedo * shading * fragments.mask[..., None]
 
