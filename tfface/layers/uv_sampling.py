@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfface.morphable import sampling
 from tfface.morphable.sampling import SamplingTables, UVSample
+from tfface.morphable.texel_map import TexelLocator
+
+#: Flat names of the tables (locator fields prefixed with ``locator_``), in ``tf.nest`` order.
+TABLE_NAMES: tuple[str, ...] = tuple(
+    f"locator_{f}" for f in TexelLocator._fields) + SamplingTables._fields[1:]
 
 
 @keras.saving.register_keras_serializable(package="tfface")
@@ -20,7 +26,7 @@ class UVSampling(keras.layers.Layer):
 
     Args:
         resolution: texel grid size S of the UV-3DMM.
-        table_shapes: shape of every field of :class:`SamplingTables` (from :meth:`from_uv_model`).
+        table_shapes: shape of every table named in :data:`TABLE_NAMES` (see :meth:`from_uv_model`).
         jit_compile: run the sampler compiled with XLA (fuses each gather with its blend).
 
     Call:
@@ -32,29 +38,29 @@ class UVSampling(keras.layers.Layer):
         self.resolution = int(resolution)
         self.table_shapes = {k: [int(d) for d in v] for k, v in table_shapes.items()}
         self.jit_compile = bool(jit_compile)
-        missing = set(SamplingTables._fields) - set(self.table_shapes)
+        missing = set(TABLE_NAMES) - set(self.table_shapes)
         if missing:
             raise ValueError(f"table_shapes is missing {sorted(missing)}")
-        self._tables = SamplingTables(*[
+        self._weights_flat = [
             self.add_weight(name=name, shape=tuple(self.table_shapes[name]), trainable=False,
                             initializer="zeros", dtype=_table_dtype(name))
-            for name in SamplingTables._fields])
+            for name in TABLE_NAMES]
 
     @classmethod
     def from_uv_model(cls, uv_model, **kwargs) -> "UVSampling":
         """A layer holding the tables of ``uv_model`` (a :class:`UVMorphableModel`)."""
-        m = uv_model.model
-        tables = sampling.sampling_tables(uv_model.vertex_uv, m.triangles, uv_model.locator, m.mean, m.shape_basis,
-                                          m.expression_basis, m.albedo_mean, m.albedo_basis)
-        layer = cls(uv_model.resolution, {k: list(np.shape(v)) for k, v in tables._asdict().items()}, **kwargs)
-        for weight, value in zip(layer._tables, tables):
+        flat = tf.nest.flatten(uv_model.tables())
+        layer = cls(uv_model.resolution, {n: list(v.shape) for n, v in zip(TABLE_NAMES, flat)}, **kwargs)
+        for weight, value in zip(layer._weights_flat, flat):
             weight.assign(value)
         return layer
 
     def call(self, uv) -> UVSample:
         uv = sampling.check_uv(uv)
         sample = sampling.sample_tables_compiled if self.jit_compile else sampling.sample_tables
-        return sample(uv, SamplingTables(*[w.value for w in self._tables]), self.resolution)
+        template = SamplingTables(TexelLocator(*TexelLocator._fields), *SamplingTables._fields[1:])
+        tables = tf.nest.pack_sequence_as(template, [w.value for w in self._weights_flat])
+        return sample(uv, tables, self.resolution)
 
     def compute_output_spec(self, uv):
         b, p = uv.shape[0], uv.shape[1]
@@ -72,4 +78,5 @@ class UVSampling(keras.layers.Layer):
 
 
 def _table_dtype(name: str) -> str:
-    return "int32" if name in ("children", "candidates", "polar", "polar_bins", "triangles") else "float32"
+    integer = ("locator_children", "locator_candidates", "locator_polar", "locator_polar_bins", "triangles")
+    return "int32" if name in integer else "float32"

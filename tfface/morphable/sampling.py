@@ -56,8 +56,7 @@ class SamplingTables(NamedTuple):
     """Arrays the sampler reads (numpy or TF), built by :func:`sampling_tables`.
 
     Attributes:
-        children, candidates, polar, polar_centres, polar_bins, level_scales: the
-            :class:`~tfface.morphable.texel_map.TexelLocator` of the embedding.
+        locator: the :class:`~tfface.morphable.texel_map.TexelLocator` of the embedding.
         triangles: ``(T + 1, 3)`` int32 vertex ids; the last row is the padding triangle.
         triangle_frames: ``(T + 1, 6)`` float32 per triangle: UV of its first corner ``(2,)`` and
             the row-major inverse ``(2, 2)`` of its edge matrix ``[p1 - p0, p2 - p0]``, so that
@@ -68,12 +67,7 @@ class SamplingTables(NamedTuple):
         albedo_basis: ``(V, 3 * Kr)`` float32.
     """
 
-    children: np.ndarray
-    candidates: np.ndarray
-    polar: np.ndarray
-    polar_centres: np.ndarray
-    polar_bins: np.ndarray
-    level_scales: np.ndarray
+    locator: TexelLocator
     triangles: np.ndarray
     triangle_frames: np.ndarray
     mean: np.ndarray
@@ -100,7 +94,7 @@ def sampling_tables(vertex_uv, triangles, locator: TexelLocator, mean, shape_bas
         return np.ascontiguousarray(stacked.transpose(1, 2, 0).reshape(stacked.shape[1], -1), np.float32)
 
     return SamplingTables(
-        *locator,
+        locator=locator,
         triangles=np.concatenate([np.asarray(triangles, np.int32), np.zeros((1, 3), np.int32)]),
         triangle_frames=triangle_frames(vertex_uv, triangles),
         mean=np.asarray(mean, np.float32),
@@ -125,7 +119,7 @@ def locate(uv: tf.Tensor, tables: SamplingTables, resolution: int):
 
     Args:
         uv: ``(..., 2)`` float32; non-finite values count as outside.
-        tables: the locator and ``triangle_frames`` of :class:`SamplingTables`.
+        tables: :class:`SamplingTables` (the locator and ``triangle_frames`` are read).
         resolution: S.
 
     Returns:
@@ -136,17 +130,18 @@ def locate(uv: tf.Tensor, tables: SamplingTables, resolution: int):
     uv = tf.where(finite, uv, -tf.ones_like(uv))
     texel_rc = tf.clip_by_value(tf.cast(tf.floor(uv * float(resolution)), tf.int32), 0, resolution - 1)
     node = texel_rc[..., 1] * resolution + texel_rc[..., 0]
-    children = tf.reshape(tables.children, [-1])
-    for level in range(tables.level_scales.shape[0]):
-        bits = tf.cast(tf.math.floormod(tf.floor(uv * tables.level_scales[level]), 2.0), tf.int32)
+    loc = tables.locator
+    children = tf.reshape(loc.children, [-1])
+    for level in range(loc.level_scales.shape[0]):
+        bits = tf.cast(tf.math.floormod(tf.floor(uv * loc.level_scales[level]), 2.0), tf.int32)
         node = tf.gather(children, 4 * node + 2 * bits[..., 1] + bits[..., 0])
-    polar = tf.gather(tables.polar, node)
-    offset = uv - tf.gather(tables.polar_centres, polar)
-    num_bins = tables.polar_bins.shape[1]
+    polar = tf.gather(loc.polar, node)
+    offset = uv - tf.gather(loc.polar_centres, polar)
+    num_bins = loc.polar_bins.shape[1]
     angle = tf.atan2(offset[..., 1], offset[..., 0])
     sector = tf.clip_by_value(tf.cast(tf.floor((angle / (2.0 * np.pi) + 0.5) * num_bins), tf.int32), 0, num_bins - 1)
-    polar_bins = tf.reshape(tables.polar_bins, [-1, tables.polar_bins.shape[2]])
-    candidates = tf.concat([tf.gather(tables.candidates, node),
+    polar_bins = tf.reshape(loc.polar_bins, [-1, loc.polar_bins.shape[2]])
+    candidates = tf.concat([tf.gather(loc.candidates, node),
                             tf.gather(polar_bins, polar * num_bins + sector)], axis=-1)  # (..., C)
     frame = tf.gather(tables.triangle_frames, candidates)  # (..., C, 6)
     d = uv[..., None, :] - frame[..., 0:2]

@@ -104,7 +104,7 @@ class UVMorphableModel:
             m = self.model
             packed = sampling.sampling_tables(self.vertex_uv, m.triangles, self.locator, m.mean,
                                               m.shape_basis, m.expression_basis, m.albedo_mean, m.albedo_basis)
-            object.__setattr__(self, "_tables", sampling.SamplingTables(*[tf.constant(a) for a in packed]))
+            object.__setattr__(self, "_tables", tf.nest.map_structure(tf.constant, packed))
         return self._tables
 
     def sample(self, uv) -> UVSample:
