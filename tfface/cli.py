@@ -17,6 +17,7 @@ from tfface.errors import TffaceError
 #: Modules that contribute sub-commands, in the order they appear in ``tfface --help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "tfface.morphable.commands",
+    "tfface.data.commands",
 )
 
 
