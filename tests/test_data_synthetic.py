@@ -113,6 +113,11 @@ def test_tfrecord_round_trip(faces, batch, tmp_path):
         assert back[key].dtype == value.dtype and back[key].shape == value.shape
         tolerance = 0.5 / 255 + 1e-6 if key == "image" else 0
         np.testing.assert_allclose(back[key].numpy(), value, atol=tolerance, rtol=0, err_msg=key)
+    only = next(iter(read_tfrecords(tmp_path, keys=("depth",))))
+    assert list(only) == ["depth"]
+    np.testing.assert_array_equal(only["depth"].numpy(), batch["depth"][0])
+    with pytest.raises(InputError, match="no"):
+        read_tfrecords(tmp_path, keys=("colour",))
     shuffled = next(iter(read_tfrecords(tmp_path, shuffle_shards=True, seed=1).batch(6)))
     order = np.argsort(shuffled["shape_coefficients"].numpy()[:, 0])
     np.testing.assert_array_equal(shuffled["depth"].numpy()[order],

@@ -56,8 +56,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if args.tfrecords is not None:
             def source():
-                return read_tfrecords(args.tfrecords, shuffle_shards=True).map(
-                    lambda e: {"image": tf.image.resize(e["image"], [args.size, args.size])}).repeat()
+                images = read_tfrecords(args.tfrecords, keys=("image",), shuffle_shards=True)
+                if images.element_spec["image"].shape[0] != args.size:
+                    images = images.map(lambda e: {"image": tf.image.resize(e["image"], [args.size, args.size])})
+                return images.repeat()
             what = f"synthetic TFRecords in {args.tfrecords}"
         else:
             folder = args.folder

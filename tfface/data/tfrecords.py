@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tensorflow as tf
@@ -108,15 +108,24 @@ def read_spec(folder: str | os.PathLike, prefix: str = "data") -> dict:
     return meta
 
 
-def read_tfrecords(folder: str | os.PathLike, prefix: str = "data", *, shuffle_shards: bool = False,
-                   seed: int = 0) -> tf.data.Dataset:
+def read_tfrecords(folder: str | os.PathLike, prefix: str = "data", *, keys: Sequence[str] | None = None,
+                   shuffle_shards: bool = False, seed: int = 0) -> tf.data.Dataset:
     """Read the examples written by :func:`write_tfrecords` back as dicts of tensors.
 
-    Without ``shuffle_shards`` the examples come in the order they were written.
+    Args:
+        folder, prefix: where and under which name the shards were written.
+        keys: decode only these entries (e.g. ``("image",)`` for training); None: all.
+        shuffle_shards: read the shards in a seeded random order, several at once (examples
+            interleaved); otherwise the examples come in the order they were written.
+        seed: shard shuffling seed.
     """
     meta = read_spec(folder, prefix)
     spec = meta["features"]
-    keys = sorted(spec)
+    stored = sorted(spec)
+    wanted = stored if keys is None else list(keys)
+    unknown = sorted(set(wanted) - set(stored))
+    if unknown:
+        raise InputError(f"{folder} has no {unknown}; stored keys: {stored}")
     paths = [str(Path(folder) / name) for name in meta["shards"]]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
@@ -130,8 +139,8 @@ def read_tfrecords(folder: str | os.PathLike, prefix: str = "data", *, shuffle_s
     def parse(record):
         fields = tf.io.parse_tensor(record, tf.string)
         example = {}
-        for i, key in enumerate(keys):
-            entry = spec[key]
+        for key in wanted:
+            i, entry = stored.index(key), spec[key]
             dtype = tf.as_dtype(entry["dtype"])
             if entry["encoding"] == "png":
                 value = tf.cast(tf.io.decode_png(fields[i], channels=entry["shape"][-1]), dtype) / 255.0
