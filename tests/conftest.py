@@ -23,10 +23,16 @@ _BUILD_SOURCES = ("tfface/albedo.py", "tfface/morphable")
 
 
 def cache_dir() -> Path:
-    """Folder of cached test assets (``$TFFACE_CACHE`` or ``~/.cache/tfface``)."""
-    folder = Path(os.environ.get("TFFACE_CACHE", Path.home() / ".cache" / "tfface"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    """Folder of cached test assets: ``$TFFACE_CACHE``, else ``~/.cache/tfface``, else a temp folder."""
+    for folder in (Path(os.environ.get("TFFACE_CACHE", Path.home() / ".cache" / "tfface")),
+                   Path(tempfile.gettempdir()) / "tfface-cache"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise OSError("no writable cache folder; set TFFACE_CACHE")
 
 
 def _content_key(*files: Path) -> str:

@@ -91,6 +91,15 @@ def test_outside_the_square_is_invalid_and_zero(toy_uv_model):
     assert sample.vertex_ids.dtype == tf.int32 and sample.barycentrics.dtype == tf.float32
 
 
+def test_the_closed_square_is_valid(toy_uv_model):
+    uv = np.array([[[0, 0], [1, 1], [1, 0], [0, 1], [1, 0.37], [0.61, 1], [0, 0.5], [0.5, 0]]], np.float32)
+    sample = toy_uv_model.sample(uv)
+    np.testing.assert_array_equal(sample.valid.numpy(), 1.0)
+    b = sample.barycentrics.numpy()[0].astype(np.float64)
+    rebuilt = np.einsum("pj,pjd->pd", b, toy_uv_model.vertex_uv[sample.vertex_ids.numpy()[0]].astype(np.float64))
+    np.testing.assert_allclose(rebuilt, uv[0], atol=1e-7)
+
+
 def test_shapes_and_batch_independence(toy_uv_model):
     uv = np.random.default_rng(5).uniform(0, 1, (3, 7, 2)).astype(np.float32)
     both = toy_uv_model.sample(uv)
@@ -115,21 +124,22 @@ def test_gradient_wrt_uv_matches_finite_differences(default_uv_model):
     weights = [tf.constant(rng.normal(size=s), tf.float32) for s in
                [(1, 16, 3), (1, 16, 3, 153), (1, 16, 3), (1, 16, 3, 40)]]
 
-    def objective(x):
+    def per_point(x):
+        """``(16,)`` weighted sum of every output at each point (a point's term depends on it alone)."""
         s = uv_model.sample(x)
-        return sum(tf.reduce_sum(w * v) for w, v in zip(weights, (s.mean, s.basis, s.albedo_mean, s.albedo_basis)))
+        outputs = (s.mean, s.basis, s.albedo_mean, s.albedo_basis)
+        return tf.add_n([tf.reduce_sum(tf.reshape(w * v, [16, -1]), axis=1) for w, v in zip(weights, outputs)])
 
     x = tf.Variable(uv)
     with tf.GradientTape() as tape:
-        value = objective(x)
+        value = tf.reduce_sum(per_point(x))
     grad = tape.gradient(value, x).numpy()
     h = 2e-4
     numeric = np.zeros_like(uv)
-    for p in range(16):
-        for d in range(2):
-            step = np.zeros_like(uv)
-            step[0, p, d] = h
-            numeric[0, p, d] = (objective(uv + step).numpy() - objective(uv - step).numpy()) / (2 * h)
+    for d in range(2):
+        step = np.zeros_like(uv)
+        step[0, :, d] = h
+        numeric[0, :, d] = (per_point(uv + step).numpy() - per_point(uv - step).numpy()) / (2 * h)
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 1.0
     np.testing.assert_allclose(grad, numeric, rtol=2e-2, atol=2e-2 * np.abs(numeric).max())
 
