@@ -60,16 +60,17 @@ def structured_flops(samples: int, q: int, shared: bool, modes: int, refinement_
     """Forward and forward+backward FLOPs per image of a structured solve (products only).
 
     ``P`` samples, ``q`` features per row (shared by the 3 channels or not), ``K = modes``.
-    Forward: model block ``2 (3P) K^2``; cross block ``2 P q (3K)`` (shared) or ``2 P (3q)(3K)``
-    (per channel, channel diagonal kept); feature block and right-hand side; each refinement
+    Forward: model block ``2 (3P) K^2``; cross block and model right-hand side together
+    ``2 P (q + 3)(3K)`` (shared) or ``2 P (3q + 3)(3K)`` (per channel, channel diagonal kept);
+    feature block and feature right-hand side; each refinement
     step recomputes ``M x`` and ``M^T W e`` (``2 (3P) K`` each) and the features' share; the
     output residual one ``M x``. Backward (analytic gradient): ``A^T g_e``, ``A z`` and the
     rank-2 basis gradient ``(3P, 2) x (2, K)``: ``4 x 2 (3P) K`` plus the features' share.
     """
     rows = 3 * samples
-    cross = 2 * samples * q * 3 * modes * (1 if shared else 3)
+    cross = 2 * samples * ((q if shared else 3 * q) + 3) * 3 * modes
     feature_block = 2 * samples * q * q * (1 if shared else 3)
-    forming = 2 * rows * modes**2 + cross + feature_block + 2 * rows * modes + 2 * rows * q
+    forming = 2 * rows * modes**2 + cross + feature_block + 2 * rows * q
     per_pass = 2 * rows * modes + 2 * rows * q
     forward = forming + (2 * refinement_steps + 1) * per_pass
     backward = 4 * per_pass
@@ -97,12 +98,14 @@ def random_inputs(batch: int, samples: int, seed: int = 0) -> dict[str, tf.Tenso
     return {name: tf.constant(value, tf.float32) for name, value in arrays.items()}
 
 
-def geometric_call(x: dict[str, tf.Tensor], pixels, depth, weights, mean, basis) -> dict[str, tf.Tensor]:
-    return solve_geometry(pixels, depth, weights, mean, basis, x["shape_weights"], translation_weight=1.0)
+def geometric_call(x: dict[str, tf.Tensor], steps: int, pixels, depth, weights, mean, basis) -> dict[str, tf.Tensor]:
+    return solve_geometry(
+        pixels, depth, weights, mean, basis, x["shape_weights"], translation_weight=1.0, refinement_steps=steps
+    )
 
 
-def photometric_call(x: dict[str, tf.Tensor], image, normals, weights, mean, basis) -> dict[str, tf.Tensor]:
-    return solve_photometry(image, normals, weights, mean, basis, x["albedo_weights"])
+def photometric_call(x: dict[str, tf.Tensor], steps: int, image, normals, weights, mean, basis) -> dict[str, tf.Tensor]:
+    return solve_photometry(image, normals, weights, mean, basis, x["albedo_weights"], refinement_steps=steps)
 
 
 def scalar_loss(outputs: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -112,25 +115,29 @@ def scalar_loss(outputs: dict[str, tf.Tensor]) -> tf.Tensor:
 def benchmark(args: argparse.Namespace) -> None:
     x = random_inputs(args.batch, args.samples)
     peak = matmul_peak(args.repeats)
-    cases = {
-        "geometric": (geometric_call, ["pixels", "depth", "weights", "mean", "basis"],
-                      structured_flops(args.samples, 4, True, NUM_IDENTITY + NUM_EXPRESSION)),
-        "photometric": (photometric_call, ["image", "normals", "weights", "albedo_mean", "albedo_basis"],
-                        structured_flops(args.samples, 9, False, NUM_ALBEDO)),
-    }
+    cases = {}
+    for steps in (1, 0):
+        cases[f"geometric r{steps}"] = (
+            geometric_call, steps, ["pixels", "depth", "weights", "mean", "basis"],
+            structured_flops(args.samples, 4, True, NUM_IDENTITY + NUM_EXPRESSION, steps),
+        )
+        cases[f"photometric r{steps}"] = (
+            photometric_call, steps, ["image", "normals", "weights", "albedo_mean", "albedo_basis"],
+            structured_flops(args.samples, 9, False, NUM_ALBEDO, steps),
+        )
     results = []
-    for name, (call, keys, (forward_flops, total_flops)) in cases.items():
+    for name, (call, steps, keys, (forward_flops, total_flops)) in cases.items():
         inputs = [x[k] for k in keys]
 
         @tf.function
-        def forward(*tensors, call=call):
-            return scalar_loss(call(x, *tensors))
+        def forward(*tensors, call=call, steps=steps):
+            return scalar_loss(call(x, steps, *tensors))
 
         @tf.function
-        def forward_backward(*tensors, call=call):
+        def forward_backward(*tensors, call=call, steps=steps):
             with tf.GradientTape() as tape:
                 tape.watch(tensors)
-                loss = scalar_loss(call(x, *tensors))
+                loss = scalar_loss(call(x, steps, *tensors))
             return loss, tape.gradient(loss, tensors)
 
         for label, function, flops in (
@@ -141,10 +148,11 @@ def benchmark(args: argparse.Namespace) -> None:
             results.append((name, label, seconds, flops * args.batch / seconds / 1e9))
     peak = max(peak, matmul_peak(args.repeats))
     print(f"large-matmul peak (2048^2 float32 tf.matmul): {peak:.1f} GFLOP/s")
-    print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}")
-    print(f"{'solve':12s} {'pass':17s} {'ms/image':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}; rN = N refinement steps "
+          "(r1 is the layers' default, r0 skips refinement: ~1e-3 instead of ~1e-5 relative accuracy)")
+    print(f"{'solve':15s} {'pass':17s} {'ms/image':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for name, label, seconds, rate in results:
-        print(f"{name:12s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%}")
+        print(f"{name:15s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%}")
 
 
 NOISE_LEVELS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)

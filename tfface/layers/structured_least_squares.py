@@ -15,8 +15,9 @@ mean). Unknowns are ``x = [x_0 (q), x_1 (q), x_2 (q), x_m (K)]``. With a prior
 ``r = A^T W b + gamma``.
 
 Forming ``N`` never materialises the Kronecker zeros: one ``(3P, K) x (3P, K)`` product for
-the model block, ``(P, q) x (P, 3K)`` (shared features) or ``(P, 3q) x (P, 3K)`` with the
-channel diagonal kept (per-channel features) for the cross block.
+the model block, and one ``(P, q + 3) x (P, 3K)`` (shared features) or ``(P, 3q + 3) x (P, 3K)``
+product with the channel diagonal kept (per-channel features) for the cross block and the
+model part of the right-hand side together (one more read of the basis, not two).
 
 Gradient. Autodiff through the normal equations would write one ``(B, 3P, K)`` gradient per use
 of ``M`` (forming, refinement, residual), which dominates the cost. :func:`solve` instead
@@ -74,6 +75,12 @@ def _shared(features: tf.Tensor) -> bool:
     return features.shape.rank == 3
 
 
+def _channel_diagonal(blocks: tf.Tensor) -> tf.Tensor:
+    """``(B, 3, a, 3, X) -> (B, 3, a, X)``: keep the blocks whose two channel indices agree."""
+    diagonal = tf.linalg.diag_part(tf.transpose(blocks, [0, 2, 4, 1, 3]))  # (B, a, X, 3)
+    return tf.transpose(diagonal, [0, 3, 1, 2])
+
+
 def _feature_products(features: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
     """``sum_j f_jc (x) values_jc`` per channel: ``(B, 3, q, X)`` for ``values`` (B, P, 3, X)."""
     batch, width = tf.shape(values)[0], values.shape[-1]
@@ -83,8 +90,7 @@ def _feature_products(features: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
         product = tf.matmul(features, flat_values, transpose_a=True)  # (B, q, 3X)
         return tf.transpose(tf.reshape(product, [-1, q, 3, width]), [0, 2, 1, 3])
     product = tf.matmul(tf.reshape(features, [batch, -1, 3 * q]), flat_values, transpose_a=True)
-    blocks = tf.transpose(tf.reshape(product, [-1, 3, q, 3, width]), [0, 2, 4, 1, 3])
-    return tf.transpose(tf.linalg.diag_part(blocks), [0, 3, 1, 2])  # (B, 3, q, X)
+    return _channel_diagonal(tf.reshape(product, [-1, 3, q, 3, width]))
 
 
 def _weighted(problem: LinearProblem) -> tf.Tensor:
@@ -149,7 +155,20 @@ def normal_equations(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
         feature_block = _block_diagonal(tf.stack([block] * 3, axis=1))
     else:
         feature_block = _block_diagonal(_feature_products(weighted, problem.features))
-    cross = tf.reshape(_feature_products(weighted, problem.basis), [-1, 3 * q, num_basis])
+    # One pass over the basis for the cross block and the basis rhs: the left factor carries the
+    # weighted features and the weighted targets side by side.
+    batch = tf.shape(problem.weights)[0]
+    weighted_target = problem.weights[..., None] * problem.target  # (B, P, 3)
+    left = tf.concat([tf.reshape(weighted, [batch, -1, weighted.shape[-1] * (1 if _shared(weighted) else 3)]),
+                      weighted_target], axis=-1)
+    product = tf.matmul(left, tf.reshape(problem.basis, [batch, -1, 3 * num_basis]), transpose_a=True)
+    if _shared(weighted):
+        cross = tf.transpose(tf.reshape(product[:, :q], [-1, q, 3, num_basis]), [0, 2, 1, 3])
+    else:
+        cross = _channel_diagonal(tf.reshape(product[:, : 3 * q], [-1, 3, q, 3, num_basis]))
+    cross = tf.reshape(cross, [-1, 3 * q, num_basis])
+    target_rows = _channel_diagonal(tf.reshape(product[:, -3:], [-1, 3, 1, 3, num_basis]))
+    basis_rhs = -tf.reduce_sum(target_rows, axis=[1, 2])
     flat = _flat_basis(problem)
     weighted_basis = flat * tf.repeat(problem.weights, 3, axis=-1)[..., None]
     basis_block = tf.matmul(weighted_basis, flat, transpose_a=True)
@@ -160,9 +179,7 @@ def normal_equations(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
         ],
         axis=-2,
     )
-    target = problem.target
-    feature_rhs = tf.reshape(_feature_products(weighted, target[..., None]), [-1, 3 * q])
-    basis_rhs = -tf.linalg.matvec(weighted_basis, tf.reshape(target, [tf.shape(target)[0], -1]), transpose_a=True)
+    feature_rhs = tf.reshape(_feature_products(weighted, problem.target[..., None]), [-1, 3 * q])
     rhs = tf.concat([feature_rhs, basis_rhs], axis=-1)
     return matrix + problem.prior_matrix, rhs + problem.prior_rhs
 
