@@ -11,7 +11,7 @@ from PIL import Image
 from tfface.data import commands
 from tfface.data.sheet import DOT_COLOUR, contact_sheet
 from tfface.data.tfrecords import read_spec, read_tfrecords
-from tfface.errors import InputError
+from tfface.errors import InputError, ModelFileError
 
 
 def run(argv):
@@ -65,3 +65,16 @@ def test_contact_sheet_layout_and_dots():
     assert tuple(sheet[10 + 6, 6]) == DOT_COLOUR
     with pytest.raises(InputError):
         contact_sheet(images, landmarks[:2])
+
+
+def test_synth_from_a_saved_uv_model(tmp_path):
+    from tfface.morphable.loaders import load_default_model
+    from tfface.morphable.uv3dmm import UVMorphableModel
+
+    path = tmp_path / "model.uv3dmm.npz"
+    UVMorphableModel.build(load_default_model()).save(path)
+    out = tmp_path / "synth"
+    assert run(["data", "synth", "--uv-model", str(path), "--count", "2", "--out", str(out), "--size", "32"]) == 0
+    assert len(list(read_tfrecords(out))) == 2
+    with pytest.raises(ModelFileError):
+        run(["data", "synth", "--uv-model", str(tmp_path / "absent.npz"), "--count", "1", "--out", str(out)])
