@@ -1,0 +1,1 @@
+"""File input and output at the edges of the package: images and videos in, meshes and JSON out."""

@@ -1,0 +1,77 @@
+"""JSON records of a reconstruction: landmarks, head pose, camera and coefficients.
+
+Pixel quantities are given in the *original* image (the :class:`~tfface.io.images.SquareFit`
+of the input maps model pixels back), x right, y down, pixel centres at +0.5. The camera follows
+DESIGN.md: ``X_cam = R X + t``, ``x = K X_cam / Z``; ``K`` is expressed in original-image pixels.
+Head pose angles are those of ``R_rel = diag(1, -1, -1) R = Rz(roll) Ry(yaw) Rx(pitch)``, the
+rotation relative to a frontal view (``R = diag(1, -1, -1)``), in degrees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tfface.errors import InputError
+from tfface.io.images import SquareFit
+
+#: Format tag of the records.
+RECORD_FORMAT = "tfface-reconstruction/1"
+
+_FRONTAL = np.diag([1.0, -1.0, -1.0])
+
+
+def head_pose_degrees(rotation: np.ndarray) -> dict[str, float]:
+    """Yaw, pitch and roll (degrees) of a camera rotation ``R`` (see the module docstring)."""
+    relative = _FRONTAL @ np.asarray(rotation, np.float64)
+    return {
+        "yaw": math.degrees(math.asin(float(np.clip(-relative[2, 0], -1.0, 1.0)))),
+        "pitch": math.degrees(math.atan2(relative[2, 1], relative[2, 2])),
+        "roll": math.degrees(math.atan2(relative[1, 0], relative[0, 0])),
+    }
+
+
+def _rounded(array, digits: int = 5) -> list:
+    array = np.asarray(array, np.float64)
+    if not np.all(np.isfinite(array)):
+        raise InputError("cannot record non-finite values")
+    return np.round(array, digits).tolist()
+
+
+def face_record(outputs: dict[str, np.ndarray], index: int, fit: SquareFit, source: str,
+                face_threshold: float) -> dict:
+    """The JSON-ready record of image ``index`` of a batch of exported-model ``outputs``.
+
+    Args:
+        outputs: the outputs of :class:`tfface.export.ExportedModel` (or ``KerasInference``).
+        index: image index in the batch.
+        fit: how the image was fitted to the model input.
+        source: input name (file, or ``video#frame``).
+        face_threshold: ``face_score`` below which no face is reported (pose, camera, landmarks
+            and coefficients are then omitted).
+    """
+    score = float(outputs["face_score"][index])
+    record = {"format": RECORD_FORMAT, "source": source, "face_score": round(score, 5),
+              "face_threshold": face_threshold, "face_detected": score >= face_threshold}
+    if not record["face_detected"]:
+        return record
+    K = fit.matrix() @ outputs["K"][index]
+    R, t = outputs["R"][index], outputs["t"][index]
+    record.update(
+        landmarks68=_rounded(fit.to_original(outputs["landmarks68"][index]), 2),
+        landmarks5=_rounded(fit.to_original(outputs["landmarks5"][index]), 2),
+        head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(R).items()},
+        camera={"K": _rounded(K, 4), "R": _rounded(R, 6), "t_mm": _rounded(t, 3)},
+        coefficients={name: _rounded(outputs[f"{name}_coefficients"][index])
+                      for name in ("shape", "expression", "albedo")},
+        lighting_inverse_sh=_rounded(outputs["lighting"][index]),
+    )
+    return record
+
+
+def write_json(path: str | Path, record: dict) -> None:
+    """Write ``record`` as indented JSON (NaN is refused: ``allow_nan=False``)."""
+    Path(path).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
