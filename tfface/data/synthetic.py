@@ -177,7 +177,8 @@ class SyntheticFaces:
 
         Returns:
             dict with ``shape_coefficients``, ``expression_coefficients``, ``albedo_coefficients``,
-            ``lighting``, ``K``, ``R``, ``t`` (shapes as in the module docstring, batched).
+            ``lighting``, ``K``, ``R``, ``t`` (shapes as in the module docstring, batched) and
+            ``texture_seed`` ``(B, 2)`` int64 for the background.
         """
         c = self.config
         ks, ke, kr = self.sizes
@@ -240,6 +241,7 @@ class SyntheticFaces:
         albedo = self._albedo_mean + tf.reshape(parameters["albedo_coefficients"] @ self._albedo_basis,
                                                 [batch, -1, 3])
         albedo = tf.clip_by_value(albedo, 0.0, 1.0)
+
         def texture(seed):
             image = procedural_backgrounds(seed, 1, size)[0]
             use_image = tf.random.stateless_uniform([], seed + 1) < self.config.background_image_probability
