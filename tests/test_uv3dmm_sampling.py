@@ -80,6 +80,25 @@ def test_near_edges_and_texel_borders_stays_exact(default_uv_model):
     np.testing.assert_allclose(b.sum(1), 1.0, atol=1e-5)
 
 
+def test_around_the_hole_vertices_stays_exact(default_uv_model):
+    # The auxiliary vertices (valence 42-74, located by angle) sit in the most crowded texels.
+    uv_model = default_uv_model
+    centres = uv_model.vertex_uv[uv_model.num_original_vertices:].astype(np.float64)
+    rng = np.random.default_rng(8)
+    radius = 10.0 ** rng.uniform(-6, -2, (len(centres), 3000))
+    angle = rng.uniform(0, 2 * np.pi, radius.shape)
+    points = (centres[:, None] + radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1)).reshape(-1, 2)
+    points = np.concatenate([points, centres]).astype(np.float32)
+    sample = uv_model.sample(points[None])
+    assert np.all(sample.valid.numpy() == 1.0)
+    ids, b = sample.vertex_ids.numpy()[0], sample.barycentrics.numpy()[0].astype(np.float64)
+    rebuilt = np.einsum("pj,pjd->pd", b, uv_model.vertex_uv[ids].astype(np.float64))
+    np.testing.assert_allclose(rebuilt, points, atol=2e-7)
+    assert b.min() > -1e-4
+    mean = np.einsum("pj,pjd->pd", b, uv_model.model.mean[ids].astype(np.float64))
+    np.testing.assert_allclose(sample.mean.numpy()[0], mean, atol=1e-5 * np.abs(mean).max())
+
+
 def test_outside_the_square_is_invalid_and_zero(toy_uv_model):
     uv = np.array([[[-0.1, 0.5], [0.5, 1.2], [2.0, -3.0], [np.nan, 0.5], [0.5, np.inf], [0.25, 0.75]]], np.float32)
     sample = toy_uv_model.sample(uv)
