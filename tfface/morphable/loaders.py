@@ -47,7 +47,8 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 
 _ICT_KEYS = ("mean", "identity_basis", "expression_basis", "triangles", "landmarks68", "narrow_vertex_count")
-_MODEL_FIELDS = ("mean", "shape_basis", "expression_basis", "albedo_mean", "albedo_basis", "triangles", "landmarks68")
+#: Array fields of :class:`MorphableModel` stored in model files.
+MODEL_FIELDS = ("mean", "shape_basis", "expression_basis", "albedo_mean", "albedo_basis", "triangles", "landmarks68")
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
 
 
@@ -212,7 +213,7 @@ def save_model(model: MorphableModel, path: str | Path) -> None:
     """Write ``model`` as a project npz (read back by :func:`load_model`)."""
     with open(path, "wb") as handle:
         np.savez(handle, format=np.array(MODEL_FORMAT), name=np.array(model.name),
-                 **{f: getattr(model, f) for f in _MODEL_FIELDS})
+                 **{f: getattr(model, f) for f in MODEL_FIELDS})
 
 
 def _load_project(path: Path) -> MorphableModel:
@@ -221,8 +222,8 @@ def _load_project(path: Path) -> MorphableModel:
             tag = str(data["format"])
             if tag != MODEL_FORMAT:
                 raise ModelFileError(f"{path}: format {tag!r} is not a morphable model ({MODEL_FORMAT!r})")
-            _require(data.files, (*_MODEL_FIELDS, "name"), path, "tfface model npz")
-            arrays = {f: data[f] for f in _MODEL_FIELDS}
+            _require(data.files, (*MODEL_FIELDS, "name"), path, "tfface model npz")
+            arrays = {f: data[f] for f in MODEL_FIELDS}
             name = str(data["name"])
     except ModelFileError:
         raise

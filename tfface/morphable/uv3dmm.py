@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfface.errors import ModelFileError
 from tfface.morphable import sampling
+from tfface.morphable.loaders import MODEL_FIELDS
 from tfface.morphable.model import MorphableModel
 from tfface.morphable.sampling import UVSample
 from tfface.morphable.texel_map import TexelLocator, build_locator
@@ -33,8 +34,6 @@ DEFAULT_RESOLUTION = 320
 
 #: Build stages reported to the ``progress`` callback, in order.
 BUILD_STAGES = ("fill holes", "Tutte embedding", "texel map", "sampling tables")
-
-_MODEL_FIELDS = ("mean", "shape_basis", "expression_basis", "albedo_mean", "albedo_basis", "triangles", "landmarks68")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -59,6 +58,8 @@ class UVMorphableModel:
         v, t, s = self.model.num_vertices, self.model.triangles.shape[0], self.resolution
         if self.vertex_uv.shape != (v, 2):
             raise ModelFileError(f"vertex_uv must be ({v}, 2), got {self.vertex_uv.shape}")
+        if not np.all((self.vertex_uv >= 0) & (self.vertex_uv <= 1)):
+            raise ModelFileError("vertex_uv must lie in the unit square (and be finite)")
         loc = self.locator
         n = loc.children.shape[0]
         if loc.children.ndim != 2 or loc.children.shape[1] != 4 or n < s * s:
@@ -154,7 +155,7 @@ class UVMorphableModel:
     def save(self, path: str | Path) -> None:
         """Write the UV-3DMM to an ``.npz`` file (read back with :meth:`load`)."""
         m = self.model
-        arrays = {f"model_{f}": getattr(m, f) for f in _MODEL_FIELDS}
+        arrays = {f"model_{f}": getattr(m, f) for f in MODEL_FIELDS}
         with open(path, "wb") as handle:
             np.savez(handle, format=np.array(UV3DMM_FORMAT), model_name=np.array(m.name),
                      vertex_uv=self.vertex_uv, resolution=np.array(self.resolution),
@@ -173,15 +174,16 @@ class UVMorphableModel:
                 if "format" not in data.files or str(data["format"]) != UV3DMM_FORMAT:
                     raise ModelFileError(f"{path}: not a UV-3DMM file (no format tag {UV3DMM_FORMAT!r})")
                 locator_keys = [f"locator_{k}" for k in TexelLocator._fields]
-                required = [f"model_{f}" for f in _MODEL_FIELDS] + locator_keys + [
+                required = [f"model_{f}" for f in MODEL_FIELDS] + locator_keys + [
                     "model_name", "vertex_uv", "resolution", "num_original_vertices"]
                 missing = [k for k in required if k not in data.files]
                 if missing:
                     raise ModelFileError(f"{path}: UV-3DMM file is missing {', '.join(missing)}")
-                model = MorphableModel(**{f: data[f"model_{f}"] for f in _MODEL_FIELDS}, name=str(data["model_name"]))
+                model = MorphableModel(**{f: data[f"model_{f}"] for f in MODEL_FIELDS}, name=str(data["model_name"]))
                 return cls(model, data["vertex_uv"].astype(np.float32), int(data["resolution"]),
                            int(data["num_original_vertices"]),
-                           TexelLocator(*[data[k] for k in locator_keys]))
+                           TexelLocator(*[data[k].astype(np.float32 if data[k].dtype.kind == "f" else np.int32)
+                                          for k in locator_keys]))
         except ModelFileError:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
