@@ -1,0 +1,191 @@
+"""Export: SavedModel and TFLite, run in a fresh process, match the Keras model to 1e-4.
+
+The test model is tiny (64 x 64 input, quarter-width U-Net, the toy UV-3DMM, 500 samples). An
+untrained U-Net predicts nearly constant correspondences, which makes the least-squares fit
+degenerate (every sample on one model point); so the last 1x1 convolution is set in closed
+form (least squares on the penultimate features) to predict a correspondence ramp across the
+image, constant depth and high confidence, giving a well-posed fit with a valid camera.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface import export
+from tfface.errors import InputError, ModelFileError
+from tfface.model import FaceModel
+from tfface.training.config import CONFIGS
+
+IMAGE_SIZE = 64
+TOY_CONFIG = CONFIGS["tiny"].replace(name="toy", image_size=IMAGE_SIZE, width=0.25, num_samples=500, num_shape=4,
+                                     num_expression=3, num_albedo=2)
+
+
+def _logit(p):
+    return np.log(p / (1.0 - p))
+
+
+def ramp_model(uv_path, images: np.ndarray, confidence: float = 0.9) -> FaceModel:
+    """A configured toy :class:`FaceModel` whose output layer is fitted to ramp correspondences and
+    constant ``confidence`` on ``images``."""
+    model = FaceModel(str(uv_path), TOY_CONFIG)
+    model(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
+    logits = model.unet.get_layer("logits")
+    features = keras.Model(model.unet.inputs, logits.input)(model.preprocessing(images.astype(np.float32) / 255.0))
+    features = features.numpy().reshape(-1, logits.input.shape[-1])
+    y, x = np.meshgrid((np.arange(IMAGE_SIZE) + 0.5) / IMAGE_SIZE, (np.arange(IMAGE_SIZE) + 0.5) / IMAGE_SIZE,
+                       indexing="ij")
+    flat = np.zeros_like(x)
+    target = np.stack([_logit(0.85 - 0.7 * x), _logit(0.15 + 0.7 * (1 - y)), np.log(np.expm1(4.9)) + flat,
+                       _logit(confidence) + flat, _logit(confidence) + flat], axis=-1).reshape(-1, 5)
+    design = np.c_[features, np.ones(len(features))]
+    weights, *_ = np.linalg.lstsq(design, np.tile(target, (len(images), 1)), rcond=None)
+    logits.set_weights([weights[:-1].reshape(1, 1, -1, 5).astype(np.float32), weights[-1].astype(np.float32)])
+    return export.inference_model(model)
+
+
+@pytest.fixture(scope="session")
+def toy_images():
+    rng = np.random.default_rng(0)
+    return (rng.uniform(size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)) * 255).astype(np.uint8)
+
+
+#: The toy export, built once per session even though several test modules import the fixture.
+_TOY_EXPORT: dict[str, tuple] = {}
+
+
+@pytest.fixture(scope="session")
+def toy_export(toy_uv_model, toy_images, tmp_path_factory):
+    """``(keras_model, version_folder)`` of the toy model exported with TFLite."""
+    if "toy" not in _TOY_EXPORT:
+        root = tmp_path_factory.mktemp("export")
+        uv_path = root / "toy_uv.npz"
+        toy_uv_model.save(uv_path)
+        model = ramp_model(uv_path, toy_images)
+        _TOY_EXPORT["toy"] = model, export.export_model(model, root / "savedmodel", "toy", 1)
+    return _TOY_EXPORT["toy"]
+
+
+def assert_close_scaled(actual, desired, name: str, tolerance: float = 1e-4) -> None:
+    """``|actual - desired| <= tolerance * max(1, max |desired|)`` elementwise (relative to the output's scale)."""
+    scale = max(1.0, float(np.abs(desired).max()))
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=tolerance * scale, err_msg=name)
+
+
+RUN_EXPORTED = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from tfface.export import ExportedModel
+    folder, images, out = sys.argv[1:]
+    for backend in ("savedmodel", "tflite"):
+        np.savez(f"{out}-{backend}.npz", **ExportedModel(folder, backend)(np.load(images)))
+""")
+
+
+@pytest.mark.slow
+def test_exported_models_in_fresh_process_match_keras(toy_export, toy_images, tmp_path):
+    model, folder = toy_export
+    np.save(tmp_path / "images.npy", toy_images)
+    subprocess.run([sys.executable, "-c", RUN_EXPORTED, str(folder), str(tmp_path / "images.npy"),
+                    str(tmp_path / "out")], check=True, capture_output=True)
+    reference = export.KerasInference(model)(toy_images)
+    for backend in ("savedmodel", "tflite"):
+        with np.load(tmp_path / f"out-{backend}.npz") as exported:
+            assert sorted(exported.files) == sorted(export.OUTPUT_DOCS)
+            for name in export.OUTPUT_DOCS:
+                assert exported[name].shape == reference[name].shape, name
+                assert_close_scaled(exported[name], reference[name], f"{backend} {name}")
+    # The fit is well posed: a proper rotation and a non-trivial camera in front of the face.
+    np.testing.assert_allclose(np.linalg.det(reference["R"]), 1.0, atol=1e-4)
+    assert np.all(reference["K"][:, 0, 0] > 10) and np.all(reference["K"][:, 1, 1] > 10)
+    assert np.all(np.isfinite(reference["vertices"]))
+
+
+def test_tflite_model_uses_builtin_ops_only(toy_export):
+    _, folder = toy_export
+    report = tf.lite.experimental.Analyzer.analyze(model_path=str(folder / export.EXTRAS / "model.tflite"),
+                                                   gpu_compatibility=False) or ""
+    metadata = json.loads((folder / export.EXTRAS / "tfface.json").read_text())
+    assert metadata["tflite_outputs"] == sorted(export.OUTPUT_DOCS)
+    assert "Flex" not in report and "CUSTOM" not in report
+
+
+@pytest.fixture(scope="session")
+def loaded_export(toy_export):
+    """The toy SavedModel loaded in this process (once per session)."""
+    if "loaded" not in _TOY_EXPORT:
+        _TOY_EXPORT["loaded"] = tf.saved_model.load(str(toy_export[1]))
+    return _TOY_EXPORT["loaded"]
+
+
+def test_serving_signatures_agree_on_uint8_and_float_input(loaded_export, toy_images):
+    loaded = loaded_export
+    assert set(loaded.signatures) == {"serving_default", "float_images"}
+    as_uint8 = loaded.signatures["serving_default"](images=tf.constant(toy_images))
+    as_float = loaded.signatures["float_images"](images=tf.constant(toy_images.astype(np.float32) / 255.0))
+    for name in export.OUTPUT_DOCS:
+        assert_close_scaled(as_uint8[name].numpy(), as_float[name].numpy(), name)
+
+
+def test_lattice_sampler_is_deterministic_and_spread():
+    sampler = export.LatticePixelSampler(100)
+    confidence = tf.random.uniform([2, 40, 40])
+    first, second = sampler(confidence).numpy(), sampler(tf.zeros([2, 40, 40])).numpy()
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (2, 100) and len(np.unique(first[0])) == 100
+    rows = first[0] // 40
+    assert rows.min() == 0 and rows.max() == 39  # covers the image top to bottom
+    small = export.LatticePixelSampler(30)(tf.zeros([1, 4, 4])).numpy()[0]
+    assert sorted(np.bincount(small)) == [1] * 2 + [2] * 14  # every pixel, repeated cyclically
+
+
+def test_export_refuses_unconfigured_model_existing_version_and_built_model(toy_export, toy_uv_model, tmp_path):
+    model, folder = toy_export
+    with pytest.raises(InputError, match="already exists"):
+        export.export_model(model, folder.parent.parent, "toy", 1)
+    with pytest.raises(InputError, match="version"):
+        export.export_model(model, tmp_path, "toy", 0)
+    uv_path = tmp_path / "uv.npz"
+    toy_uv_model.save(uv_path)
+    raw = FaceModel(str(uv_path), TOY_CONFIG)
+    raw(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
+    with pytest.raises(InputError, match="configure"):
+        export.export_model(raw, tmp_path, "toy", 1)
+    with pytest.raises(InputError, match="not built"):
+        export.configure_for_inference(raw)
+
+
+def test_exported_model_rejects_bad_input_and_bad_folders(toy_export, tmp_path):
+    _, folder = toy_export
+    runner = export.ExportedModel(folder, "savedmodel")
+    with pytest.raises(InputError, match="uint8"):
+        runner(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))
+    with pytest.raises(InputError, match="shape"):
+        runner(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(ModelFileError, match="not an exported"):
+        export.ExportedModel(tmp_path)
+    with pytest.raises(InputError, match="backend"):
+        export.ExportedModel(folder, "onnx")
+
+
+def test_load_trained_model_restores_weights_and_reports_bad_files(toy_export, tmp_path):
+    model, _ = toy_export
+    weights = tmp_path / "toy.weights.h5"
+    model.save_weights(weights)
+    restored = export.load_trained_model(weights, model.uv_model_path, TOY_CONFIG)
+    images = np.full((1, IMAGE_SIZE, IMAGE_SIZE, 3), 128, np.uint8)
+    np.testing.assert_array_equal(export.KerasInference(restored)(images)["depth"],
+                                  export.KerasInference(model)(images)["depth"])
+    with pytest.raises(ModelFileError, match="does not exist"):
+        export.load_trained_model(tmp_path / "missing.weights.h5", model.uv_model_path, TOY_CONFIG)
+    (tmp_path / "bad.weights.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ModelFileError, match="cannot load"):
+        export.load_trained_model(tmp_path / "bad.weights.h5", model.uv_model_path, TOY_CONFIG)

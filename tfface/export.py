@@ -1,0 +1,443 @@
+"""Export a trained :class:`~tfface.model.FaceModel` for serving: SavedModel and TFLite.
+
+Inference differs from training in two ways, both set by :func:`configure_for_inference`:
+
+* pixel sampling is deterministic: a fixed lattice of ``num_samples`` pixels spread evenly over
+  the image (:class:`LatticePixelSampler`) replaces the random, confidence-ranked draw of
+  supplement C. Every lattice pixel still enters the solves with its predicted confidence as
+  weight, so background pixels (confidence near 0) do not count. A fixed lattice, unlike a
+  top-k by confidence, cannot change its choice under rounding differences between runtimes;
+* the normal equations are solved by the Gauss-Jordan solver built from TFLite built-in ops
+  (:mod:`tfface.layers.linear_solve`) instead of Cholesky.
+
+The exported graph (:func:`inference_outputs`) is traced inside :func:`portable_ops`, which
+swaps, for the duration of the trace, the few TensorFlow ops the converter cannot express with
+TFLite built-ins for mathematically identical built-in formulations (see its docstring). The
+SavedModel uses the same graph, free of XLA-compiled functions, so any TF Serving build can
+load it.
+
+Exported layout (``savedmodel/<name>/<version>/``)::
+
+    saved_model.pb, variables/      SavedModel, signature ``serving_default`` (below)
+    assets.extra/tfface.json        metadata: image size, input, outputs, TFLite output order
+    assets.extra/mesh.npz           triangles, 68 landmark vertex ids, vertex UVs of the mesh
+    assets.extra/model.tflite       the same graph for TFLite (batch 1, built-in ops only)
+
+``serving_default``: input ``images`` ``(B, H, W, 3)`` **uint8** RGB (``H = W`` = the model's
+image size, see ``tfface.json``); outputs (float32) are those of :data:`OUTPUT_DOCS`.
+A second signature, ``float_images``, takes float32 RGB in [0, 1] of the same shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from tfface.errors import InputError, ModelFileError
+from tfface.geometry.camera import project
+from tfface.model import FaceModel, landmarks5_from_68_tf
+
+#: Format tag of ``tfface.json``.
+EXPORT_FORMAT = "tfface-export/1"
+
+#: Every output of the exported signatures, with its shape and meaning (B images, V vertices).
+OUTPUT_DOCS: dict[str, str] = {
+    "correspondence": "(B, H, W, 2) predicted UV correspondence (u, v) in [0, 1]",
+    "depth": "(B, H, W) predicted depth (the network's unit; its scale is psi)",
+    "confidence": "(B, H, W, 2) geometric and photometric confidence in [0, 1]",
+    "K": "(B, 3, 3) camera intrinsics (pixels)",
+    "R": "(B, 3, 3) camera rotation, model to camera space",
+    "t": "(B, 3) camera translation (mm): X_cam = R X + t",
+    "shape_coefficients": "(B, Ks) identity coefficients (~N(0, 1))",
+    "expression_coefficients": "(B, Ke) expression coefficients",
+    "albedo_coefficients": "(B, Kr) albedo coefficients",
+    "lighting": "(B, 3, 9) inverse-SH lighting per RGB channel (camera-space normals)",
+    "vertices": "(B, V, 3) fitted mesh vertices, model space (mm)",
+    "vertex_albedo": "(B, V, 3) fitted albedo per vertex in [0, 1] (clipped)",
+    "landmarks68": "(B, 68, 2) iBUG landmarks, pixels (x right, y down, centres at +0.5)",
+    "landmarks5": "(B, 5, 2) eye centres, nose tip, mouth corners, pixels",
+    "face_score": "(B,) share of pixels with geometric confidence > 0.5 (low: no face)",
+}
+
+#: Geometric confidence above which a pixel counts towards ``face_score``.
+FACE_PIXEL_CONFIDENCE = 0.5
+
+#: Sub-directory of a version folder holding the tfface extras (TF Serving ignores it).
+EXTRAS = "assets.extra"
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class LatticePixelSampler(keras.layers.Layer):
+    """Deterministic pixel sampling for inference: ``confidence (B, H, W) -> indices (B, P)``.
+
+    The same ``P`` pixels for every image: flat indices ``floor((k + 1/2) H W / P)``,
+    ``k = 0..P-1``, an evenly spread lattice (row-major stride ``H W / P``). With
+    ``P >= H W`` every pixel is used (indices repeat cyclically beyond ``H W``). Drop-in for
+    :class:`~tfface.layers.pixel_sampling.PixelSampler` (same call and output).
+
+    Parameters
+    ----------
+    num_samples : int
+        Pixels per image, P.
+    """
+
+    def __init__(self, num_samples: int, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_samples) < 1:
+            raise InputError(f"num_samples must be positive, got {num_samples}")
+        self.num_samples = int(num_samples)
+
+    def lattice(self, height: int, width: int) -> np.ndarray:
+        """``(P,)`` int32 flat pixel indices of an ``height x width`` image."""
+        pixels = height * width
+        if self.num_samples >= pixels:
+            return (np.arange(self.num_samples) % pixels).astype(np.int32)
+        return np.floor((np.arange(self.num_samples) + 0.5) * pixels / self.num_samples).astype(np.int32)
+
+    def call(self, confidence):
+        if confidence.shape[1] is None or confidence.shape[2] is None:
+            raise InputError(f"LatticePixelSampler needs a static image size, got {confidence.shape}")
+        indices = tf.constant(self.lattice(int(confidence.shape[1]), int(confidence.shape[2])))
+        return tf.tile(indices[None], [tf.shape(confidence)[0], 1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_samples)
+
+    def get_config(self):
+        return {**super().get_config(), "num_samples": self.num_samples}
+
+
+def configure_for_inference(model: FaceModel, num_samples: int | None = None) -> FaceModel:
+    """Switch a new, not yet built ``model`` (in place) to deterministic, TFLite-compatible inference.
+
+    Replaces the random sampler by a :class:`LatticePixelSampler` of ``num_samples`` pixels
+    (default: the training configuration's ``num_samples``), selects the ``"gauss_jordan"``
+    solver in both least-squares layers and runs the UV-3DMM sampler without XLA. Returns
+    ``model``. For a trained (built) model use :func:`inference_model`.
+
+    Raises:
+        InputError: if ``model`` is already built (Keras forbids new sub-layers then).
+    """
+    if model.built:
+        raise InputError("configure_for_inference needs a model that is not built yet; use inference_model")
+    model.sampler = LatticePixelSampler(num_samples or model.config.num_samples, name="sampler")
+    model.geometric.solver = "gauss_jordan"
+    model.photometric.solver = "gauss_jordan"
+    model.uv_sampling.jit_compile = False  # no XLA cluster in exported graphs
+    model(tf.zeros([1, model.config.image_size, model.config.image_size, 3]))
+    return model
+
+
+def inference_model(trained: FaceModel, num_samples: int | None = None) -> FaceModel:
+    """A configured (:func:`configure_for_inference`) copy of ``trained`` with its weights."""
+    model = configure_for_inference(FaceModel(trained.uv_model_path or trained.uv_model, trained.config), num_samples)
+    values = {weight.path: weight for weight in trained.weights}
+    for weight in model.weights:
+        if weight.path not in values:
+            raise InputError(f"the trained model has no weight {weight.path}")
+        weight.assign(values[weight.path])
+    return model
+
+
+def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_samples: int | None = None) -> FaceModel:
+    """A configured :class:`FaceModel` with ``weights`` (a ``*.weights.h5`` of training) restored.
+
+    Raises:
+        ModelFileError: missing or incompatible weights file.
+    """
+    weights = Path(weights)
+    if not weights.is_file():
+        raise ModelFileError(f"weights file {weights} does not exist")
+    model = configure_for_inference(FaceModel(str(uv_model), config), num_samples)
+    try:
+        model.load_weights(weights)
+    except (ValueError, OSError, KeyError) as error:
+        raise ModelFileError(f"{weights}: cannot load into a {model.config.name!r} model ({error})") from error
+    return model
+
+
+def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The exported outputs (:data:`OUTPUT_DOCS`) for float32 RGB ``images`` ``(B, H, W, 3)`` in [0, 1].
+
+    Built from :meth:`FaceModel.fit_images`; landmarks are projected with the decomposed camera
+    ``K, R, t`` (no matrix inverse), ``vertex_albedo`` evaluates the albedo model at the fitted
+    coefficients.
+    """
+    fit = model.fit_images(images, training=False)
+    mesh = model.uv_model.model
+    vertices = fit["vertices"]
+    landmarks68, _ = project(tf.gather(vertices, mesh.landmarks68, axis=1), fit["K"], fit["R"], fit["t"])
+    albedo_basis = tf.constant(mesh.albedo_basis.reshape(mesh.num_albedo, -1).T, tf.float32)  # (3V, Kr)
+    albedo = tf.constant(mesh.albedo_mean, tf.float32) + tf.reshape(
+        tf.matmul(fit["albedo_coefficients"], albedo_basis, transpose_b=True), [-1, mesh.num_vertices, 3])
+    maps = fit["maps"]
+    ks = mesh.num_shape
+    return {
+        "correspondence": maps[..., 0:2], "depth": maps[..., 2], "confidence": maps[..., 3:5],
+        "K": fit["K"], "R": fit["R"], "t": fit["t"],
+        "shape_coefficients": fit["coefficients"][:, :ks], "expression_coefficients": fit["coefficients"][:, ks:],
+        "albedo_coefficients": fit["albedo_coefficients"], "lighting": fit["lighting"],
+        "vertices": vertices, "vertex_albedo": tf.clip_by_value(albedo, 0.0, 1.0),
+        "landmarks68": landmarks68, "landmarks5": landmarks5_from_68_tf(landmarks68),
+        "face_score": tf.reduce_mean(tf.cast(maps[..., 3] > FACE_PIXEL_CONFIDENCE, tf.float32), axis=[1, 2]),
+    }
+
+
+# ---------------------------------------------------------------------------- portable graph
+def _einsum_builtin(original: Callable) -> Callable:
+    """``tf.einsum`` with the two batched contractions of the least-squares layers as MatMuls
+    (the converter's Einsum lowering rejects them); other equations are passed through."""
+
+    def einsum(equation, *operands, **kwargs):
+        if equation == "bpck,bk->bpc":
+            basis, coefficients = operands
+            return tf.linalg.matvec(basis, coefficients[:, None, :])
+        if equation == "bpck,bpc->bk":
+            basis, residual = operands
+            size = basis.shape[-1]
+            return tf.linalg.matvec(tf.reshape(basis, [tf.shape(basis)[0], -1, size]),
+                                    tf.reshape(residual, [tf.shape(residual)[0], -1]), transpose_a=True)
+        return original(equation, *operands, **kwargs)
+
+    return einsum
+
+
+def _diag_part_builtin(matrix, name=None, **kwargs):
+    """Main diagonal of ``(..., n, n)`` with static ``n`` as a masked sum (no MatrixDiagPart)."""
+    if kwargs.get("k", 0) != 0:
+        raise NotImplementedError("only the main diagonal has a built-in formulation")
+    matrix = tf.convert_to_tensor(matrix)
+    return tf.reduce_sum(matrix * tf.eye(matrix.shape[-1], dtype=matrix.dtype), axis=-1)
+
+
+def _cross_builtin(a, b, name=None):
+    """Cross product of ``(..., 3)`` vectors from its components (no Cross op)."""
+    a0, a1, a2 = tf.unstack(tf.convert_to_tensor(a), axis=-1)
+    b0, b1, b2 = tf.unstack(tf.convert_to_tensor(b), axis=-1)
+    return tf.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
+def _det_builtin(original: Callable) -> Callable:
+    """Determinant of ``(..., 3, 3)`` as the triple product of its rows (no MatrixDeterminant)."""
+
+    def det(matrix, name=None):
+        matrix = tf.convert_to_tensor(matrix)
+        if matrix.shape[-1] != 3 or matrix.shape[-2] != 3:
+            return original(matrix, name=name)
+        return tf.reduce_sum(matrix[..., 0, :] * _cross_builtin(matrix[..., 1, :], matrix[..., 2, :]), axis=-1)
+
+    return det
+
+
+@contextlib.contextmanager
+def portable_ops() -> Iterator[None]:
+    """Trace with TFLite built-in formulations of the ops the converter cannot express.
+
+    While active (tracing only; not thread-safe), with identical mathematics:
+
+    * ``tf.einsum`` ``"bpck,bk->bpc"`` / ``"bpck,bpc->bk"`` -> batched ``MatMul``;
+    * ``tf.linalg.diag_part`` -> sum of the matrix times the identity;
+    * ``tf.linalg.cross`` -> component formula; ``tf.linalg.det`` (3 x 3) -> triple product.
+
+    These are the only non-built-in ops of the inference graph (found by conversion with
+    ``TFLITE_BUILTINS`` only); making the owning modules use such formulations natively would
+    remove the need for this context.
+    """
+    patches = [
+        (tf, "einsum", _einsum_builtin(tf.einsum)),
+        (tf.linalg, "diag_part", _diag_part_builtin),
+        (tf.linalg, "cross", _cross_builtin),
+        (tf.linalg, "det", _det_builtin(tf.linalg.det)),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    try:
+        for owner, name, replacement in patches:
+            setattr(owner, name, replacement)
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+# ---------------------------------------------------------------------------- export
+class FaceServingModule(tf.Module):
+    """``tf.Module`` holding the model and its two serving functions (see module docstring)."""
+
+    def __init__(self, model: FaceModel):
+        super().__init__(name="tfface")
+        self.model = model
+        size = model.config.image_size
+        self.serve_uint8 = tf.function(
+            lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0),
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+        self.serve_float = tf.function(
+            lambda images: inference_outputs(model, images),
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+
+
+def export_metadata(model: FaceModel, tflite_outputs: list[str] | None = None) -> dict:
+    """The ``tfface.json`` contents for ``model``."""
+    mesh = model.uv_model.model
+    return {
+        "format": EXPORT_FORMAT,
+        "image_size": model.config.image_size,
+        "input": "images: (B, H, W, 3) uint8 RGB (serving_default, TFLite) or float32 in [0, 1] (float_images)",
+        "outputs": OUTPUT_DOCS,
+        "tflite_outputs": tflite_outputs,
+        "num_samples": model.sampler.num_samples,
+        "face_pixel_confidence": FACE_PIXEL_CONFIDENCE,
+        "num_vertices": mesh.num_vertices,
+        "model_name": mesh.name,
+        "config": dataclasses.asdict(model.config),
+    }
+
+
+def _write_mesh(model: FaceModel, path: Path) -> None:
+    mesh = model.uv_model.model
+    np.savez_compressed(path, triangles=mesh.triangles.astype(np.int32), landmarks68=mesh.landmarks68.astype(np.int32),
+                        vertex_uv=model.uv_model.vertex_uv.astype(np.float32),
+                        num_original_vertices=np.int32(model.uv_model.num_original_vertices))
+
+
+def convert_to_tflite(model: FaceModel) -> tuple[bytes, list[str]]:
+    """TFLite flatbuffer (batch 1, uint8 input, ``TFLITE_BUILTINS`` only) and its output order."""
+    size = model.config.image_size
+    function = tf.function(lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0))
+    with portable_ops():
+        concrete = function.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.uint8, name="images"))
+    frozen = convert_variables_to_constants_v2(concrete)
+    names = sorted(OUTPUT_DOCS)  # flattening order of the output dict (sorted keys)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert(), names
+
+
+def export_model(model: FaceModel, root: str | Path, name: str, version: int, tflite: bool = True) -> Path:
+    """Write ``root/name/version/`` (SavedModel, extras and, with ``tflite``, the TFLite model).
+
+    ``model`` must already be configured by :func:`configure_for_inference`.
+
+    Returns:
+        The version folder.
+
+    Raises:
+        InputError: bad name/version, an existing version folder, or an unconfigured model.
+    """
+    if not isinstance(model.sampler, LatticePixelSampler):
+        raise InputError("configure the model with configure_for_inference before exporting")
+    if not name or "/" in name or name.startswith("."):
+        raise InputError(f"invalid model name {name!r}")
+    if int(version) < 1:
+        raise InputError(f"version must be a positive integer, got {version}")
+    folder = Path(root) / name / str(int(version))
+    if folder.exists():
+        raise InputError(f"{folder} already exists; choose another --version")
+    module = FaceServingModule(model)
+    with portable_ops():
+        signatures = {"serving_default": module.serve_uint8.get_concrete_function(),
+                      "float_images": module.serve_float.get_concrete_function()}
+        tf.saved_model.save(module, str(folder), signatures=signatures)
+    extras = folder / EXTRAS
+    extras.mkdir(exist_ok=True)
+    order = None
+    if tflite:
+        flatbuffer, order = convert_to_tflite(model)
+        (extras / "model.tflite").write_bytes(flatbuffer)
+    _write_mesh(model, extras / "mesh.npz")
+    (extras / "tfface.json").write_text(json.dumps(export_metadata(model, order), indent=2))
+    return folder
+
+
+# ---------------------------------------------------------------------------- runtimes
+@dataclasses.dataclass(frozen=True)
+class ExportedMesh:
+    """The mesh of an exported model: ``triangles`` (T, 3), ``landmarks68`` (68,), ``vertex_uv`` (V, 2)."""
+
+    triangles: np.ndarray
+    landmarks68: np.ndarray
+    vertex_uv: np.ndarray
+    num_original_vertices: int
+
+
+class ExportedModel:
+    """An exported model folder run by TensorFlow (SavedModel) or TFLite.
+
+    Parameters
+    ----------
+    folder : path
+        A version folder written by :func:`export_model`.
+    backend : {"savedmodel", "tflite"}
+
+    Call with ``(B, H, W, 3)`` uint8 RGB images; returns a dict of numpy arrays
+    (:data:`OUTPUT_DOCS`). The TFLite backend runs the batch one image at a time.
+    """
+
+    BACKENDS = ("savedmodel", "tflite")
+
+    def __init__(self, folder: str | Path, backend: str = "savedmodel"):
+        self.folder = Path(folder)
+        if backend not in self.BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; expected one of {self.BACKENDS}")
+        meta_path = self.folder / EXTRAS / "tfface.json"
+        if not (self.folder / "saved_model.pb").is_file() or not meta_path.is_file():
+            raise ModelFileError(f"{self.folder} is not an exported tfface model (no saved_model.pb / {EXTRAS}/tfface.json)")
+        try:
+            self.metadata = json.loads(meta_path.read_text())
+            with np.load(self.folder / EXTRAS / "mesh.npz") as mesh:
+                self.mesh = ExportedMesh(mesh["triangles"], mesh["landmarks68"], mesh["vertex_uv"],
+                                         int(mesh["num_original_vertices"]))
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelFileError(f"{self.folder}: unreadable export extras ({error})") from error
+        if self.metadata.get("format") != EXPORT_FORMAT:
+            raise ModelFileError(f"{meta_path}: unknown format {self.metadata.get('format')!r}")
+        self.backend = backend
+        self.image_size = int(self.metadata["image_size"])
+        if backend == "savedmodel":
+            self._signature = tf.saved_model.load(str(self.folder)).signatures["serving_default"]
+        else:
+            path = self.folder / EXTRAS / "model.tflite"
+            if not path.is_file() or not self.metadata.get("tflite_outputs"):
+                raise ModelFileError(f"{self.folder} has no TFLite model (export with tflite=True)")
+            self._interpreter = tf.lite.Interpreter(model_path=str(path))
+            self._interpreter.allocate_tensors()
+
+    def _run_tflite(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        interpreter = self._interpreter
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(detail["index"]).copy()
+                for name, detail in zip(self.metadata["tflite_outputs"], interpreter.get_output_details())}
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = np.asarray(images)
+        expected = (self.image_size, self.image_size, 3)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
+            raise InputError(f"expected uint8 images of shape (B, {self.image_size}, {self.image_size}, 3), "
+                             f"got {images.dtype} {images.shape}")
+        if self.backend == "savedmodel":
+            return {k: v.numpy() for k, v in self._signature(images=tf.constant(images)).items()}
+        per_image = [self._run_tflite(image) for image in images]
+        return {name: np.concatenate([p[name] for p in per_image]) for name in per_image[0]}
+
+
+class KerasInference:
+    """The configured Keras model as a callable like :class:`ExportedModel` (uint8 in, numpy out)."""
+
+    def __init__(self, model: FaceModel):
+        self.model = model
+        self.image_size = model.config.image_size
+        mesh = model.uv_model.model
+        self.mesh = ExportedMesh(mesh.triangles, mesh.landmarks68, model.uv_model.vertex_uv,
+                                 model.uv_model.num_original_vertices)
+        self._function = tf.function(lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0))
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self._function(tf.constant(np.asarray(images, np.uint8))).items()}
