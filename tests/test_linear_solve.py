@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tfface.errors import InputError
 from tfface.layers.linear_solve import SOLVERS, solve_normal_equations, solve_spd
@@ -142,3 +143,54 @@ def test_gauss_jordan_converts_to_tflite_builtins_and_matches():
     runner = interpreter.get_signature_runner()
     result = runner(a=matrix, b=rhs)["x"]
     np.testing.assert_allclose(result, np.linalg.solve(matrix[0], rhs[0])[None], rtol=1e-4, atol=1e-5)
+
+
+def _geometric_case(rng, samples, modes):
+    from tfface.layers.geometric import GeometricLeastSquares
+
+    arrays = [rng.uniform(0, 224, (1, samples, 2)), rng.uniform(5, 6, (1, samples)), rng.uniform(0.5, 1, (1, samples)),
+              30 * rng.normal(size=(1, samples, 3)), rng.normal(size=(1, samples, 3, modes))]
+    return GeometricLeastSquares(solver="gauss_jordan", translation_weight=1.0), arrays, ["p_hat", "q_hat", "coefficients"]
+
+
+def _photometric_case(rng, samples, modes):
+    from tfface.layers.photometric import PhotometricLeastSquares
+
+    normals = rng.normal(size=(1, samples, 3))
+    arrays = [rng.uniform(0.2, 1, (1, samples, 3)), normals / np.linalg.norm(normals, axis=-1, keepdims=True),
+              rng.uniform(0.5, 1, (1, samples)), rng.uniform(0.3, 0.7, (1, samples, 3)),
+              0.1 * rng.normal(size=(1, samples, 3, modes))]
+    return PhotometricLeastSquares(solver="gauss_jordan", lighting_weight=0.1), arrays, ["lighting", "coefficients"]
+
+
+@pytest.mark.parametrize("case", [_geometric_case, _photometric_case])
+def test_least_squares_layers_convert_to_tflite_builtins_and_match(case):
+    rng = np.random.default_rng(7)
+    layer, arrays, keys = case(rng, 40, 4)
+    arrays = [a.astype(np.float32) for a in arrays]
+    names = [f"x{i}" for i in range(len(arrays))]
+
+    class Solve(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        @tf.function(input_signature=[tf.TensorSpec(a.shape, name=n) for a, n in zip(arrays, names)])
+        def __call__(self, *tensors):
+            outputs = self.layer(*tensors, coefficient_weights=tf.ones([4]))
+            return tuple(outputs[k] for k in keys)
+
+    module = Solve()
+    # Variables (the translation weight) become constants, as an exporter does.
+    frozen = convert_variables_to_constants_v2(module.__call__.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], arrays[names.index(detail["name"])])
+    interpreter.invoke()
+    keras_outputs = module(*[tf.constant(a) for a in arrays])
+    for detail, expected in zip(interpreter.get_output_details(), keras_outputs):
+        lite = interpreter.get_tensor(detail["index"])
+        np.testing.assert_allclose(lite, expected.numpy(), rtol=1e-4, atol=1e-5 * np.abs(lite).max())

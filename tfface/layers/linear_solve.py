@@ -142,12 +142,13 @@ def solve_normal_equations(
     Returns:
         ``(..., n)`` solutions, finite for any finite input.
     """
-    diagonal = tf.stop_gradient(tf.linalg.diag_part(matrix))
+    eye = tf.eye(matrix.shape[-1], dtype=matrix.dtype)
+    diagonal = tf.stop_gradient(tf.reduce_sum(matrix * eye, axis=-1))  # diag_part: not a TFLite builtin
     floor = tf.maximum(
         1e-20 * tf.reduce_max(diagonal, axis=-1, keepdims=True),
         tf.constant(1e-30, matrix.dtype),
     )
     scale = tf.math.rsqrt(tf.maximum(diagonal, floor))
     scaled = matrix * scale[..., :, None] * scale[..., None, :]
-    scaled = scaled + ridge * tf.eye(matrix.shape[-1], dtype=matrix.dtype)
+    scaled = scaled + ridge * eye
     return scale * solve_spd(scaled, rhs * scale, method)

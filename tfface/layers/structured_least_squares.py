@@ -76,9 +76,12 @@ def _shared(features: tf.Tensor) -> bool:
 
 
 def _channel_diagonal(blocks: tf.Tensor) -> tf.Tensor:
-    """``(B, 3, a, 3, X) -> (B, 3, a, X)``: keep the blocks whose two channel indices agree."""
-    diagonal = tf.linalg.diag_part(tf.transpose(blocks, [0, 2, 4, 1, 3]))  # (B, a, X, 3)
-    return tf.transpose(diagonal, [0, 3, 1, 2])
+    """``(B, 3, a, 3, X) -> (B, 3, a, X)``: keep the blocks whose two channel indices agree.
+
+    A masked sum rather than ``tf.linalg.diag_part``, which is not a TFLite built-in op.
+    """
+    mask = tf.reshape(tf.eye(3, dtype=blocks.dtype), [1, 3, 1, 3, 1])
+    return tf.reduce_sum(blocks * mask, axis=3)
 
 
 def _feature_products(features: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
