@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, coverage, random_similarity,
-                                 similarity_matrices, transform_points, warp_images)
+from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, coverage, fill_background,
+                                 random_similarity, similarity_matrices, transform_batch, transform_points,
+                                 warp_images)
 from tfface.errors import InputError
 from tfface.geometry import camera
 
@@ -92,19 +93,30 @@ def test_background_is_filled_from_another_image():
     np.testing.assert_allclose(out["image"].numpy()[0][interior[0]], 0.2, atol=1e-5)
     corner = out["image"].numpy()[:, 0, 0]
     np.testing.assert_allclose(corner, [[0.7] * 3, [0.2] * 3], atol=1e-5)  # each from the other image
-    black = augment_batch({"image": images}, [1, 2], ranges, fill_background=False)
+    black = augment_batch({"image": images}, [1, 2], ranges, fill=False)
     np.testing.assert_allclose(black["image"].numpy()[:, 0, 0], 0, atol=1e-6)
 
 
 def test_augment_dataset_is_reproducible_inside_tf_data():
-    images = np.random.default_rng(2).uniform(size=(6, H, W, 3)).astype(np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices({"image": images}).batch(3)
-    first = [b["image"].numpy() for b in augment_dataset(dataset, seed=9)]
-    second = [b["image"].numpy() for b in augment_dataset(dataset, seed=9)]
-    other = [b["image"].numpy() for b in augment_dataset(dataset, seed=10)]
-    np.testing.assert_array_equal(first[1], second[1])
-    assert not np.allclose(first[0], other[0])
-    assert not np.allclose(first[0], first[1][:3])
+    rng = np.random.default_rng(2)
+    images = rng.uniform(size=(6, H, W, 3)).astype(np.float32)
+    points = rng.uniform(0, W, size=(6, 5, 2)).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices({"image": images, "landmarks5": points})
+    first = list(augment_dataset(dataset, 3, seed=9))
+    second = list(augment_dataset(dataset, 3, seed=9))
+    other = list(augment_dataset(dataset, 3, seed=10))
+    assert len(first) == 2 and first[0]["image"].shape == (3, H, W, 3)
+    np.testing.assert_array_equal(first[1]["image"].numpy(), second[1]["image"].numpy())
+    assert not np.allclose(first[0]["image"].numpy(), other[0]["image"].numpy())
+    # each example has its own transform, applied to its landmarks too
+    transforms = tf.concat([b["similarity"] for b in first], 0)
+    assert not np.allclose(transforms[0], transforms[1])
+    np.testing.assert_allclose(tf.concat([b["landmarks5"] for b in first], 0).numpy(),
+                               transform_points(points, transforms).numpy(), atol=1e-4)
+    # same as augment_batch with those transforms: warp, then fill from the rolled batch
+    warped = transform_batch({"image": images[:3]}, transforms[:3])
+    expected = fill_background(warped, np.roll(images[:3], 1, axis=0))["image"]
+    np.testing.assert_allclose(first[0]["image"].numpy(), expected.numpy(), atol=1e-5)
 
 
 def test_bad_input():

@@ -161,40 +161,36 @@ def transform_camera(K, R, t, transforms):
     return new_K, rotation @ R, tf.linalg.matvec(rotation, t)
 
 
-def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange(),
-                  fill_background: bool = True) -> dict:
-    """Random similarity augmentation of a batch dict, for use inside ``tf.data``.
+def _image_size(image: tf.Tensor, rank: int, what: str) -> tuple[int, int]:
+    if image.shape.rank != rank:
+        raise InputError(f"{what} needs image of rank {rank}, got shape {image.shape}")
+    height, width = image.shape[-3], image.shape[-2]
+    if height is None or width is None:
+        raise InputError(f"{what} needs a static image size; resize images first")
+    return height, width
+
+
+def transform_batch(batch: dict, transforms) -> dict:
+    """Apply given forward similarities to a batch dict (no background fill).
 
     Args:
         batch: dict with ``"image"`` ``(B, H, W, 3)`` and optionally target maps ``(B, H, W[, C])``
             (keys in :data:`NEAREST_KEYS` use nearest-neighbour, other float maps bilinear),
             landmark coordinates (:data:`POINT_KEYS`, ``(B, P, 2)``) and a camera ``"K"``, ``"R"``,
             ``"t"``. Other entries pass through unchanged.
-        seed: ``(2,)`` int stateless seed.
-        ranges: the random similarity's ranges.
-        fill_background: fill uncovered pixels with the previous image of the batch (rolled by
-            one; batches of a shuffled source pair random images); otherwise leave them black.
+        transforms: ``(B, 3, 3)`` forward similarities.
 
     Returns:
-        A new dict with the same keys, plus ``"similarity"`` ``(B, 3, 3)`` (the transforms) and
-        ``"valid"`` ``(B, H, W)`` float32 (1 where the output pixel comes from the input image).
+        A new dict with the same keys, plus ``"similarity"`` (the transforms) and ``"valid"``
+        ``(B, H, W)`` float32 (1 where the output pixel comes from the input image). Uncovered
+        image pixels are 0.
     """
     image = tf.convert_to_tensor(batch["image"], tf.float32)
-    if image.shape.rank != 4:
-        raise InputError(f"augment_batch needs a batched image (B, H, W, 3), got {image.shape}")
-    height, width = image.shape[1], image.shape[2]
-    if height is None or width is None:
-        raise InputError("augment_batch needs a static image size; resize images first")
-    size = tf.shape(image)[0]
-    transforms = random_similarity(seed, size, height, width, ranges)
+    height, width = _image_size(image, 4, "transform_batch")
     out = dict(batch)
     out["similarity"] = transforms
-    warped = warp_images(image, transforms)
-    cover = coverage(transforms, height, width)[..., None]
-    if fill_background:
-        warped = warped + (1.0 - cover) * tf.roll(image, 1, axis=0)
-    out["image"] = warped
-    out["valid"] = tf.cast(cover[..., 0] > 0.5, tf.float32)
+    out["image"] = warp_images(image, transforms)
+    out["valid"] = tf.cast(coverage(transforms, height, width) > 0.5, tf.float32)
     for key, value in batch.items():
         if key == "image" or key in POINT_KEYS or key in ("K", "R", "t"):
             continue
@@ -213,11 +209,55 @@ def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange()
     return out
 
 
-def augment_dataset(dataset: tf.data.Dataset, seed: int = 0, ranges: SimilarityRange = SimilarityRange(),
-                    fill_background: bool = True) -> tf.data.Dataset:
-    """Apply :func:`augment_batch` to every batch of a *batched* dict dataset (batch ``n`` uses
-    the stateless seed ``(seed, n)``, so the augmentation is reproducible)."""
-    def augment(index, batch):
-        return augment_batch(batch, tf.stack([tf.cast(seed, tf.int64), index]), ranges, fill_background)
+def fill_background(batch: dict, backgrounds) -> dict:
+    """Fill the pixels a transformed batch (:func:`transform_batch`) does not cover with
+    ``backgrounds`` ``(B, H, W, 3)``, alpha-blended by the closed-form :func:`coverage` of its
+    ``"similarity"`` (so partially covered edge pixels blend smoothly)."""
+    image = batch["image"]
+    height, width = _image_size(image, 4, "fill_background")
+    cover = coverage(batch["similarity"], height, width)[..., None]
+    return {**batch, "image": image + (1.0 - cover) * tf.cast(backgrounds, image.dtype)}
 
-    return dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+
+def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange(),
+                  fill: bool = True) -> dict:
+    """Random similarity augmentation of a batch dict: :func:`transform_batch` with random
+    transforms from the stateless ``(2,)`` ``seed``, then (if ``fill``) :func:`fill_background`
+    with the previous image of the batch (rolled by one; a shuffled source pairs random images)."""
+    image = tf.convert_to_tensor(batch["image"], tf.float32)
+    height, width = _image_size(image, 4, "augment_batch")
+    out = transform_batch(batch, random_similarity(seed, tf.shape(image)[0], height, width, ranges))
+    return fill_background(out, tf.roll(image, 1, axis=0)) if fill else out
+
+
+def augment_dataset(dataset: tf.data.Dataset, batch_size: int, seed: int = 0,
+                    ranges: SimilarityRange = SimilarityRange(), fill: bool = True,
+                    drop_remainder: bool = True) -> tf.data.Dataset:
+    """Augment an *unbatched* dict dataset and batch it.
+
+    Example ``n`` is transformed by the similarity of stateless seed ``(seed, n)`` in a parallel
+    per-example map (which keeps both cores busy better than one large batched warp), then the
+    batch is formed and its uncovered pixels filled (if ``fill``) with the previous example's
+    untransformed image, as :func:`augment_batch` does. Reproducible for a fixed input order.
+
+    Returns:
+        A dataset of batched dicts as from :func:`augment_batch`.
+    """
+    if batch_size <= 0:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+
+    def transform(index, example):
+        image = tf.convert_to_tensor(example["image"], tf.float32)
+        height, width = _image_size(image, 3, "augment_dataset")
+        transforms = random_similarity(tf.stack([tf.cast(seed, tf.int64), index]), 1, height, width, ranges)
+        one = transform_batch(tf.nest.map_structure(lambda v: tf.convert_to_tensor(v)[None], example), transforms)
+        return tf.nest.map_structure(lambda v: v[0], one), image
+
+    def fill_from_previous(batch, originals):
+        return fill_background(batch, tf.roll(originals, 1, axis=0))
+
+    batches = dataset.enumerate().map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(
+        batch_size, drop_remainder=drop_remainder)
+    if fill:
+        return batches.map(fill_from_previous, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.map(lambda batch, originals: batch)
