@@ -30,11 +30,10 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from tfface.errors import InputError
 from tfface.geometry.camera import decompose_inverse_camera, inverse_camera_is_valid
-from tfface.layers.least_squares_checks import check_samples, raise_if_not_finite
 from tfface.layers import structured_least_squares as structured
-from tfface.layers.linear_solve import SOLVERS
+from tfface.layers.least_squares_checks import check_samples
+from tfface.layers.solve_layer import LeastSquaresLayer
 from tfface.layers.structured_least_squares import LinearProblem
 
 #: Number of inverse-camera unknowns: the three rows of [P_hat | q_hat].
@@ -267,7 +266,7 @@ def check_geometric_inputs(
 
 
 @keras.saving.register_keras_serializable(package="tfface")
-class GeometricLeastSquares(keras.layers.Layer):
+class GeometricLeastSquares(LeastSquaresLayer):
     """Keras layer solving eq. 37: inverse camera and shape+expression coefficients.
 
     Parameters
@@ -278,12 +277,8 @@ class GeometricLeastSquares(keras.layers.Layer):
         Initial ``rho``; a non-trainable variable (``layer.translation_weight``) a training
         schedule assigns to (supplement F: on early, decaying). Units: same as the sample
         weights (a weight of 1 counts like one sample with unit confidence).
-    ridge : float
-        Relative ridge of the Jacobi-scaled normal equations.
-    refinement_steps : int
-        Iterative-refinement steps (recover float32 accuracy lost by the normal equations).
-    solver : {"cholesky", "gauss_jordan"}
-        SPD solver; ``"gauss_jordan"`` uses TFLite built-in ops only.
+    ridge, refinement_steps, solver
+        See :class:`~tfface.layers.solve_layer.LeastSquaresLayer`.
 
     Call arguments
     --------------
@@ -297,23 +292,12 @@ class GeometricLeastSquares(keras.layers.Layer):
     :class:`~tfface.errors.InputError` and a non-finite result :class:`~tfface.errors.SolveError`.
     """
 
-    def __init__(
-        self,
-        z0: float = 500.0,
-        translation_weight: float = 0.0,
-        ridge: float = 1e-6,
-        refinement_steps: int = 1,
-        solver: str = "cholesky",
-        **kwargs,
-    ) -> None:
+    solve_name = "geometric"
+
+    def __init__(self, z0: float = 500.0, translation_weight: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        if solver not in SOLVERS:
-            raise InputError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
         self.z0 = float(z0)
         self.initial_translation_weight = float(translation_weight)
-        self.ridge = float(ridge)
-        self.refinement_steps = int(refinement_steps)
-        self.solver = solver
         self.translation_weight = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(self.initial_translation_weight),
@@ -322,31 +306,17 @@ class GeometricLeastSquares(keras.layers.Layer):
         )
 
     def call(self, pixels, depth, weights, mean, basis, coefficient_weights):
-        tensors = [
-            tf.convert_to_tensor(t, self.compute_dtype)
-            for t in (pixels, depth, weights, mean, basis, coefficient_weights)
-        ]
-        check_geometric_inputs(*tensors)
-        outputs = solve_geometry(
-            *tensors,
+        return self.solve_checked(
+            check_geometric_inputs,
+            solve_geometry,
+            (pixels, depth, weights, mean, basis, coefficient_weights),
             translation_weight=tf.convert_to_tensor(self.translation_weight),
             z0=self.z0,
-            ridge=self.ridge,
-            refinement_steps=self.refinement_steps,
-            solver=self.solver,
         )
-        raise_if_not_finite(outputs, "geometric")
-        return outputs
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            z0=self.z0,
-            translation_weight=self.initial_translation_weight,
-            ridge=self.ridge,
-            refinement_steps=self.refinement_steps,
-            solver=self.solver,
-        )
+        config.update(z0=self.z0, translation_weight=self.initial_translation_weight)
         return config
 
 

@@ -36,9 +36,9 @@ import tensorflow as tf
 from tfface.errors import InputError
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import SH_CONSTANTS, sh_basis
-from tfface.layers.least_squares_checks import check_samples, raise_if_not_finite
 from tfface.layers import structured_least_squares as structured
-from tfface.layers.linear_solve import SOLVERS
+from tfface.layers.least_squares_checks import check_samples
+from tfface.layers.solve_layer import LeastSquaresLayer
 from tfface.layers.structured_least_squares import LinearProblem
 
 #: Inverse-lighting unknowns: 9 SH coefficients per RGB channel.
@@ -216,7 +216,7 @@ def check_photometric_inputs(
 
 
 @keras.saving.register_keras_serializable(package="tfface")
-class PhotometricLeastSquares(keras.layers.Layer):
+class PhotometricLeastSquares(LeastSquaresLayer):
     """Keras layer solving eq. 41: inverse-SH lighting and albedo coefficients.
 
     Parameters
@@ -226,7 +226,7 @@ class PhotometricLeastSquares(keras.layers.Layer):
     lighting_prior : {"neutral", "zero"}
         ``l_0``: unit inverse shading (default, see the module docstring) or 0 (eq. 40).
     ridge, refinement_steps, solver
-        As for :class:`~tfface.layers.geometric.GeometricLeastSquares`.
+        See :class:`~tfface.layers.solve_layer.LeastSquaresLayer`.
 
     Call arguments
     --------------
@@ -239,50 +239,25 @@ class PhotometricLeastSquares(keras.layers.Layer):
     :class:`~tfface.errors.InputError` and a non-finite result :class:`~tfface.errors.SolveError`.
     """
 
-    def __init__(
-        self,
-        lighting_weight: float = 1e-3,
-        lighting_prior: str = "neutral",
-        ridge: float = 1e-6,
-        refinement_steps: int = 1,
-        solver: str = "cholesky",
-        **kwargs,
-    ) -> None:
+    solve_name = "photometric"
+
+    def __init__(self, lighting_weight: float = 1e-3, lighting_prior: str = "neutral", **kwargs) -> None:
         super().__init__(**kwargs)
-        if solver not in SOLVERS:
-            raise InputError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
         if lighting_prior not in LIGHTING_PRIORS:
             raise InputError(f"lighting_prior must be one of {LIGHTING_PRIORS}, got {lighting_prior!r}")
         self.lighting_weight = float(lighting_weight)
         self.lighting_prior = lighting_prior
-        self.ridge = float(ridge)
-        self.refinement_steps = int(refinement_steps)
-        self.solver = solver
 
     def call(self, image, normals, weights, albedo_mean, albedo_basis, coefficient_weights):
-        tensors = [
-            tf.convert_to_tensor(t, self.compute_dtype)
-            for t in (image, normals, weights, albedo_mean, albedo_basis, coefficient_weights)
-        ]
-        check_photometric_inputs(*tensors)
-        outputs = solve_photometry(
-            *tensors,
+        return self.solve_checked(
+            check_photometric_inputs,
+            solve_photometry,
+            (image, normals, weights, albedo_mean, albedo_basis, coefficient_weights),
             lighting_weight=self.lighting_weight,
             lighting_prior=self.lighting_prior,
-            ridge=self.ridge,
-            refinement_steps=self.refinement_steps,
-            solver=self.solver,
         )
-        raise_if_not_finite(outputs, "photometric")
-        return outputs
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            lighting_weight=self.lighting_weight,
-            lighting_prior=self.lighting_prior,
-            ridge=self.ridge,
-            refinement_steps=self.refinement_steps,
-            solver=self.solver,
-        )
+        config.update(lighting_weight=self.lighting_weight, lighting_prior=self.lighting_prior)
         return config
