@@ -68,12 +68,12 @@ class PredictionHead(layers.Layer):
         return {**super().get_config(), "depth_offset": self.depth_offset}
 
 
-def _conv_block(x, filters: int, convs: int, name: str):
+def _conv_block(x, filters: int, convs: int, name: str, dtype, synchronized: bool):
     """``convs`` x (3x3 conv, batch norm, ReLU)."""
     for i in range(convs):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
-        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}", dtype=dtype)(x)
+        x = layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn{i}", dtype=dtype)(x)
+        x = layers.ReLU(name=f"{name}_relu{i}", dtype=dtype)(x)
     return x
 
 
@@ -88,6 +88,8 @@ def build_unet(
     width: float = 1.0,
     convs_per_scale: int | None = None,
     depth_offset: float = 0.1,
+    dtype: str | None = None,
+    synchronized_batchnorm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Build a U-Net of supplement N.
@@ -99,6 +101,10 @@ def build_unet(
         width: extra multiplier on every width (e.g. 0.25 for a CPU model).
         convs_per_scale: overrides the variant's number of convolutions per scale.
         depth_offset: see :class:`PredictionHead`.
+        dtype: dtype policy of the hidden layers, e.g. ``"mixed_bfloat16"``; the output layers
+            are always float32.
+        synchronized_batchnorm: batch statistics over all replicas of a ``tf.distribute``
+            strategy, so that a distributed step equals one step on the global batch.
         name: model name (default ``unet_<variant>``).
 
     Returns:
@@ -120,15 +126,15 @@ def build_unet(
     x = inputs
     skips = []
     for level, filters in enumerate(widths):
-        x = _conv_block(x, filters, convs, f"down{level}")
+        x = _conv_block(x, filters, convs, f"down{level}", dtype, synchronized_batchnorm)
         skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = _conv_block(x, widths[-1], convs, "bottleneck")
+        x = layers.MaxPooling2D(2, name=f"pool{level}", dtype=dtype)(x)
+    x = _conv_block(x, widths[-1], convs, "bottleneck", dtype, synchronized_batchnorm)
     up_widths = widths[:-1][::-1] + (widths[0],)  # 256, 128, 64, 64 for the regular net
     for level, (skip, filters) in enumerate(zip(skips[::-1], up_widths)):
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"upsample{level}")(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skip])
-        x = _conv_block(x, filters, convs, f"up{level}")
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"upsample{level}", dtype=dtype)(x)
+        x = layers.Concatenate(name=f"skip{level}", dtype=dtype)([x, skip])
+        x = _conv_block(x, filters, convs, f"up{level}", dtype, synchronized_batchnorm)
     x = layers.Conv2D(NUM_OUTPUTS, 1, name="logits", dtype="float32")(x)
     outputs = PredictionHead(depth_offset, name="prediction", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name or f"unet_{variant}")

@@ -1,0 +1,98 @@
+"""The full model: exact fit on ground-truth maps, inference outputs, train_step, landmarks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.data.synthetic import SynthesisConfig, SyntheticFaces
+from tfface.geometry.camera import compose_inverse_camera, project
+from tfface.model import FaceModel, direct_landmarks, project_points
+from tfface.training import metrics
+from tfface.training.config import CONFIGS
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def faces(default_uv_model):
+    """Four synthetic 48 px faces with ground truth (moderate pose)."""
+    source = SyntheticFaces(default_uv_model, SynthesisConfig(image_size=SIZE, max_yaw=25, max_roll=25))
+    return next(iter(source.dataset(4, seed=3, batch_size=4).batch(4)))
+
+
+def ground_truth_maps(faces, depth_scale=1 / 500.0):
+    """U-Net-style maps made from the ground truth: exact correspondence, depth and face mask."""
+    mask = faces["mask"]
+    depth = tf.where(mask > 0, faces["depth"] * depth_scale, 1.0)
+    return tf.concat([faces["correspondence"], depth[..., None], mask[..., None], mask[..., None]], -1)
+
+
+def test_fit_on_ground_truth_maps_recovers_camera_shape_and_landmarks(default_uv_model, faces):
+    config = CONFIGS["tiny"].replace(image_size=SIZE, num_shape=None, num_expression=None, num_samples=400)
+    model = FaceModel(default_uv_model, config)
+    model.regularizer.omega.assign(tf.fill(model.regularizer.omega.shape, 1e-4))
+    model.geometric.translation_weight.assign(0.0)
+    fit = tf.function(model.fit_maps)(faces["image"], ground_truth_maps(faces))
+    out = model.outputs_of(fit)
+    # depth was Z / 500, so the fitted depth scale psi is 1 / 500
+    np.testing.assert_allclose(out["psi"].numpy(), 1 / 500.0, rtol=1e-3)
+    truth = np.concatenate([faces["shape_coefficients"], faces["expression_coefficients"]], -1)
+    np.testing.assert_allclose(fit["coefficients"].numpy(), truth, atol=0.05)
+    assert np.all(metrics.nme68(out["landmarks68"].numpy(), faces["landmarks68"].numpy()) < 2e-3)
+    np.testing.assert_allclose(out["R"].numpy(), faces["R"].numpy(), atol=1e-3)
+
+
+def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    out = tf.function(model.infer)(faces["image"])
+    m = model.uv_model.model
+    expected = {"correspondence": (4, SIZE, SIZE, 2), "depth": (4, SIZE, SIZE), "confidence": (4, SIZE, SIZE, 2),
+                "K": (4, 3, 3), "R": (4, 3, 3), "t": (4, 3), "psi": (4,), "shape_coefficients": (4, m.num_shape),
+                "expression_coefficients": (4, m.num_expression), "albedo_coefficients": (4, m.num_albedo),
+                "lighting": (4, 3, 9), "vertices": (4, m.num_vertices, 3), "landmarks68": (4, 68, 2),
+                "landmarks5": (4, 5, 2), "direct_landmarks68": (4, 68, 2), "direct_landmarks5": (4, 5, 2)}
+    for key, shape in expected.items():
+        assert tuple(out[key].shape) == shape, key
+        assert np.all(np.isfinite(out[key].numpy())), key
+
+
+def test_train_step_updates_network_and_adaptive_state(default_uv_model, faces):
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.build_for_training()
+    before = [w.numpy().copy() for w in model.unet.trainable_weights]
+    omega = model.regularizer.omega.numpy().copy()
+    history = model.fit(tf.data.Dataset.from_tensors(faces["image"]).repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert int(model.regularizer.iterations.numpy()) == 2
+    assert not np.allclose(model.regularizer.omega.numpy(), omega)
+    changed = [not np.allclose(a, w.numpy()) for a, w in zip(before, model.unet.trainable_weights)]
+    assert all(changed)
+    for key in ("loss", "geometric", "photometric", "statistical"):
+        assert np.isfinite(history.history[key][-1]), key
+
+
+def test_project_points_matches_the_camera_projection():
+    rng = np.random.default_rng(0)
+    K = np.array([[[300.0, 0.0, 64.0], [0.0, 310.0, 60.0], [0.0, 0.0, 1.0]]], np.float32)
+    angle = 0.3
+    R = np.array([[[np.cos(angle), 0, np.sin(angle)], [0, -1, 0], [np.sin(angle), 0, -np.cos(angle)]]], np.float32)
+    t = np.array([[5.0, -3.0, 600.0]], np.float32)
+    points = rng.normal(scale=50.0, size=(1, 20, 3)).astype(np.float32)
+    p_hat, q_hat = compose_inverse_camera(K, R, t, tf.constant([0.004]))
+    expected, _ = project(points, K, R, t)
+    np.testing.assert_allclose(project_points(points, p_hat, q_hat).numpy(), expected.numpy(), atol=2e-3)
+
+
+def test_direct_landmarks_find_the_pixel_with_the_landmark_uv():
+    maps = np.zeros((1, 8, 8, 5), np.float32)
+    rng = np.random.default_rng(1)
+    maps[..., 0:2] = rng.uniform(0.3, 0.7, size=(1, 8, 8, 2))
+    maps[..., 3] = 1.0
+    landmark_uv = np.array([[0.05, 0.1], [0.9, 0.95]], np.float32)
+    maps[0, 2, 5, 0:2] = landmark_uv[0]  # row 2, col 5 -> pixel centre (5.5, 2.5)
+    maps[0, 6, 1, 0:2] = landmark_uv[1]
+    found = direct_landmarks(tf.constant(maps), tf.constant(landmark_uv), sigma=0.01).numpy()
+    np.testing.assert_allclose(found[0], [[5.5, 2.5], [1.5, 6.5]], atol=1e-4)

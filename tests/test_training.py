@@ -1,0 +1,180 @@
+"""Training infrastructure: configs, metrics, pretraining targets, resumption, multi-worker."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.errors import InputError
+from tfface.morphable.model import landmarks5_from_68
+from tfface.training import metrics
+from tfface.training.config import CONFIGS, load_config
+from tfface.training.data import mean_landmarks5, prepare_synthetic_data
+from tfface.training.distribute import distribute_batches
+from tfface.training.pretraining import aligning_camera, pretraining_dataset, pretraining_targets
+from tfface.geometry.camera import project
+
+#: Runs a sub-command of tfface.training.commands in a fresh process.
+COMMAND = ("import argparse, sys; from tfface.training import commands; p = argparse.ArgumentParser(); "
+           "commands.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+
+
+@pytest.fixture(scope="module")
+def data_dir(default_uv_model, tmp_path_factory):
+    """Tiny synthetic TFRecords (32 px): train, held-out and aligned splits."""
+    folder = tmp_path_factory.mktemp("data")
+    return prepare_synthetic_data(default_uv_model, CONFIGS["tiny"], folder)
+
+
+def test_named_and_file_configs(tmp_path):
+    assert load_config("small").image_size == 128
+    assert load_config("paper").image_size == 224 and load_config("paper").num_samples == 10000
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"base": "tiny", "steps": 7}))
+    config = load_config(path)
+    assert config.steps == 7 and config.image_size == 32
+    path.write_text(json.dumps({"no_such_field": 1}))
+    with pytest.raises(InputError):
+        load_config(path)
+    with pytest.raises(InputError):
+        load_config("no-such-config")
+
+
+def test_nme_and_dense_metrics_exact():
+    target = np.zeros((1, 68, 2))
+    target[0, 36] = [0.0, 0.0]
+    target[0, 45] = [10.0, 0.0]
+    predicted = target + [3.0, 4.0]  # every point 5 px off, inter-ocular 10 px
+    np.testing.assert_allclose(metrics.nme68(predicted, target), [0.5])
+    five = landmarks5_from_68(target)
+    np.testing.assert_allclose(metrics.nme5(five + [0.0, 1.0], five),
+                               [1.0 / np.linalg.norm(five[0, 0] - five[0, 1])])
+    depth = np.random.default_rng(0).uniform(1, 2, size=(2, 4, 4))
+    mask = np.ones_like(depth)
+    np.testing.assert_allclose(metrics.scale_aligned_depth_error(depth, 300.0 * depth, mask), 0.0, atol=1e-9)
+    uv = np.zeros((1, 2, 2, 2))
+    np.testing.assert_allclose(metrics.correspondence_error_uv(uv + [0.3, 0.4], uv, np.ones((1, 2, 2))), [0.5])
+    with pytest.raises(InputError):
+        metrics.nme68(np.zeros((1, 68, 2)), np.zeros((1, 68, 2)))
+
+
+def test_aligning_camera_places_points_on_targets():
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-40, 40, 5), rng.uniform(-40, 40, 5), np.zeros(5)])
+    targets = 64.0 + 0.5 * points[:, :2] * [1.0, -1.0]
+    K, R, t = aligning_camera(points, targets)
+    pixels, depth = project(points[None].astype(np.float32), K[None], R[None], t[None])
+    np.testing.assert_allclose(pixels.numpy()[0], targets, atol=1e-3)
+    assert np.all(depth.numpy() > 0)
+
+
+def test_pretraining_targets_and_shared_augmentation(default_uv_model, data_dir):
+    template = mean_landmarks5(data_dir)
+    targets = pretraining_targets(default_uv_model, template, 32)
+    maps = targets.maps
+    assert maps.shape == (32, 32, 4)
+    face = maps[..., 3] > 0
+    assert 0.1 < face.mean() < 0.9
+    assert np.all((maps[face, 0:2] >= 0) & (maps[face, 0:2] <= 1)) and np.all(maps[~face, 0:3] == 0)
+    np.testing.assert_allclose(maps[face, 2], 1.0)
+    # the same similarity moves image and maps: feed the face mask as the image
+    mask_images = tf.data.Dataset.from_tensors(tf.tile(maps[..., 3:4], [1, 1, 3])).repeat(4)
+    images, target = next(iter(pretraining_dataset(mask_images, targets, 4, seed=1)))
+    assert images.shape == (4, 32, 32, 3) and target.shape == (4, 32, 32, 4)
+    agreement = np.mean((images.numpy()[..., 0] > 0.5) == (target.numpy()[..., 3] > 0.5))
+    assert agreement > 0.97
+    assert not np.allclose(target.numpy()[0, ..., 3], maps[..., 3])  # it did move
+
+
+def test_distribute_batches_single_replica_is_plain_batching():
+    ds = distribute_batches(tf.distribute.get_strategy(), lambda: tf.data.Dataset.range(10), 4)
+    assert [b.numpy().tolist() for b in ds] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def _run(args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-c", COMMAND, *map(str, args)], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _tiny_config(tmp_path, **fields) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"base": "tiny", **fields}))
+    return path
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_last_checkpoint(default_uv_model, data_dir, tmp_path):
+    uv_path = tmp_path / "uv.npz"
+    default_uv_model.save(uv_path)
+    config = _tiny_config(tmp_path, steps=120, checkpoint_every=4, summary_every=1000)
+    work = tmp_path / "run"
+    args = ["train", "--config", config, "--workdir", work, "--data", data_dir, "--uv-model", uv_path,
+            "--skip-pretrain"]
+    first = _run(args)
+    checkpoints = work / "train" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (checkpoints / "step-000003.weights.h5").exists():
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done = sorted(checkpoints.glob("step-*.weights.h5"))
+    last_epoch = int(done[-1].name[5:11])
+    assert 3 <= last_epoch < 30, "the first run must have been killed mid-way"
+    second = _run(args)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-2000:]
+    start = int(out.split("main training: starting at step ")[1].split()[0])
+    metadata = json.loads((work / "train" / "backup" / "training_metadata.json").read_text())
+    # resumed exactly at a checkpoint at or after the last one seen, without losing steps
+    assert start % 4 == 0 and start >= 4 * last_epoch
+    assert json.loads(out.strip().splitlines()[-1])["steps"] == 120
+    assert metadata["epoch"] == 30
+    assert (checkpoints / "step-000030.weights.h5").exists()
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_worker_on_the_same_global_batch(default_uv_model, data_dir, tmp_path):
+    uv_path = tmp_path / "uv.npz"
+    default_uv_model.save(uv_path)
+    # every pixel sampled (32 x 32 = 1024), so the sample choice cannot differ between runs
+    config = _tiny_config(tmp_path, steps=3, checkpoint_every=3, summary_every=1000, num_samples=1024,
+                          batch_size=4, synchronized_batchnorm=True)
+    common = ["train", "--config", config, "--data", data_dir, "--uv-model", uv_path, "--skip-pretrain"]
+    single = _run(common + ["--workdir", tmp_path / "single"], env={"CUDA_VISIBLE_DEVICES": ""})
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = [
+        _run(common + ["--workdir", tmp_path / f"worker{i}", "--strategy", "multiworker"],
+             env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]
+    results = []
+    for process in [single, *workers]:
+        out, err = process.communicate(timeout=400)
+        assert process.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["steps"] == 3 for r in results)
+    for worker in results[1:]:
+        assert math.isclose(worker["loss"], results[0]["loss"], rel_tol=1e-4), (worker, results[0])
+        assert math.isclose(worker["geometric"], results[0]["geometric"], rel_tol=1e-4)

@@ -1,0 +1,323 @@
+"""The full model: image -> U-Net -> sampling -> geometric and photometric solves -> losses.
+
+:class:`FaceModel` is a ``keras.Model`` whose ``train_step`` implements the unsupervised training
+of DESIGN "Training", so training is plain ``model.fit(images)`` on a ``tf.data`` dataset of
+image batches (anything else in the batch, e.g. ground truth, is ignored). Per image:
+
+1. softplus preprocessing (supplement E), then the U-Net predicts u, v, depth and the
+   geometric and photometric confidence at every pixel;
+2. ``num_samples`` pixels are drawn by geometric confidence (supplement C);
+3. the UV-3DMM is sampled at the predicted (u, v) of those pixels;
+4. the geometric solve (eq. 37) fits the inverse camera and shape+expression coefficients;
+5. vertex normals of the fitted shape are interpolated at the samples; the photometric solve
+   (eq. 41) fits 27 inverse-SH lighting and the albedo coefficients;
+6. loss: the truncated confidence-weighted residual losses of both solves, E_stat with the
+   adaptive weights of supplement G (which also regularise the geometric solve), and the
+   early camera-translation regulariser inside the geometric solve (its weight is scheduled
+   by :class:`tfface.training.callbacks.TranslationSchedule`).
+
+:meth:`FaceModel.infer` is the inference path: a pure function of an image batch returning
+correspondence, depth, confidence, camera, coefficients, fitted vertices and landmarks.
+
+Lighting is fitted against model-space normals: second-order SH span a rotation-invariant space,
+so the fit (and its residual) is the same as with camera-space normals; only the coefficients
+are expressed in the model frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfface import losses
+from tfface.layers.adaptive_regularization import AdaptiveRegularizer
+from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
+from tfface.layers.photometric import PhotometricLeastSquares, sample_normals
+from tfface.layers.pixel_sampling import PixelSampler, gather_pixels, pixel_centres
+from tfface.layers.preprocessing import SoftplusPreprocessing
+from tfface.layers.uv_sampling import UVSampling
+from tfface.morphable.model import LANDMARK5_GROUPS
+from tfface.morphable.uv3dmm import UVMorphableModel
+from tfface.nets.unet import build_unet
+from tfface.training.config import TrainConfig
+
+#: Names of the scalar losses the train/test steps report.
+LOSS_NAMES = ("loss", "geometric", "photometric", "statistical", "confidence", "inliers")
+
+
+def truncate_uv_model(uv_model: UVMorphableModel, config: TrainConfig) -> UVMorphableModel:
+    """The UV-3DMM with only the leading modes the configuration fits."""
+    model = uv_model.model.truncated(config.num_shape, config.num_expression, config.num_albedo)
+    return dataclasses.replace(uv_model, model=model)
+
+
+def project_points(points, p_hat, q_hat):
+    """Pixels of model points under an inverse camera: ``d x = P_hat^-1 (X - q_hat)``.
+
+    Args:
+        points: ``(B, N, 3)`` model points (mm).
+        p_hat: ``(B, 3, 3)``; q_hat: ``(B, 3)``.
+
+    Returns:
+        ``(B, N, 2)`` pixel coordinates.
+    """
+    homogeneous = tf.linalg.solve(p_hat, tf.transpose(points - q_hat[:, None, :], [0, 2, 1]))
+    z = homogeneous[:, 2]
+    z = tf.where(tf.abs(z) > 1e-12, z, tf.fill(tf.shape(z), 1e-12))
+    return tf.transpose(homogeneous[:, :2] / z[:, None], [0, 2, 1])
+
+
+def direct_landmarks(maps, landmark_uv, sigma: float = 0.01):
+    """Landmarks read directly from the correspondence map (supplement J, "Direct").
+
+    Each landmark is the soft-argmin over pixels of the UV distance between the predicted
+    correspondence and the landmark's UV, weighted by the geometric confidence:
+    ``softmax_p(-|uv_p - uv_l|^2 / (2 sigma^2) + log conf_p)`` averages the pixel centres.
+
+    Args:
+        maps: ``(B, H, W, 5)`` network output.
+        landmark_uv: ``(L, 2)`` UV coordinates of the landmark vertices.
+        sigma: UV-space width of the soft-argmin.
+
+    Returns:
+        ``(B, L, 2)`` pixel coordinates.
+    """
+    shape = tf.shape(maps)
+    batch, height, width = shape[0], shape[1], shape[2]
+    uv = tf.reshape(maps[..., 0:2], [batch, -1, 2])
+    confidence = tf.reshape(maps[..., 3], [batch, -1])
+    distance2 = tf.reduce_sum(tf.square(uv[:, :, None, :] - landmark_uv[None, None]), axis=-1)  # (B, HW, L)
+    logits = -distance2 / (2.0 * sigma ** 2) + tf.math.log(confidence + 1e-6)[..., None]
+    weights = tf.nn.softmax(logits, axis=1)
+    centres = pixel_centres(tf.range(height * width)[None], width)[0]  # (HW, 2)
+    return tf.einsum("bpl,pc->blc", weights, centres)
+
+
+def landmarks5_from_68_tf(points68):
+    """Tensor version of :func:`tfface.morphable.model.landmarks5_from_68`: ``(B, 68, D) -> (B, 5, D)``."""
+    return tf.stack([tf.reduce_mean(tf.gather(points68, list(g), axis=1), axis=1) for g in LANDMARK5_GROUPS],
+                    axis=1)
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class FaceModel(keras.Model):
+    """U-Net plus in-network least-squares 3DMM fit, trained without supervision.
+
+    Args:
+        uv_model: the UV-3DMM (object or path of a file written by ``UVMorphableModel.save``);
+            it is truncated to the modes of ``config``.
+        config: a :class:`TrainConfig` or its dict.
+
+    Inputs are ``(B, H, W, 3)`` float32 RGB images in [0, 1] with ``H = W = config.image_size``.
+    """
+
+    def __init__(self, uv_model: UVMorphableModel | str | Path, config: TrainConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
+        self.uv_model_path = None if isinstance(uv_model, UVMorphableModel) else str(uv_model)
+        full = uv_model if isinstance(uv_model, UVMorphableModel) else UVMorphableModel.load(uv_model)
+        self.uv_model = truncate_uv_model(full, self.config)
+        self.uv_sampling = UVSampling.from_uv_model(self.uv_model, name="uv_sampling")
+        cfg, m = self.config, self.uv_model.model
+        self.num_coefficients = m.num_shape + m.num_expression
+        self.num_vertices = m.num_vertices
+        self.preprocessing = SoftplusPreprocessing(name="preprocessing")
+        self.unet = build_unet(cfg.image_size, cfg.variant, cfg.width, depth_offset=cfg.depth_offset,
+                               dtype="mixed_bfloat16" if cfg.mixed_precision else None,
+                               synchronized_batchnorm=cfg.synchronized_batchnorm)
+        self.sampler = PixelSampler(cfg.num_samples, cfg.sample_threshold, seed=cfg.seed, name="sampler")
+        self.geometric = GeometricLeastSquares(z0=cfg.z0, translation_weight=cfg.translation_weight,
+                                               ridge=cfg.ridge, name="geometric")
+        self.photometric = PhotometricLeastSquares(lighting_weight=cfg.lighting_weight, ridge=cfg.ridge,
+                                                   name="photometric")
+        self._albedo_weights = tf.fill([m.num_albedo], float(cfg.albedo_weight))
+        self.decomposition = InverseCameraDecomposition(name="camera")
+        self.regularizer = AdaptiveRegularizer(self.num_coefficients, initial_weight=cfg.coefficient_prior,
+                                               initial_mean_weight=cfg.coefficient_prior,
+                                               name="adaptive_regularizer")
+        # Per-vertex tables of the fitted mesh (normals, vertices, landmarks).
+        self._mean = tf.constant(m.mean)
+        self._basis = tf.constant(np.concatenate([m.shape_basis, m.expression_basis]).reshape(
+            self.num_coefficients, -1).T)  # (3V, K)
+        self._triangles = tf.constant(m.triangles)
+        self._landmarks68 = tf.constant(m.landmarks68)
+        self._landmark_uv = tf.constant(self.uv_model.vertex_uv[m.landmarks68])
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+
+    # ------------------------------------------------------------------ pipeline
+    def fitted_vertices(self, coefficients):
+        """``(B, V, 3)`` vertices of the fitted shape+expression (mm)."""
+        offsets = tf.matmul(coefficients, self._basis, transpose_b=True)
+        return self._mean + tf.reshape(offsets, [-1, self.num_vertices, 3])
+
+    def predict_maps(self, images, training=False):
+        """U-Net prediction ``(B, H, W, 5)`` (u, v, depth, geometric and photometric confidence)."""
+        return self.unet(self.preprocessing(images), training=training)
+
+    def fit_images(self, images, training=False):
+        """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""
+        return self.fit_maps(images, self.predict_maps(images, training=training))
+
+    def fit_maps(self, images, maps):
+        """Sample pixels of predicted ``maps`` and fit the 3DMM to them (steps 2-5 above).
+
+        Args:
+            images: ``(B, H, W, 3)`` RGB in [0, 1].
+            maps: ``(B, H, W, 5)`` u, v, depth, geometric and photometric confidence.
+
+        Returns:
+            dict with ``maps``, ``indices`` (B, P), ``pixels`` (B, P, 2), ``valid`` (B, P),
+            ``geometric_confidence``/``photometric_confidence`` (B, P), the geometric outputs
+            (``p_hat``, ``q_hat``, ``coefficients``, ``geometric_residual`` (B, P, 3) mm), the
+            camera (``K``, ``R``, ``t``, ``psi``), the photometric outputs (``lighting``,
+            ``albedo_coefficients``, ``reconstruction`` and ``photometric_residual`` (B, P, 3))
+            and ``vertices`` (B, V, 3).
+        """
+        preprocessed = self.preprocessing(tf.convert_to_tensor(images, tf.float32))
+        width = tf.shape(maps)[2]
+        indices = self.sampler(maps[..., 3])
+        samples = gather_pixels(maps, indices)  # (B, P, 5)
+        colours = gather_pixels(preprocessed, indices)  # (B, P, 3)
+        pixels = pixel_centres(indices, width)
+        uv_sample = self.uv_sampling(samples[..., 0:2])
+        valid = uv_sample.valid
+        geometric = self.geometric(pixels, samples[..., 2], samples[..., 3] * valid, uv_sample.mean,
+                                   uv_sample.basis, self.regularizer.weights_for_solve())
+        vertices = self.fitted_vertices(geometric["coefficients"])
+        camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])
+        normals = sample_normals(vertices, self._triangles, uv_sample.vertex_ids, uv_sample.barycentrics,
+                                 camera["R"])
+        photometric = self.photometric(colours, normals, samples[..., 4] * valid, uv_sample.albedo_mean,
+                                       uv_sample.albedo_basis, self._albedo_weights)
+        return {
+            "maps": maps, "indices": indices, "pixels": pixels, "valid": valid,
+            "geometric_confidence": samples[..., 3], "photometric_confidence": samples[..., 4],
+            "p_hat": geometric["p_hat"], "q_hat": geometric["q_hat"],
+            "coefficients": geometric["coefficients"], "geometric_residual": geometric["residual"],
+            "K": camera["K"], "R": camera["R"], "t": camera["t"], "psi": camera["psi"],
+            "lighting": photometric["lighting"], "albedo_coefficients": photometric["coefficients"],
+            "reconstruction": photometric["colour"],
+            "photometric_residual": photometric["residual"], "vertices": vertices,
+        }
+
+    def losses_of(self, fit):
+        """Per-image loss terms ``(B,)`` of a :meth:`fit_images` result (DESIGN "Training")."""
+        cfg = self.config
+        geometric = losses.truncated_confidence_loss(fit["geometric_residual"], fit["geometric_confidence"],
+                                                     cfg.tau_geometric, fit["valid"])
+        photometric = losses.truncated_confidence_loss(fit["photometric_residual"], fit["photometric_confidence"],
+                                                       cfg.tau_photometric, fit["valid"])
+        statistical = losses.statistical_loss(fit["coefficients"], self.regularizer.loss_weights())
+        total = (geometric / cfg.tau_geometric ** 2 + cfg.photometric_weight * photometric / cfg.tau_photometric ** 2
+                 + cfg.stat_weight * statistical / float(self.num_coefficients))
+        inliers = tf.reduce_mean(fit["valid"] * tf.cast(
+            tf.reduce_sum(tf.square(fit["geometric_residual"]), -1) < cfg.tau_geometric ** 2, tf.float32), -1)
+        return {"loss": total, "geometric": geometric, "photometric": photometric, "statistical": statistical,
+                "confidence": tf.reduce_mean(fit["geometric_confidence"], -1), "inliers": inliers}
+
+    # ------------------------------------------------------------------ keras API
+    def build(self, input_shape=None):
+        """Nothing to create: the U-Net and every layer made their variables when constructed."""
+        self.built = True
+
+    def build_for_training(self) -> None:
+        """Create every variable (U-Net, optimizer) so weights can be restored before ``fit``."""
+        size = self.config.image_size
+        self(tf.zeros([1, size, size, 3]))
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def call(self, images, training=False):
+        return self.predict_maps(images, training=training)
+
+    @staticmethod
+    def _images_of(data):
+        if isinstance(data, dict):
+            return data["image"]
+        if isinstance(data, (tuple, list)):
+            return data[0]
+        return data
+
+    def _update_trackers(self, terms, batch_size):
+        for name, tracker in self.trackers.items():
+            tracker.update_state(tf.reduce_mean(terms[name]), sample_weight=batch_size)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        images = self._images_of(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            fit = self.fit_images(images, training=True)
+            terms = self.losses_of(fit)
+            loss = tf.reduce_mean(terms["loss"])
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.regularizer.update(self._global_rms(fit["coefficients"]))
+        return self._update_trackers(terms, tf.shape(images)[0])
+
+    @staticmethod
+    def _global_rms(coefficients):
+        """``(1, K)`` root mean square of the coefficients over the global batch (all replicas),
+        so that the adaptive weights evolve as in one single-replica step on that batch."""
+        squared = tf.reduce_mean(tf.square(coefficients), axis=0)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            squared = context.all_reduce(tf.distribute.ReduceOp.MEAN, squared)
+        return tf.sqrt(squared)[None]
+
+    def test_step(self, data):
+        images = self._images_of(data)
+        terms = self.losses_of(self.fit_images(images, training=False))
+        return self._update_trackers(terms, tf.shape(images)[0])
+
+    def predict_step(self, data):
+        return self.infer(self._images_of(data))
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def infer(self, images):
+        """Inference: a pure function of an image batch ``(B, H, W, 3)`` in [0, 1].
+
+        Returns:
+            dict with ``correspondence`` (B, H, W, 2), ``depth`` (B, H, W),
+            ``confidence`` (B, H, W, 2) (geometric, photometric), ``K``, ``R`` (B, 3, 3),
+            ``t`` (B, 3), ``psi`` (B,), ``p_hat``, ``q_hat``, ``shape_coefficients`` (B, Ks),
+            ``expression_coefficients`` (B, Ke), ``albedo_coefficients`` (B, Kr),
+            ``lighting`` (B, 3, 9), ``vertices`` (B, V, 3) mm in model space,
+            ``landmarks68`` (B, 68, 2) and ``landmarks5`` (B, 5, 2) pixels (the fitted model's
+            landmark vertices projected by the fitted camera), ``direct_landmarks68`` and
+            ``direct_landmarks5`` (read off the correspondence map, :func:`direct_landmarks`).
+        """
+        return self.outputs_of(self.fit_images(images, training=False))
+
+    def outputs_of(self, fit):
+        """The inference outputs (see :meth:`infer`) of a :meth:`fit_maps` result."""
+        landmarks68 = project_points(tf.gather(fit["vertices"], self._landmarks68, axis=1), fit["p_hat"], fit["q_hat"])
+        ks = self.uv_model.model.num_shape
+        maps = fit["maps"]
+        direct68 = direct_landmarks(maps, self._landmark_uv)
+        return {
+            "correspondence": maps[..., 0:2], "depth": maps[..., 2], "confidence": maps[..., 3:5],
+            "K": fit["K"], "R": fit["R"], "t": fit["t"], "psi": fit["psi"],
+            "p_hat": fit["p_hat"], "q_hat": fit["q_hat"],
+            "shape_coefficients": fit["coefficients"][:, :ks],
+            "expression_coefficients": fit["coefficients"][:, ks:],
+            "albedo_coefficients": fit["albedo_coefficients"], "lighting": fit["lighting"],
+            "vertices": fit["vertices"], "landmarks68": landmarks68,
+            "landmarks5": landmarks5_from_68_tf(landmarks68),
+            "direct_landmarks68": direct68, "direct_landmarks5": landmarks5_from_68_tf(direct68),
+        }
+
+    def get_config(self):
+        if self.uv_model_path is None:
+            raise NotImplementedError("FaceModel built from an in-memory UV-3DMM: pass its file path to serialise")
+        return {**super().get_config(), "uv_model": self.uv_model_path,
+                "config": dataclasses.asdict(self.config)}

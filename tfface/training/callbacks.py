@@ -1,0 +1,188 @@
+"""Keras callbacks of the training loop: schedule, progress, TensorBoard images, evaluation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tfface import losses
+from tfface.geometry.normals import vertex_normals
+from tfface.layers.preprocessing import inverse_softplus_preprocess
+from tfface.render.rasterizer import interpolate, rasterize
+
+
+class TranslationSchedule(keras.callbacks.Callback):
+    """Sets the geometric solve's camera-translation weight before every step (supplement F).
+
+    The weight is ``initial * exp(-step / decay_steps)`` with ``step`` the optimizer's iteration
+    count, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, initial: float, decay_steps: float):
+        super().__init__()
+        self.initial = float(initial)
+        self.decay_steps = float(decay_steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        value = losses.translation_weight(step, self.initial, self.decay_steps)
+        self.model.geometric.translation_weight.assign(value)
+
+
+class ReportStart(keras.callbacks.Callback):
+    """Prints the step a run starts (or resumes) at, once the backup has been restored."""
+
+    def __init__(self, name: str, total_steps: int):
+        super().__init__()
+        self.name = name
+        self.total_steps = int(total_steps)
+
+    def on_train_begin(self, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        print(f"{self.name}: starting at step {step} of {self.total_steps}", flush=True)
+
+
+class StepProgress(keras.callbacks.Callback):
+    """A tqdm bar over the optimizer steps of a run, showing the latest losses.
+
+    Args:
+        total_steps: the run's final step count.
+        description: bar label.
+        keys: log entries to show.
+        time_limit: seconds after which training stops (``model.stop_training``), or None.
+    """
+
+    def __init__(self, total_steps: int, description: str = "train", keys=("loss",),
+                 time_limit: float | None = None):
+        super().__init__()
+        self.total_steps = int(total_steps)
+        self.description = description
+        self.keys = tuple(keys)
+        self.time_limit = time_limit
+        self._bar = None
+        self._start = 0.0
+
+    def on_train_begin(self, logs=None):
+        done = int(self.model.optimizer.iterations.numpy())
+        self._bar = tqdm(total=self.total_steps, initial=done, desc=self.description, unit="step",
+                         dynamic_ncols=True, mininterval=2.0)
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._bar.update(1)
+        if logs:
+            self._bar.set_postfix({k: f"{float(logs[k]):.4g}" for k in self.keys if k in logs}, refresh=False)
+        if self.time_limit is not None and time.monotonic() - self._start > self.time_limit:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def scatter_samples(values, indices, height: int, width: int, background=None):
+    """Write per-sample values ``(B, P, C)`` at flat pixel ``indices`` ``(B, P)`` into images.
+
+    Returns ``(B, H, W, C)``: ``background`` (or zeros) where no sample landed.
+    """
+    values = tf.convert_to_tensor(values, tf.float32)
+    batch = tf.shape(values)[0]
+    channels = values.shape[-1]
+    flat = tf.zeros([batch, height * width, channels]) if background is None else tf.reshape(
+        tf.cast(background, tf.float32), [batch, height * width, channels])
+    rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(indices))
+    scatter_index = tf.stack([rows, tf.cast(indices, tf.int32)], axis=-1)
+    flat = tf.tensor_scatter_nd_update(flat, scatter_index, values)
+    return tf.reshape(flat, [batch, height, width, channels])
+
+
+def summary_panels(model, images) -> dict[str, tf.Tensor]:
+    """Images for TensorBoard (supplement Fig. 13, 19) of a :class:`tfface.model.FaceModel`.
+
+    Returns a dict of ``(B, H, W, 3)`` float images in [0, 1]: ``input``, ``reconstruction``
+    (the photometric fit's colours over the input at the sampled pixels), ``geometry`` (the
+    fitted mesh, shaded, seen by the fitted camera), ``correspondence`` (u, v as red, green),
+    ``confidence`` (geometric red, photometric green), ``depth`` (normalised per image) and
+    ``residual`` (truncated geometric residual / tau at the samples, dark = inlier).
+    """
+    fit = model.fit_images(images, training=False)
+    height, width = images.shape[1], images.shape[2]
+    maps = fit["maps"]
+    colours = inverse_softplus_preprocess(fit["reconstruction"], model.preprocessing.xi)
+    reconstruction = scatter_samples(tf.clip_by_value(colours, 0.0, 1.0),
+                                     fit["indices"], height, width, background=images)
+    triangles = model._triangles
+    fragments = rasterize(fit["vertices"], triangles, fit["K"], fit["R"], fit["t"], height, width)
+    normals = interpolate(vertex_normals(fit["vertices"], triangles), triangles, fragments)
+    camera_normals = tf.einsum("bij,bhwj->bhwi", fit["R"], normals)
+    shade = tf.clip_by_value(-camera_normals[..., 2:3], 0.0, 1.0) * fragments.mask[..., None]
+    geometry = fragments.mask[..., None] * (0.2 + 0.8 * shade) + (1 - fragments.mask[..., None]) * 0.5 * images
+    depth = maps[..., 2:3]
+    low = tf.reduce_min(depth, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(depth, axis=[1, 2, 3], keepdims=True)
+    residual = tf.minimum(tf.norm(fit["geometric_residual"], axis=-1, keepdims=True) / model.config.tau_geometric, 1.0)
+    zeros = tf.zeros_like(maps[..., :1])
+    return {
+        "input": images,
+        "reconstruction": reconstruction,
+        "geometry": tf.clip_by_value(geometry, 0.0, 1.0),
+        "correspondence": tf.concat([maps[..., 0:2], zeros], -1),
+        "confidence": tf.concat([maps[..., 3:5], zeros], -1),
+        "depth": tf.tile((depth - low) / tf.maximum(high - low, 1e-6), [1, 1, 1, 3]),
+        "residual": tf.tile(scatter_samples(residual, fit["indices"], height, width, background=tf.ones_like(zeros)),
+                            [1, 1, 1, 3]),
+    }
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Writes TensorBoard image panels (:func:`summary_panels`) of fixed images every N steps."""
+
+    def __init__(self, log_dir: str, images: np.ndarray, every: int):
+        super().__init__()
+        self.images = tf.constant(images, tf.float32)
+        self.every = int(every)
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every:
+            return
+        with self.writer.as_default(step=step):
+            for name, panel in summary_panels(self.model, self.images).items():
+                tf.summary.image(name, panel, max_outputs=int(self.images.shape[0]))
+        self.writer.flush()
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Runs ``evaluate(model) -> {name: value}`` every N steps; logs to TensorBoard and a list.
+
+    Reads held-out ground truth for evaluation only: nothing here feeds the training loss.
+    """
+
+    def __init__(self, evaluate: Callable[[keras.Model], dict], every: int, log_dir: str | None = None):
+        super().__init__()
+        self.evaluate = evaluate
+        self.every = int(every)
+        self.history: list[dict] = []
+        self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            self.record(step)
+
+    def record(self, step: int) -> dict:
+        results = {"step": step, **self.evaluate(self.model)}
+        self.history.append(results)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in results.items():
+                    if name != "step":
+                        tf.summary.scalar(f"heldout/{name}", value)
+            self.writer.flush()
+        return results

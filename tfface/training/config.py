@@ -1,0 +1,151 @@
+"""Named training configurations and their JSON files.
+
+A :class:`TrainConfig` holds every hyperparameter of pretraining and the main unsupervised
+training. ``tfface train --config NAME|PATH`` takes one of :data:`CONFIGS` or a JSON file
+with a subset of the fields (the rest default to the ``small`` config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from tfface.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of the network, the in-network fit and training.
+
+    Attributes:
+        name: configuration name.
+        image_size: square input size in pixels (multiple of 16).
+        variant, width: U-Net variant (supplement N) and extra width multiplier.
+        depth_offset: added to the softplus depth output.
+        num_samples: pixels sampled per image for the solves (supplement C: 10,000).
+        sample_threshold: relative confidence threshold of the sampling (supplement C: 0.001).
+        num_shape, num_expression, num_albedo: leading 3DMM modes used in the fit (None: all).
+        tau_geometric: robust-loss threshold of the geometric residual, mm.
+        tau_photometric: robust-loss threshold of the photometric residual (colour units).
+        photometric_weight: weight of the photometric loss relative to the geometric one.
+        stat_weight: weight of E_stat in the loss.
+        coefficient_prior: initial adaptive weight omega_i (= alpha_i^2 of the geometric solve,
+            in units of one sample with unit confidence, i.e. a squared residual in mm^2 that one
+            unit of coefficient is worth). Supplement G starts at 0.1; with millimetre residuals
+            and a planar pretrained depth that lets the coefficients explode, so the default is
+            larger (the adaptation then moves it by at most 1% per step).
+        z0: the fixed camera position (0, 0, z0) in front of the face, mm.
+        translation_weight, translation_decay_steps: early camera-translation regulariser
+            weight and its exponential decay (supplement F).
+        lighting_weight: ξ, the regulariser of the 27 inverse-SH coefficients.
+        albedo_weight: γ^2, the regulariser of the albedo coefficients.
+        ridge: Tikhonov ridge added to the normal equations.
+        batch_size: global batch size.
+        learning_rate: Adam learning rate of the main training.
+        steps: main-training steps.
+        pretrain_steps, pretrain_learning_rate: supervised pretraining (supplement F).
+        checkpoint_every: steps between checkpoints and BackupAndRestore backups.
+        summary_every: steps between TensorBoard scalar/image summaries.
+        mixed_precision: run the U-Net in mixed bfloat16 (the solves stay float32).
+        synchronized_batchnorm: batch-norm statistics over all replicas (tf.distribute).
+        synthetic_count, heldout_count: training and held-out synthetic images to generate.
+        aligned_count: roughly aligned (near-frontal) synthetic images for pretraining.
+        max_yaw, max_pitch, max_roll: pose ranges (degrees) of the synthetic training and
+            held-out images; ``augment_rotation`` is the in-plane rotation range (degrees) of
+            the pretraining augmentation.
+        seed: random seed of sampling, data and initialisation.
+    """
+
+    name: str = "small"
+    image_size: int = 128
+    variant: str = "regular"
+    width: float = 0.25
+    depth_offset: float = 0.1
+    num_samples: int = 2000
+    sample_threshold: float = 0.001
+    num_shape: int | None = 40
+    num_expression: int | None = 20
+    num_albedo: int | None = 20
+    tau_geometric: float = 10.0
+    tau_photometric: float = 0.15
+    photometric_weight: float = 1.0
+    stat_weight: float = 0.01
+    coefficient_prior: float = 10.0
+    z0: float = 600.0
+    translation_weight: float = 100.0
+    translation_decay_steps: float = 1000.0
+    lighting_weight: float = 1.0e-3
+    albedo_weight: float = 1.0
+    ridge: float = 1.0e-6
+    batch_size: int = 8
+    learning_rate: float = 1.0e-4
+    steps: int = 4000
+    pretrain_steps: int = 1500
+    pretrain_learning_rate: float = 1.0e-3
+    checkpoint_every: int = 100
+    summary_every: int = 100
+    mixed_precision: bool = False
+    synchronized_batchnorm: bool = False
+    synthetic_count: int = 4000
+    heldout_count: int = 200
+    aligned_count: int = 1000
+    max_yaw: float = 30.0
+    max_pitch: float = 15.0
+    max_roll: float = 30.0
+    augment_rotation: float = 30.0
+    seed: int = 0
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (unknown fields raise :class:`InputError`)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise InputError(f"unknown training config fields: {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+#: The named configurations.
+CONFIGS: dict[str, TrainConfig] = {
+    # CPU: 128 px, quarter-width U-Net, 2,000 samples, truncated basis.
+    "small": TrainConfig(),
+    # The paper's set-up: 224 px regular U-Net, 10,000 samples, full basis, batch 5.
+    "paper": TrainConfig(
+        name="paper", image_size=224, width=1.0, num_samples=10000, num_shape=None,
+        num_expression=None, num_albedo=None, batch_size=5, steps=100000, pretrain_steps=14000,
+        checkpoint_every=1000, summary_every=500, synthetic_count=20000, heldout_count=1000,
+        max_yaw=60.0, max_pitch=25.0, max_roll=180.0, augment_rotation=180.0,
+    ),
+    # Tests: 32 px, tiny widths, few samples and steps.
+    "tiny": TrainConfig(
+        name="tiny", image_size=32, width=1 / 16, num_samples=128, num_shape=8, num_expression=4,
+        num_albedo=4, batch_size=4, steps=6, pretrain_steps=4, checkpoint_every=2,
+        summary_every=2, synthetic_count=16, heldout_count=8, aligned_count=8,
+    ),
+}
+
+
+def load_config(name_or_path: str | Path) -> TrainConfig:
+    """A named configuration, or a JSON file of field overrides on top of ``small``.
+
+    Raises:
+        InputError: unknown name, unreadable/invalid JSON, or unknown fields.
+    """
+    key = str(name_or_path)
+    if key in CONFIGS:
+        return CONFIGS[key]
+    path = Path(key)
+    if not path.is_file():
+        raise InputError(f"no training config named {key!r} (known: {sorted(CONFIGS)}) and no such file")
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read training config {path}: {error}") from error
+    if not isinstance(fields, dict):
+        raise InputError(f"training config {path} must hold a JSON object of fields")
+    base = CONFIGS[fields.pop("base", "small")] if fields.get("base", "small") in CONFIGS else None
+    if base is None:
+        raise InputError(f"training config {path}: unknown base {fields['base']!r}")
+    return base.replace(**fields)

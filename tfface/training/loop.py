@@ -1,0 +1,160 @@
+"""Pretraining and main training runs with checkpoints, resumption and TensorBoard logs.
+
+A run lives in a work folder::
+
+    <workdir>/pretrain/backup/       BackupAndRestore state of the pretraining (resumable)
+    <workdir>/pretrain/unet.weights.h5  the pretrained U-Net
+    <workdir>/train/backup/          BackupAndRestore state of the main training (resumable)
+    <workdir>/train/checkpoints/step-XXXXXX.weights.h5  weights every ``checkpoint_every`` steps
+    <workdir>/train/final.weights.h5 weights at the end of the run
+    <workdir>/logs/{pretrain,train}  TensorBoard scalars and image panels
+    <workdir>/config.json            the configuration
+
+Epochs are ``checkpoint_every`` steps long, so the backup taken at every epoch end is the last
+checkpoint and a killed run resumes exactly there (Keras restores the epoch and the optimizer's
+step count; the steps after the last checkpoint are redone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfface import losses
+from tfface.errors import InputError
+from tfface.model import FaceModel
+from tfface.morphable.uv3dmm import UVMorphableModel
+from tfface.training import callbacks as cb
+from tfface.training import data
+from tfface.training.config import TrainConfig
+from tfface.training.distribute import distribute_batches, make_strategy
+from tfface.training.evaluation import evaluate_batches
+from tfface.training.pretraining import pretraining_dataset, pretraining_targets
+from tfface.data.augment import SimilarityRange
+
+
+class PretrainingLoss(keras.losses.Loss):
+    """:func:`tfface.losses.pretraining_loss` as a Keras loss (y_true: target maps)."""
+
+    def call(self, y_true, y_pred):
+        return losses.pretraining_loss(y_pred, y_true)
+
+
+def build_model(uv_model: UVMorphableModel | str | Path, config: TrainConfig,
+                strategy: tf.distribute.Strategy | None = None) -> FaceModel:
+    """A compiled, built :class:`FaceModel` created in ``strategy``'s scope."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = FaceModel(uv_model, config)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.build_for_training()
+    return model
+
+
+def _epochs(steps: int, every: int) -> tuple[int, int]:
+    every = max(1, min(int(every), int(steps)))
+    return math.ceil(steps / every), every
+
+
+def pretrain(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: str | Path,
+             time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None) -> Path:
+    """Supervised pretraining of the U-Net (supplement F); returns the saved U-Net weights path.
+
+    The target maps are rendered once from the mean shape placed at the mean 5-landmark position
+    of the aligned images; images and maps share one random similarity per example.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    out = Path(workdir) / "pretrain"
+    weights = out / "unet.weights.h5"
+    if weights.exists():
+        model.unet.load_weights(weights)
+        return weights
+    targets = pretraining_targets(model.uv_model, data.mean_landmarks5(data_dir), config.image_size)
+    rotation = math.radians(config.augment_rotation)
+    ranges = SimilarityRange(rotation=(-rotation, rotation), scale=(0.85, 1.15), translation=0.06)
+    dataset = pretraining_dataset(data.images(data_dir, "aligned").cache().shuffle(1024, seed=config.seed),
+                                  targets, config.batch_size, ranges, seed=config.seed)
+    with strategy.scope():
+        inputs = keras.Input((config.image_size, config.image_size, 3))
+        network = keras.Model(inputs, model.predict_maps(inputs, training=None), name="pretraining")
+        network.compile(optimizer=keras.optimizers.Adam(config.pretrain_learning_rate), loss=PretrainingLoss())
+    epochs, per_epoch = _epochs(config.pretrain_steps, config.checkpoint_every)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq="epoch", double_checkpoint=True,
+                                         delete_checkpoint=False),
+        keras.callbacks.TensorBoard(str(Path(workdir) / "logs" / "pretrain"), update_freq=config.summary_every),
+        cb.StepProgress(config.pretrain_steps, "pretrain", time_limit=time_limit),
+    ]
+    network.fit(dataset, epochs=epochs, steps_per_epoch=per_epoch, callbacks=callbacks, verbose=0)
+    out.mkdir(parents=True, exist_ok=True)
+    model.unet.save_weights(weights)
+    return weights
+
+
+def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: str | Path,
+          time_limit: float | None = None, evaluate_every: int | None = None,
+          strategy: tf.distribute.Strategy | None = None,
+          extra_callbacks: list | None = None) -> dict:
+    """Unsupervised main training with ``model.fit`` (only images are read).
+
+    Args:
+        model: a built FaceModel (its U-Net usually pretrained).
+        config: the configuration.
+        data_dir: folder of :mod:`tfface.training.data`.
+        workdir: run folder (see module docstring).
+        time_limit: stop after this many seconds (the state stays resumable).
+        evaluate_every: evaluate held-out landmark NME every N steps (ground truth read for
+            evaluation only); None disables.
+        strategy: tf.distribute strategy the model was built in.
+        extra_callbacks: more Keras callbacks.
+
+    Returns:
+        dict with ``steps`` (optimizer steps done), ``history`` (Keras logs) and ``evaluations``.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    out = Path(workdir) / "train"
+    logs = Path(workdir) / "logs" / "train"
+    dataset = distribute_batches(strategy, lambda: data.training_images(data_dir, seed=config.seed),
+                                 config.batch_size)
+    epochs, per_epoch = _epochs(config.steps, config.checkpoint_every)
+    preview = next(iter(data.images(data_dir, "heldout").batch(4))).numpy()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq="epoch", double_checkpoint=True,
+                                         delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "step-{epoch:06d}.weights.h5"),
+                                        save_weights_only=True, save_freq="epoch"),
+        cb.TranslationSchedule(config.translation_weight, config.translation_decay_steps),
+        keras.callbacks.TensorBoard(str(logs), update_freq=config.summary_every),
+        cb.ImageSummaries(str(logs / "images"), preview, config.summary_every),
+        cb.StepProgress(config.steps, "train", keys=("loss", "geometric", "photometric", "inliers"),
+                        time_limit=time_limit),
+    ]
+    evaluation = None
+    if evaluate_every:
+        evaluation = cb.PeriodicEvaluation(
+            lambda m: evaluate_batches(m, data.heldout_batches(data_dir, 25, limit=100)), evaluate_every, str(logs))
+        callbacks.append(evaluation)
+    callbacks += extra_callbacks or []
+    callbacks.append(cb.ReportStart("main training", config.steps))
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=per_epoch, callbacks=callbacks, verbose=0)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_weights(out / "final.weights.h5")
+    return {"steps": int(model.optimizer.iterations.numpy()), "history": history.history,
+            "evaluations": evaluation.history if evaluation else []}
+
+
+def save_config(config: TrainConfig, workdir: str | Path) -> None:
+    """Write ``config.json`` in the run folder (refuses to mix configurations in one run)."""
+    path = Path(workdir) / "config.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(config.to_json()):
+            raise InputError(f"{path} holds a different configuration; use another --workdir")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json())

@@ -1,0 +1,80 @@
+"""Evaluation metrics against synthetic or annotated ground truth (supplement J).
+
+Pure NumPy functions on batches; :mod:`tfface.training.evaluation` runs the model and calls them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfface.errors import InputError
+
+#: iBUG indices of the outer eye corners, the inter-ocular distance of 68-landmark NME.
+OUTER_EYE_CORNERS_68 = (36, 45)
+#: Eye centres of the 5-landmark convention (MAFL/AFLW in supplement J).
+EYE_CENTRES_5 = (0, 1)
+
+
+def normalised_mean_error(predicted, target, eyes: tuple[int, int]) -> np.ndarray:
+    """Per-image NME: mean point-to-point error over the inter-ocular distance.
+
+    Args:
+        predicted, target: ``(B, L, 2)`` pixel positions.
+        eyes: indices of the two points whose distance in ``target`` normalises the error.
+
+    Returns:
+        ``(B,)`` errors as fractions (multiply by 100 for percent).
+    """
+    predicted = np.asarray(predicted, np.float64)
+    target = np.asarray(target, np.float64)
+    if predicted.shape != target.shape or predicted.ndim != 3 or predicted.shape[-1] != 2:
+        raise InputError(f"landmarks must both be (B, L, 2), got {predicted.shape} and {target.shape}")
+    interocular = np.linalg.norm(target[:, eyes[0]] - target[:, eyes[1]], axis=-1)
+    if np.any(interocular <= 0):
+        raise InputError("inter-ocular distance is zero for some image")
+    return np.linalg.norm(predicted - target, axis=-1).mean(-1) / interocular
+
+
+def nme68(predicted, target) -> np.ndarray:
+    """68-landmark NME normalised by the outer eye corner distance (iBUG 36, 45)."""
+    return normalised_mean_error(predicted, target, OUTER_EYE_CORNERS_68)
+
+
+def nme5(predicted, target) -> np.ndarray:
+    """5-landmark NME normalised by the eye-centre distance (as MAFL/AFLW, supplement J)."""
+    return normalised_mean_error(predicted, target, EYE_CENTRES_5)
+
+
+def masked_mean(values, mask) -> np.ndarray:
+    """Per-image mean of ``values`` ``(B, H, W)`` over ``mask`` ``(B, H, W)`` (NaN if empty)."""
+    values, mask = np.asarray(values, np.float64), np.asarray(mask, np.float64)
+    area = mask.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(area > 0, (values * mask).sum(axis=(1, 2)) / area, np.nan)
+
+
+def correspondence_error_uv(predicted, target, mask) -> np.ndarray:
+    """Per-image mean UV distance between correspondence maps ``(B, H, W, 2)`` inside ``mask``."""
+    return masked_mean(np.linalg.norm(np.asarray(predicted) - np.asarray(target), axis=-1), mask)
+
+
+def scale_aligned_depth_error(predicted, target, mask) -> np.ndarray:
+    """Per-image mean |s d - Z| inside ``mask`` with the least-squares scale ``s`` per image.
+
+    The network's depth is known up to the scale ``psi`` (DESIGN "Inverse camera"), so it is
+    aligned to the ground truth ``Z`` (mm) by ``s = <d, Z> / <d, d>`` over the mask.
+    """
+    d = np.asarray(predicted, np.float64)
+    z = np.asarray(target, np.float64)
+    m = np.asarray(mask, np.float64)
+    scale = (m * d * z).sum(axis=(1, 2)) / np.maximum((m * d * d).sum(axis=(1, 2)), 1e-30)
+    return masked_mean(np.abs(scale[:, None, None] * d - z), m)
+
+
+def shape_error(predicted_vertices, target_vertices) -> np.ndarray:
+    """Per-image mean vertex distance (mm) of two ``(B, V, 3)`` model-space meshes.
+
+    Both are in the 3DMM's canonical frame (the camera is separate), so no alignment is needed.
+    """
+    return np.linalg.norm(np.asarray(predicted_vertices, np.float64) - np.asarray(target_vertices, np.float64),
+                          axis=-1).mean(-1)

@@ -1,0 +1,121 @@
+"""Supervision of the network pretraining (supplement F, Fig. 12).
+
+The network is first trained to predict, for roughly aligned images, one fixed set of maps:
+a constant depth, a face-region confidence (1 on the face, 0 elsewhere) and the correspondence
+map of the 3DMM's mean shape placed so that its five landmarks fall on the mean 5-landmark
+position of the aligned images. The same maps serve every image; both the image and the maps
+then go through the same random 2D similarity (:func:`tfface.data.augment.augment_batch`).
+No landmark or 3D ground truth of any individual image is used.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfface.data.augment import SimilarityRange, augment_batch
+from tfface.errors import InputError
+from tfface.morphable.model import landmarks5_from_68
+from tfface.morphable.uv3dmm import UVMorphableModel
+from tfface.render.rasterizer import interpolate, rasterize
+
+#: Frontal camera rotation (DESIGN.md conventions): camera looks along +Z, image y down.
+FRONTAL_R = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
+
+
+class PretrainingTargets(NamedTuple):
+    """The fixed supervision maps, ``(H, W, 4)`` stacked as u, v, depth, confidence.
+
+    Attributes:
+        maps: ``(H, W, 4)`` float32 target u, v, depth and face-region confidence.
+        K, R, t: the camera that places the mean shape (``(3, 3)``, ``(3, 3)``, ``(3,)``).
+    """
+
+    maps: np.ndarray
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+
+
+def aligning_camera(points: np.ndarray, targets: np.ndarray, distance: float = 600.0):
+    """A frontal pinhole camera that maps model ``points`` close to pixel ``targets``.
+
+    The scale and image offset are the least-squares weak-perspective fit of the frontal
+    projection ``(X, -Y)`` of ``points`` to ``targets``; the camera sits ``distance`` mm in front
+    of the points' centroid with focal length ``scale * distance``.
+
+    Args:
+        points: ``(L, 3)`` model points (mm).
+        targets: ``(L, 2)`` pixel positions.
+        distance: camera-to-centroid distance (mm).
+
+    Returns:
+        ``(K, R, t)`` float32.
+    """
+    points = np.asarray(points, np.float64)
+    targets = np.asarray(targets, np.float64)
+    centroid = points.mean(0)
+    flat = (points - centroid)[:, :2] * [1.0, -1.0]
+    target_mean = targets.mean(0)
+    scale = float(np.sum(flat * (targets - target_mean)) / np.sum(flat ** 2))
+    if not scale > 0:
+        raise InputError("cannot align the mean shape: landmark targets are mirrored or degenerate")
+    focal = scale * distance
+    K = np.array([[focal, 0, target_mean[0]], [0, focal, target_mean[1]], [0, 0, 1]])
+    t = -FRONTAL_R @ centroid + [0.0, 0.0, distance]
+    return K.astype(np.float32), FRONTAL_R.copy(), t.astype(np.float32)
+
+
+def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int,
+                        depth: float = 1.0) -> PretrainingTargets:
+    """Render the fixed pretraining maps of the mean shape (supplement F, Fig. 12).
+
+    Args:
+        uv_model: the UV-3DMM (its hole-filled mean shape and vertex UVs are rendered).
+        mean_landmarks5: ``(5, 2)`` mean 5-landmark pixel position of the aligned images.
+        image_size: square map size in pixels.
+        depth: the constant target depth (network units).
+
+    Returns:
+        :class:`PretrainingTargets`.
+    """
+    model = uv_model.model
+    landmarks5 = landmarks5_from_68(model.mean[model.landmarks68])
+    K, R, t = aligning_camera(landmarks5, mean_landmarks5)
+    fragments = rasterize(model.mean[None], model.triangles, K[None], R[None], t[None], image_size, image_size)
+    uv = interpolate(uv_model.vertex_uv, model.triangles, fragments)[0].numpy()
+    mask = fragments.mask[0].numpy()
+    maps = np.concatenate([uv, (depth * mask)[..., None], mask[..., None]], axis=-1).astype(np.float32)
+    return PretrainingTargets(maps, K, R, t)
+
+
+def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, batch_size: int,
+                        ranges: SimilarityRange = SimilarityRange(), seed: int = 0) -> tf.data.Dataset:
+    """Batches ``(augmented image, augmented target maps)`` for supervised pretraining.
+
+    Args:
+        images: dataset of ``(H, W, 3)`` float32 roughly aligned images (or dicts with "image").
+        targets: the fixed maps from :func:`pretraining_targets` (same H, W).
+        batch_size: batch size.
+        ranges: random similarity applied to image and maps alike.
+        seed: stateless seed of the augmentation.
+
+    Returns:
+        Dataset of ``((B, H, W, 3), (B, H, W, 4))`` repeated forever.
+    """
+    maps = tf.constant(targets.maps)
+    images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
+
+    def augment(step, image):
+        batch = {"image": image,
+                 "correspondence": tf.broadcast_to(maps[..., 0:2], tf.concat([tf.shape(image)[:1], maps.shape[:2], [2]], 0)),
+                 "depth": tf.broadcast_to(maps[..., 2], tf.concat([tf.shape(image)[:1], maps.shape[:2]], 0)),
+                 "confidence": tf.broadcast_to(maps[..., 3], tf.concat([tf.shape(image)[:1], maps.shape[:2]], 0))}
+        out = augment_batch(batch, tf.stack([tf.cast(seed, tf.int64), step]), ranges)
+        target = tf.concat([out["correspondence"], out["depth"][..., None], out["confidence"][..., None]], -1)
+        return out["image"], target
+
+    batched = images.repeat().batch(batch_size, drop_remainder=True)
+    return batched.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
