@@ -139,6 +139,9 @@ def test_degenerate_inputs_give_finite_results(problem):
             assert np.all(np.isfinite(value.numpy())), (name, key)
     zero = layer(pixels, depth, tf.zeros_like(weights), mean, basis, alpha2)
     np.testing.assert_array_equal(zero["well_posed"].numpy(), 0.0)
+    point = layer(*cases["all pixels on one point"], mean, basis, alpha2)
+    np.testing.assert_array_equal(point["well_posed"].numpy(), 0.0)  # singular P_hat
+    np.testing.assert_array_equal(layer(pixels, depth, weights, mean, basis, alpha2)["well_posed"].numpy(), 1.0)
     np.testing.assert_allclose(zero["q_hat"].numpy(), np.tile([0.0, 0.0, 500.0], (3, 1)), atol=1e-3)
     # The decomposition of such a solve is a clear error eagerly and finite inside tf.function.
     with pytest.raises(SolveError, match="cannot be decomposed"):

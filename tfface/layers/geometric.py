@@ -216,7 +216,10 @@ def solve_geometry(
     dict with
         ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3) (mm), ``coefficients`` (B, K),
         ``residual`` (B, P, 3) (mm) and ``well_posed`` (B,) float32: 1 where some sample had
-        positive weight and the solution is finite, else 0 (the solution is then the prior's).
+        positive weight, the solution is finite and the inverse camera decomposes
+        (:func:`~tfface.geometry.camera.inverse_camera_is_valid`), else 0 (no weight: the
+        solution is the prior's; all samples on one pixel, planar depth without translation
+        prior, ...: a singular ``P_hat``).
     """
     system = geometric_system(
         pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
@@ -233,12 +236,14 @@ def geometric_outputs(
     p_hat, q_hat = inverse_camera(system, solution)
     finite = tf.reduce_all(tf.math.is_finite(solution), axis=-1)
     informed = tf.reduce_any(system.problem.weights > 0, axis=-1)
+    decomposable = inverse_camera_is_valid(p_hat, q_hat)
+    well_posed = tf.logical_and(tf.logical_and(finite, informed), decomposable)
     return {
         "p_hat": p_hat,
         "q_hat": q_hat,
         "coefficients": solution[:, CAMERA_UNKNOWNS:],
         "residual": residual,
-        "well_posed": tf.cast(tf.logical_and(finite, informed), p_hat.dtype),
+        "well_posed": tf.cast(well_posed, p_hat.dtype),
     }
 
 
