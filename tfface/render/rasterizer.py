@@ -150,6 +150,12 @@ def _visible_triangles(table, area, corners, depths, batch, num_triangles, heigh
     extent = tf.where(valid[:, None], tf.maximum(high - low + 1.0, 0.0), tf.zeros_like(low))
     low, extent = tf.cast(low, tf.int32), tf.cast(extent, tf.int32)
     counts = extent[:, 0] * extent[:, 1]  # (B*T,)
+    total = tf.reduce_sum(tf.cast(counts, tf.int64))
+    with tf.control_dependencies([tf.debugging.assert_less(
+            total, tf.constant(2**31 - 1, tf.int64),
+            message="rasteriser: the triangles' bounding boxes cover more than 2^31 pixels in total; "
+                    "render smaller batches or images")]):
+        counts = tf.identity(counts)
 
     # One candidate per (triangle, pixel of its bounding box): work ~ total bounding-box area.
     starts = tf.cumsum(counts, exclusive=True)
