@@ -7,11 +7,14 @@ and pass over the samples no more often than the single-image solve per stage.
 
 Known intrinsics ``K``. In normalised coordinates :math:`x_n = K^{-1} x` the inverse camera is
 :math:`\hat P_n = R^T / \psi`, a scaled rotation. Stage 1 solves the general problem in those
-coordinates; the rotation is the orthogonal polar factor of :math:`\hat P_n` (Newton iteration
-with determinant scaling, differentiable, no SVD). Stage 2 fixes the rotation and re-solves
-linearly for :math:`[1/\psi, \hat q, m]`, i.e. ``G`` maps ``(s, q_hat, m)`` to
-``P_hat_n = s R^T``. The rotation is thus the polar projection of the unconstrained estimate
-(exact on noiseless data, a close but not the maximum-likelihood rotation under noise).
+coordinates; the initial rotation is the orthogonal polar factor of :math:`\hat P_n` (Newton
+iteration with determinant scaling, differentiable, no SVD). Stage 2 runs a few Gauss-Newton
+steps on the constrained problem, each a linear solve for
+:math:`[s = 1/\psi, \omega, \hat q, m]` with :math:`\hat P_n = s (I - [\omega]_\times) R^T`
+linearised (so the rotation is re-estimated under the constraint, not only projected), and
+stage 3 fixes the converged rotation and solves for :math:`[s, \hat q, m]`, i.e. ``G`` maps
+``(s, q_hat, m)`` to ``P_hat_n = s R^T``. All stages reuse one normal matrix: only the
+refinement steps read the samples again.
 
 Shared identity. For ``V`` images of one person the unknowns are per-image cameras and
 expression coefficients and one identity vector: the block ("arrow") system of all images
@@ -65,26 +68,42 @@ def _normalised_pixels(pixels: tf.Tensor, intrinsics: tf.Tensor) -> tf.Tensor:
     return rays[..., :2] / rays[..., 2:]
 
 
-def _rotation_subspace(system: GeometricSystem, rotation_transpose: tf.Tensor) -> tf.Tensor:
-    """``G`` (B, 12 + K, 4 + K) mapping ``(s, q', m)`` to ``(theta', m)`` with
-    ``P_hat = s rotation_transpose`` and ``q_hat = q' - s rotation_transpose c``."""
+def _rotation_subspace(
+    system: GeometricSystem, rotation_transpose: tf.Tensor, scale: tf.Tensor | None = None
+) -> tf.Tensor:
+    """``G`` mapping ``(s, [omega], q', m)`` to ``(theta', m)``, with
+    ``P_hat = s rotation_transpose - scale [omega]_x rotation_transpose`` (the first-order
+    rotation update ``omega``, only when ``scale`` is given) and
+    ``q_hat = q' - P_hat c``: ``(B, 12 + K, 4 + K)`` or ``(B, 12 + K, 7 + K)``."""
     dtype = rotation_transpose.dtype
     num_coefficients = system.problem.basis.shape[-1]
     batch = tf.shape(rotation_transpose)[0]
     inverse = tf.linalg.inv(system.transform)
     back = tf.linalg.matrix_transpose(inverse)  # theta' = back theta
-    # P_hat u + q_hat = s R^T (u - c) + q' with c the samples' weighted centre (the features'
+    # P_hat u + q_hat = P_hat (u - c) + q' with c the samples' weighted centre (the features'
     # origin, T^-1 e_4): centring decorrelates the scale column from the translation columns.
-    centre = tf.linalg.matvec(rotation_transpose, inverse[:, :3, 3])
-    padded = tf.concat([rotation_transpose, -centre[:, :, None]], axis=-1)  # (B, 3, 4)
-    scale_column = tf.reshape(tf.matmul(padded, back, transpose_b=True), [-1, CAMERA_UNKNOWNS, 1])
-    translation_columns = tf.reshape(
-        tf.einsum("kl,bi->bkil", tf.eye(3, dtype=dtype), back[:, :, 3]), [-1, CAMERA_UNKNOWNS, 3]
+    centre = inverse[:, :3, 3]
+
+    def column(linear: tf.Tensor) -> tf.Tensor:
+        """theta' (B, 12, 1) of P_hat = linear (B, 3, 3), q' = 0."""
+        padded = tf.concat([linear, -tf.linalg.matvec(linear, centre)[:, :, None]], axis=-1)
+        return tf.reshape(tf.matmul(padded, back, transpose_b=True), [-1, CAMERA_UNKNOWNS, 1])
+
+    columns = [column(rotation_transpose)]
+    if scale is not None:
+        generators = np.zeros((3, 3, 3))
+        for i, (j, k) in enumerate(((1, 2), (2, 0), (0, 1))):  # [e_i]_x
+            generators[i, k, j], generators[i, j, k] = 1.0, -1.0
+        for generator in tf.unstack(tf.constant(generators, dtype)):
+            columns.append(column(-scale[:, None, None] * tf.matmul(generator[None], rotation_transpose)))
+    columns.append(
+        tf.reshape(tf.einsum("kl,bi->bkil", tf.eye(3, dtype=dtype), back[:, :, 3]), [-1, CAMERA_UNKNOWNS, 3])
     )
-    camera = tf.concat([scale_column, translation_columns], axis=-1)  # (B, 12, 4)
+    camera = tf.concat(columns, axis=-1)  # (B, 12, 4 or 7)
+    width = camera.shape[-1]
     top = tf.concat([camera, tf.zeros([batch, CAMERA_UNKNOWNS, num_coefficients], dtype)], axis=-1)
     bottom = tf.concat(
-        [tf.zeros([batch, num_coefficients, 4], dtype), tf.eye(num_coefficients, batch_shape=[batch], dtype=dtype)],
+        [tf.zeros([batch, num_coefficients, width], dtype), tf.eye(num_coefficients, batch_shape=[batch], dtype=dtype)],
         axis=-1,
     )
     return tf.concat([top, bottom], axis=-2)
@@ -118,6 +137,7 @@ def solve_geometry_known_intrinsics(
     ridge: float = 1e-6,
     refinement_steps: int = 1,
     solver: str = "cholesky",
+    rotation_steps: int = 3,
 ) -> dict[str, tf.Tensor]:
     """Pose, depth scale and shape for known intrinsics (see the module docstring).
 
@@ -129,6 +149,9 @@ def solve_geometry_known_intrinsics(
         Known ``K`` (pixels), upper triangular, last row ``[0, 0, 1]``.
     ridge, refinement_steps, solver
         As for :func:`~tfface.layers.geometric.solve_geometry`.
+    rotation_steps : int
+        Gauss-Newton steps on the rotation (0: the polar projection of the unconstrained
+        estimate).
 
     Returns
     -------
@@ -148,6 +171,15 @@ def solve_geometry_known_intrinsics(
     p_hat_normalised, _ = inverse_camera(system, general)
     sign = tf.sign(tf.linalg.det(p_hat_normalised))
     rotation_transpose = polar_rotation(sign[:, None, None] * p_hat_normalised)
+    scale = tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
+    for _ in range(rotation_steps):
+        # Gauss-Newton on the rotation: P_hat = s (I - [omega]_x) R^T to first order in omega.
+        step = _solve_in_subspace(
+            system, _rotation_subspace(system, rotation_transpose, scale), ridge, refinement_steps, solver
+        )
+        p_hat_normalised, _ = inverse_camera(system, step)
+        rotation_transpose = polar_rotation(sign[:, None, None] * p_hat_normalised)
+        scale = tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
     solution = _solve_in_subspace(
         system, _rotation_subspace(system, rotation_transpose), ridge, refinement_steps, solver
     )

@@ -21,6 +21,7 @@ from tfface import paths
 from tfface.geometry.camera import decompose_inverse_camera
 from tfface.geometry.sh import sh_basis
 from tfface.layers.geometric import solve_geometry
+from tfface.layers.geometric_variants import solve_geometry_known_intrinsics
 from tfface.layers.photometric import neutral_lighting, sample_normals, solve_photometry
 
 #: The frontal rotation of the conventions: camera looks along +Z, image y down.
@@ -243,7 +244,8 @@ def noisy_fit_errors(
     -------
     dict
         ``shape (mm)`` RMS vertex error, ``coefficients``, ``K``, ``t``, ``psi``, ``lighting``,
-        ``albedo`` relative errors and ``R (deg)``.
+        ``albedo`` relative errors and ``R (deg)``; ``shape|K (mm)`` and ``R|K (deg)`` of the
+        known-intrinsics variant on the same samples.
     """
     rng = np.random.default_rng(seed)
     truth = geometric_problem(geometry, rng, batch, samples)
@@ -251,10 +253,10 @@ def noisy_fit_errors(
     noisy = add_geometric_noise(truth, rng, level)
     f32 = lambda a: tf.constant(a, tf.float32)  # noqa: E731
     weights = tf.ones([batch, samples])
-    fit = solve_geometry(
-        f32(noisy.pixels), f32(noisy.depth), weights, f32(noisy.mean), f32(noisy.basis),
-        tf.fill([geometry.basis.shape[0]], shape_weight),
-    )
+    samples_in = [f32(noisy.pixels), f32(noisy.depth), weights, f32(noisy.mean), f32(noisy.basis)]
+    shape_weights = tf.fill([geometry.basis.shape[0]], shape_weight)
+    fit = solve_geometry(*samples_in, shape_weights)
+    known = solve_geometry_known_intrinsics(*samples_in, shape_weights, f32(truth.K))
     K, R, t, psi = (v.numpy() for v in decompose_inverse_camera(fit["p_hat"], fit["q_hat"]))
     vertices = geometry.mean + np.einsum("bk,kvc->bvc", fit["coefficients"].numpy(), geometry.basis)
     normals = sample_normals(
@@ -266,9 +268,12 @@ def noisy_fit_errors(
         f32(image), normals, weights, f32(colours.albedo_mean), f32(colours.albedo_basis),
         tf.fill([albedo_model[1].shape[0]], 1e-6), lighting_weight=1e-6,
     )
-    shape_rms = np.sqrt(np.mean(np.square(vertices - truth.vertices), axis=(1, 2)))
+    def shape_rms(coefficients: np.ndarray) -> np.ndarray:
+        fitted = geometry.mean + np.einsum("bk,kvc->bvc", coefficients, geometry.basis)
+        return np.sqrt(np.mean(np.square(fitted - truth.vertices), axis=(1, 2)))
+
     errors = {
-        "shape (mm)": shape_rms,
+        "shape (mm)": shape_rms(fit["coefficients"].numpy()),
         "coefficients": relative_error(fit["coefficients"].numpy(), truth.coefficients),
         "K": relative_error(K, truth.K),
         "R (deg)": rotation_error_degrees(R, truth.R),
@@ -276,5 +281,7 @@ def noisy_fit_errors(
         "psi": relative_error(psi[:, None], truth.psi[:, None]),
         "lighting": relative_error(light["lighting"].numpy(), colours.lighting),
         "albedo": relative_error(light["albedo"].numpy(), colours.albedo),
+        "shape|K (mm)": shape_rms(known["coefficients"].numpy()),
+        "R|K (deg)": rotation_error_degrees(known["R"].numpy(), truth.R),
     }
     return {name: float(np.median(values)) for name, values in errors.items()}
