@@ -30,6 +30,8 @@ class LeastSquaresLayer(keras.layers.Layer):
     solve_name = "least-squares"
 
     def __init__(self, ridge: float = 1e-6, refinement_steps: int = 1, solver: str = "cholesky", **kwargs) -> None:
+        # The solves need at least float32: a global mixed_float16 policy must not reach them.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if solver not in SOLVERS:
             raise InputError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
