@@ -6,7 +6,8 @@ Prints (best of several repeats, since other jobs share the machine):
   (target < 30 s on 2 cores);
 * sampling ``--points`` x ``--batch`` correspondences with all bases (target < 20 ms for
   10,000 x 8), beside its parts (locating the triangles, blending the geometry basis, blending the
-  albedo basis) and a floor: writing an output of the same size (``tf.fill`` under XLA).
+  albedo basis), a floor (writing an output of the same size, ``tf.fill`` under XLA), the same
+  sampler without XLA, and sampling plus the gradient with respect to ``uv``.
 
 Usage: ``python3 tools/bench_uv3dmm.py [--repeats 50] [--points 10000] [--batch 8]``
 """
@@ -81,6 +82,16 @@ def main() -> None:
     floor = best_of(args.repeats, fill)
     plain = tf.function(lambda x: sampling.sample_tables(x, tables, s))
     unfused = best_of(max(3, args.repeats // 4), plain, uv)
+
+    @tf.function
+    def with_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = uv_model.sample(x)
+            value = sum(tf.reduce_sum(t) for t in (out.mean, out.basis, out.albedo_mean, out.albedo_basis))
+        return tape.gradient(value, x)
+
+    backward = best_of(max(3, args.repeats // 4), with_gradient, uv)
     megabytes = 4 * np.prod(shape) / 2**20
     print(f"sample {args.points} points x {args.batch} images, all bases: {total:.1f} ms "
           f"(best of {args.repeats}; target < 20 ms; output {megabytes:.0f} MB)")
@@ -88,6 +99,7 @@ def main() -> None:
         print(f"  {name}: {ms:.1f} ms")
     print(f"  floor, writing a {megabytes:.0f} MB output (tf.fill, XLA): {floor:.1f} ms")
     print(f"  same sampler without XLA: {unfused:.1f} ms")
+    print(f"sample + gradient w.r.t. uv (training step's share): {backward:.1f} ms")
 
 
 if __name__ == "__main__":

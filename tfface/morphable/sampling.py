@@ -159,12 +159,30 @@ def locate(uv: tf.Tensor, tables: SamplingTables, resolution: int):
 
 
 def blend(table: tf.Tensor, vertex_ids: tf.Tensor, barycentrics: tf.Tensor) -> tf.Tensor:
-    """``sum_j barycentrics[..., j] * table[vertex_ids[..., j]]``: ``(..., 3)`` ids -> ``(..., R)``."""
-    return tf.reduce_sum(barycentrics[..., None] * tf.gather(table, vertex_ids), axis=-2)
+    """``sum_j barycentrics[..., j] * table[vertex_ids[..., j]]``: ``(..., 3)`` ids -> ``(..., R)``.
+
+    Differentiable in ``barycentrics`` only (the table is a constant of the model): the gradient
+    is ``d barycentrics[..., j] = table[vertex_ids[..., j]] . d output``, without the costly
+    scatter of a gradient into the table.
+    """
+    table = tf.stop_gradient(table)
+
+    @tf.custom_gradient
+    def weighted_rows(weights):
+        def gradient(upstream):
+            return tf.linalg.matvec(tf.gather(table, vertex_ids), upstream)
+
+        return tf.reduce_sum(weights[..., None] * tf.gather(table, vertex_ids), axis=-2), gradient
+
+    return weighted_rows(barycentrics)
 
 
 def sample_tables(uv: tf.Tensor, tables: SamplingTables, resolution: int) -> UVSample:
-    """Sample the flattened model at ``uv`` ``(B, P, 2)`` (see module docstring); pure TF, not compiled."""
+    """Sample the flattened model at ``uv`` ``(B, P, 2)`` (see module docstring); pure TF, not compiled.
+
+    The tables are constants: no gradient flows into them, only into ``uv``.
+    """
+    tables = tf.nest.map_structure(tf.stop_gradient, tables)
     triangle, bary, valid = locate(uv, tables, resolution)
     ids = tf.gather(tables.triangles, triangle)
     batch = tf.shape(uv)[:-1]
