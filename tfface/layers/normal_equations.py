@@ -12,7 +12,9 @@ number of the design, so one step of iterative refinement recomputes the gradien
 correction with the same ``N``: the fixed point is the exact least-squares solution, independent
 of rounding in ``N`` and of the ridge that :func:`~tfface.layers.linear_solve.solve_normal_equations`
 adds (the ridge never moves a direction the data and prior leave undetermined, because the
-gradient has no component there).
+gradient has no component there). Measured on exact samples of the default model (153 shape
+modes, 10,000 samples): about 5e-3 relative coefficient error without refinement (mostly the
+ridge's bias), about 1e-5 after one step.
 
 Callers restricting the solution to a subspace ``x = G z`` (known intrinsics, identity shared by
 several images) pass the reduced system ``G^T N G z = G^T r`` and a reduced gradient.
