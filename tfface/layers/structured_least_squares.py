@@ -132,9 +132,9 @@ def _basis_times(problem: LinearProblem, coefficients: tf.Tensor) -> tf.Tensor:
 def _transpose_times(problem: LinearProblem, row_values: tf.Tensor) -> tf.Tensor:
     """``A^T v`` (B, n) for one value per row ``v`` (B, P, 3) (no weights)."""
     feature_part = _feature_products(problem.features, row_values[..., None])[..., 0]
-    basis_part = -tf.linalg.matvec(
-        _flat_basis(problem), tf.reshape(row_values, [tf.shape(row_values)[0], -1]), transpose_a=True
-    )
+    # A row vector times the basis: faster than matvec(..., transpose_a=True) on CPU.
+    row = tf.reshape(row_values, [tf.shape(row_values)[0], 1, -1])
+    basis_part = -tf.matmul(row, _flat_basis(problem))[:, 0]
     return tf.concat([tf.reshape(feature_part, [tf.shape(basis_part)[0], -1]), basis_part], axis=-1)
 
 
