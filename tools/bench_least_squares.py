@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from tfface.layers import least_squares_synthetic as synthetic
 from tfface.layers.geometric import solve_geometry
@@ -170,7 +171,7 @@ def noise_curve(args: argparse.Namespace) -> None:
     )
     rows = [
         synthetic.noisy_fit_errors(geometry, albedo_model, level, args.batch, args.samples, args.shape_weight, seed=7)
-        for level in NOISE_LEVELS
+        for level in tqdm(NOISE_LEVELS, desc="noise levels", leave=False)
     ]
     print(f"{'noise':>6s} " + " ".join(f"{k:>13s}" for k in rows[0]))
     for level, row in zip(NOISE_LEVELS, rows):
