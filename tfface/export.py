@@ -21,11 +21,13 @@ Exported layout (``savedmodel/<name>/<version>/``)::
     saved_model.pb, variables/      SavedModel, signature ``serving_default`` (below)
     assets.extra/tfface.json        metadata: image size, input, outputs, TFLite output order
     assets.extra/mesh.npz           triangles, 68 landmark vertex ids, vertex UVs of the mesh
-    assets.extra/model.tflite       the same graph for TFLite (batch 1, built-in ops only)
+    assets.extra/model.tflite       the same graph for TFLite (batch 1, built-in ops only); optional,
+                                    made from the SavedModel by :func:`add_tflite`
 
-``serving_default``: input ``images`` ``(B, H, W, 3)`` **uint8** RGB (``H = W`` = the model's
-image size, see ``tfface.json``); outputs (float32) are those of :data:`OUTPUT_DOCS`.
-A second signature, ``float_images``, takes float32 RGB in [0, 1] of the same shape.
+``serving_default`` (the only signature, so the graph's constants are stored once): input
+``images`` ``(B, H, W, 3)`` **uint8** RGB (``H = W`` = the model's image size, see
+``tfface.json``; float images in [0, 1] are ``round(255 x)``); outputs (float32) are those of
+:data:`OUTPUT_DOCS`.
 """
 
 from __future__ import annotations
@@ -169,14 +171,15 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
 
     Built from :meth:`FaceModel.fit_images`; landmarks are projected with the decomposed camera
     ``K, R, t`` (no matrix inverse), ``vertex_albedo`` evaluates the albedo model at the fitted
-    coefficients.
+    coefficients from the UV-3DMM sampler's per-vertex tables (no second copy in the graph).
     """
     fit = model.fit_images(images, training=False)
     mesh = model.uv_model.model
     vertices = fit["vertices"]
     landmarks68, _ = project(tf.gather(vertices, mesh.landmarks68, axis=1), fit["K"], fit["R"], fit["t"])
-    albedo_basis = tf.constant(mesh.albedo_basis.reshape(mesh.num_albedo, -1).T, tf.float32)  # (3V, Kr)
-    albedo = tf.constant(mesh.albedo_mean, tf.float32) + tf.reshape(
+    tables = {weight.name: weight for weight in model.uv_sampling.weights}  # per-vertex rows, stored once
+    albedo_basis = tf.reshape(tables["albedo_basis"], [3 * mesh.num_vertices, mesh.num_albedo])  # rows (vertex, rgb)
+    albedo = tables["albedo_mean"] + tf.reshape(
         tf.matmul(fit["albedo_coefficients"], albedo_basis, transpose_b=True), [-1, mesh.num_vertices, 3])
     maps = fit["maps"]
     ks = mesh.num_shape
@@ -192,32 +195,6 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
 
 
 # ---------------------------------------------------------------------------- portable graph
-def _einsum_builtin(original: Callable) -> Callable:
-    """``tf.einsum`` with the two batched contractions of the least-squares layers as MatMuls
-    (the converter's Einsum lowering rejects them); other equations are passed through."""
-
-    def einsum(equation, *operands, **kwargs):
-        if equation == "bpck,bk->bpc":
-            basis, coefficients = operands
-            return tf.linalg.matvec(basis, coefficients[:, None, :])
-        if equation == "bpck,bpc->bk":
-            basis, residual = operands
-            size = basis.shape[-1]
-            return tf.linalg.matvec(tf.reshape(basis, [tf.shape(basis)[0], -1, size]),
-                                    tf.reshape(residual, [tf.shape(residual)[0], -1]), transpose_a=True)
-        return original(equation, *operands, **kwargs)
-
-    return einsum
-
-
-def _diag_part_builtin(matrix, name=None, **kwargs):
-    """Main diagonal of ``(..., n, n)`` with static ``n`` as a masked sum (no MatrixDiagPart)."""
-    if kwargs.get("k", 0) != 0:
-        raise NotImplementedError("only the main diagonal has a built-in formulation")
-    matrix = tf.convert_to_tensor(matrix)
-    return tf.reduce_sum(matrix * tf.eye(matrix.shape[-1], dtype=matrix.dtype), axis=-1)
-
-
 def _cross_builtin(a, b, name=None):
     """Cross product of ``(..., 3)`` vectors from its components (no Cross op)."""
     a0, a1, a2 = tf.unstack(tf.convert_to_tensor(a), axis=-1)
@@ -242,18 +219,15 @@ def portable_ops() -> Iterator[None]:
     """Trace with TFLite built-in formulations of the ops the converter cannot express.
 
     While active (tracing only; not thread-safe), with identical mathematics:
-
-    * ``tf.einsum`` ``"bpck,bk->bpc"`` / ``"bpck,bpc->bk"`` -> batched ``MatMul``;
-    * ``tf.linalg.diag_part`` -> sum of the matrix times the identity;
-    * ``tf.linalg.cross`` -> component formula; ``tf.linalg.det`` (3 x 3) -> triple product.
+    ``tf.linalg.cross`` -> component formula (no ``Cross``, used by the vertex normals and the
+    camera decomposition) and ``tf.linalg.det`` of 3 x 3 matrices -> triple product of the rows
+    (no ``MatrixDeterminant``, used by the camera validity check).
 
     These are the only non-built-in ops of the inference graph (found by conversion with
     ``TFLITE_BUILTINS`` only); making the owning modules use such formulations natively would
     remove the need for this context.
     """
     patches = [
-        (tf, "einsum", _einsum_builtin(tf.einsum)),
-        (tf.linalg, "diag_part", _diag_part_builtin),
         (tf.linalg, "cross", _cross_builtin),
         (tf.linalg, "det", _det_builtin(tf.linalg.det)),
     ]
@@ -268,30 +242,29 @@ def portable_ops() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- export
+def _uint8_inference(model: FaceModel) -> tf.types.experimental.GenericFunction:
+    """``inference_outputs`` of uint8 images (divided by 255), as a ``tf.function``."""
+    return tf.function(lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0))
+
+
 class FaceServingModule(tf.Module):
-    """``tf.Module`` holding the model and its two serving functions (see module docstring)."""
+    """``tf.Module`` holding the model and its serving function (see module docstring)."""
 
     def __init__(self, model: FaceModel):
         super().__init__(name="tfface")
         self.model = model
-        size = model.config.image_size
-        self.serve_uint8 = tf.function(
-            lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0),
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
-        self.serve_float = tf.function(
-            lambda images: inference_outputs(model, images),
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+        self.serve = _uint8_inference(model)
 
 
-def export_metadata(model: FaceModel, tflite_outputs: list[str] | None = None) -> dict:
+def export_metadata(model: FaceModel) -> dict:
     """The ``tfface.json`` contents for ``model``."""
     mesh = model.uv_model.model
     return {
         "format": EXPORT_FORMAT,
         "image_size": model.config.image_size,
-        "input": "images: (B, H, W, 3) uint8 RGB (serving_default, TFLite) or float32 in [0, 1] (float_images)",
+        "input": "images: (B, H, W, 3) uint8 RGB (serving_default; TFLite with B = 1)",
         "outputs": OUTPUT_DOCS,
-        "tflite_outputs": tflite_outputs,
+        "tflite_outputs": None,
         "num_samples": model.sampler.num_samples,
         "face_pixel_confidence": FACE_PIXEL_CONFIDENCE,
         "num_vertices": mesh.num_vertices,
@@ -307,21 +280,34 @@ def _write_mesh(model: FaceModel, path: Path) -> None:
                         num_original_vertices=np.int32(model.uv_model.num_original_vertices))
 
 
-def convert_to_tflite(model: FaceModel) -> tuple[bytes, list[str]]:
-    """TFLite flatbuffer (batch 1, uint8 input, ``TFLITE_BUILTINS`` only) and its output order."""
-    size = model.config.image_size
-    function = tf.function(lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0))
-    with portable_ops():
-        concrete = function.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.uint8, name="images"))
-    frozen = convert_variables_to_constants_v2(concrete)
-    names = sorted(OUTPUT_DOCS)  # flattening order of the output dict (sorted keys)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+def add_tflite(folder: str | Path) -> Path:
+    """Convert the ``serving_default`` signature of an exported version folder to TFLite.
+
+    Writes ``assets.extra/model.tflite`` (``TFLITE_BUILTINS`` only; variables frozen to constants;
+    run with batch 1) and records its output order in ``tfface.json``. The SavedModel graph was
+    traced inside :func:`portable_ops`, so it converts without Flex ops.
+
+    Returns:
+        The ``.tflite`` path.
+    """
+    folder = Path(folder)
+    meta_path = folder / EXTRAS / "tfface.json"
+    if not (folder / "saved_model.pb").is_file() or not meta_path.is_file():
+        raise ModelFileError(f"{folder} is not an exported tfface model (no saved_model.pb / {EXTRAS}/tfface.json)")
+    loaded = tf.saved_model.load(str(folder))  # keep alive: the signature only references its variables
+    signature = loaded.signatures["serving_default"]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(signature)])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert(), names
+    path = folder / EXTRAS / "model.tflite"
+    path.write_bytes(converter.convert())
+    metadata = json.loads(meta_path.read_text())
+    metadata["tflite_outputs"] = sorted(signature.structured_outputs)  # flattening order of a dict: sorted keys
+    meta_path.write_text(json.dumps(metadata, indent=2))
+    return path
 
 
 def export_model(model: FaceModel, root: str | Path, name: str, version: int, tflite: bool = True) -> Path:
-    """Write ``root/name/version/`` (SavedModel, extras and, with ``tflite``, the TFLite model).
+    """Write ``root/name/version/`` (SavedModel, extras and, with ``tflite``, :func:`add_tflite`).
 
     ``model`` must already be configured by :func:`configure_for_inference`.
 
@@ -341,18 +327,16 @@ def export_model(model: FaceModel, root: str | Path, name: str, version: int, tf
     if folder.exists():
         raise InputError(f"{folder} already exists; choose another --version")
     module = FaceServingModule(model)
+    size = model.config.image_size
     with portable_ops():
-        signatures = {"serving_default": module.serve_uint8.get_concrete_function(),
-                      "float_images": module.serve_float.get_concrete_function()}
-        tf.saved_model.save(module, str(folder), signatures=signatures)
+        signature = module.serve.get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.uint8, name="images"))
+        tf.saved_model.save(module, str(folder), signatures={"serving_default": signature})
     extras = folder / EXTRAS
     extras.mkdir(exist_ok=True)
-    order = None
-    if tflite:
-        flatbuffer, order = convert_to_tflite(model)
-        (extras / "model.tflite").write_bytes(flatbuffer)
     _write_mesh(model, extras / "mesh.npz")
-    (extras / "tfface.json").write_text(json.dumps(export_metadata(model, order), indent=2))
+    (extras / "tfface.json").write_text(json.dumps(export_metadata(model), indent=2))
+    if tflite:
+        add_tflite(folder)
     return folder
 
 
@@ -405,8 +389,9 @@ class ExportedModel:
         else:
             path = self.folder / EXTRAS / "model.tflite"
             if not path.is_file() or not self.metadata.get("tflite_outputs"):
-                raise ModelFileError(f"{self.folder} has no TFLite model (export with tflite=True)")
+                raise ModelFileError(f"{self.folder} has no TFLite model; create it with `tfface export --tflite {self.folder}`")
             self._interpreter = tf.lite.Interpreter(model_path=str(path))
+            self._interpreter.resize_tensor_input(0, [1, self.image_size, self.image_size, 3])
             self._interpreter.allocate_tensors()
 
     def _run_tflite(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -437,7 +422,7 @@ class KerasInference:
         mesh = model.uv_model.model
         self.mesh = ExportedMesh(mesh.triangles, mesh.landmarks68, model.uv_model.vertex_uv,
                                  model.uv_model.num_original_vertices)
-        self._function = tf.function(lambda images: inference_outputs(model, tf.cast(images, tf.float32) / 255.0))
+        self._function = _uint8_inference(model)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self._function(tf.constant(np.asarray(images, np.uint8))).items()}

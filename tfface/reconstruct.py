@@ -1,0 +1,138 @@
+"""The reconstruct job: images, frame folders or videos -> per face mesh, landmarks, pose JSON and panel.
+
+For every input image (every frame of a video or frame folder) ``NAME``, the output folder gets
+
+* ``NAME.json``: landmarks (68 and 5), head pose, camera ``K, R, t``, coefficients, lighting and
+  the face score (:mod:`tfface.io.records`);
+* ``NAME.obj`` and ``NAME.ply``: the fitted mesh with per-vertex albedo colours (only when a
+  face is detected);
+* ``NAME.png``: the six-tile panel of :mod:`tfface.visualize`.
+
+No face detector is involved: the network's geometric confidence says whether the image holds a
+face. ``face_score`` (the share of pixels with confidence > 0.5) below ``face_threshold`` means
+"no face": the JSON records ``face_detected: false`` and no mesh is written, rather than
+inventing one. Images are padded to a square and resized to the model's input size
+(:func:`tfface.io.images.fit_to_square`); results are mapped back to original pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from tfface.errors import InputError
+from tfface.export import ExportedModel
+from tfface.io import images as io_images
+from tfface.io.mesh import write_obj, write_ply
+from tfface.io.records import face_record, write_json
+from tfface.paths import REPO_ROOT
+from tfface.visualize import panel
+
+#: The model shipped with the repository (``savedmodel/<name>/<version>``).
+DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "1"
+
+#: Default ``face_score`` threshold (share of confident pixels) below which no face is reported.
+DEFAULT_FACE_THRESHOLD = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class InputImage:
+    """One image to reconstruct: output ``name`` (file stem, ``stem_000012`` for frames) and pixels."""
+
+    name: str
+    pixels: np.ndarray
+
+
+def iter_inputs(paths: Iterable[str | Path], errors: list[tuple[str, str]]) -> Iterator[InputImage]:
+    """Yield the images of ``paths`` (image files, frame folders, videos) as ``(H, W, 3)`` uint8.
+
+    Unreadable inputs are appended to ``errors`` as ``(path, message)`` and skipped.
+    """
+    for path in map(Path, paths):
+        try:
+            if path.is_dir():
+                for frame in io_images.frame_folder(path):
+                    try:
+                        yield InputImage(f"{path.name}_{frame.stem}", io_images.read_image(frame))
+                    except InputError as error:
+                        errors.append((str(frame), str(error)))
+            elif io_images.is_video(path):
+                for i, frame in enumerate(io_images.read_video_frames(path)):
+                    yield InputImage(f"{path.stem}_{i:06d}", frame)
+            else:
+                yield InputImage(path.stem, io_images.read_image(path))
+        except InputError as error:
+            errors.append((str(path), str(error)))
+
+
+def _batches(items: Iterator[InputImage], size: int) -> Iterator[list[InputImage]]:
+    batch: list[InputImage] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{name}_{n}"
+    used.add(candidate)
+    return candidate
+
+
+def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_threshold: float = DEFAULT_FACE_THRESHOLD,
+                batch_size: int = 8, tile_size: int = 256, progress: bool = True) -> list[dict]:
+    """Reconstruct ``images`` with ``runner`` and write the per-image files into ``out``.
+
+    Args:
+        images: the inputs (e.g. from :func:`iter_inputs`).
+        runner: an :class:`~tfface.export.ExportedModel` or :class:`~tfface.export.KerasInference`.
+        out: output folder (created).
+        face_threshold: ``face_score`` below which no face is reported.
+        batch_size: images per model call.
+        tile_size: panel tile side in pixels.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The JSON records, in input order.
+    """
+    if not 0.0 <= face_threshold <= 1.0:
+        raise InputError(f"face threshold must lie in [0, 1], got {face_threshold}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    triangles = runner.mesh.triangles
+    records, used = [], set()
+    bar = tqdm(desc="reconstruct", unit="image", disable=not progress, file=sys.stderr)
+    for batch in _batches(iter(images), batch_size):
+        fitted = [io_images.fit_to_square(item.pixels, runner.image_size) for item in batch]
+        outputs = runner(np.stack([square for square, _ in fitted]))
+        for i, (item, (square, fit)) in enumerate(zip(batch, fitted)):
+            name = _unique(item.name, used)
+            record = face_record(outputs, i, fit, item.name, face_threshold)
+            write_json(out / f"{name}.json", record)
+            if record["face_detected"]:
+                vertices, colours = outputs["vertices"][i], outputs["vertex_albedo"][i]
+                write_obj(out / f"{name}.obj", vertices, triangles, colours)
+                write_ply(out / f"{name}.ply", vertices, triangles, colours)
+            picture = panel(square, outputs, i, triangles, record["face_detected"], tile_size)
+            Image.fromarray(picture).save(out / f"{name}.png")
+            records.append(record)
+        bar.update(len(batch))
+    bar.close()
+    return records
+
+
+def load_runner(model: str | Path | None = None, backend: str = "savedmodel") -> ExportedModel:
+    """The exported model at ``model`` (default :data:`DEFAULT_MODEL`), run by ``backend``."""
+    return ExportedModel(Path(model) if model else DEFAULT_MODEL, backend)

@@ -1,0 +1,1 @@
+"""TensorFlow Serving: the model server configuration and a REST/gRPC client for exported models."""
