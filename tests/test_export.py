@@ -214,10 +214,21 @@ def test_export_command_finds_config_and_uv_model_in_the_work_folder(toy_export,
         return args.func(args)
 
     assert run("--weights", work / "train" / "final.weights.h5", "--name", "cli", "--version", 2,
-               "--out", tmp_path / "models", "--no-tflite") == 0
+               "--out", tmp_path / "models", "--no-tflite", "--locator-resolution", 16) == 0
     exported = export.ExportedModel(tmp_path / "models" / "cli" / "2")(toy_images)
     assert_close_scaled(exported["vertices"], export.KerasInference(model)(toy_images)["vertices"], "vertices")
     with pytest.raises(ModelFileError, match="no TFLite model"):
         export.ExportedModel(tmp_path / "models" / "cli" / "2", "tflite")
     with pytest.raises(InputError, match="--name, --version"):
         run("--weights", work / "train" / "final.weights.h5")
+
+
+def test_relocated_uv_model_samples_identically(toy_uv_model):
+    coarse = export.relocated(toy_uv_model, 12)
+    assert coarse.locator.children.shape[0] < toy_uv_model.locator.children.shape[0]
+    uv = tf.random.stateless_uniform([2, 2000, 2], seed=[3, 4], minval=-0.05, maxval=1.05)
+    fine_sample, coarse_sample = toy_uv_model.sample(uv), coarse.sample(uv)
+    np.testing.assert_array_equal(coarse_sample.valid.numpy(), fine_sample.valid.numpy())
+    for name in ("mean", "basis", "albedo_mean", "albedo_basis"):
+        np.testing.assert_allclose(getattr(coarse_sample, name).numpy(), getattr(fine_sample, name).numpy(),
+                                   atol=1e-5, err_msg=name)

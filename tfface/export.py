@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,6 +47,8 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from tfface.errors import InputError, ModelFileError
 from tfface.geometry.camera import project
 from tfface.model import FaceModel, landmarks5_from_68_tf
+from tfface.morphable.texel_map import build_locator
+from tfface.morphable.uv3dmm import UVMorphableModel
 
 #: Format tag of ``tfface.json``.
 EXPORT_FORMAT = "tfface-export/1"
@@ -138,19 +141,46 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None) ->
     return model
 
 
-def inference_model(trained: FaceModel, num_samples: int | None = None) -> FaceModel:
-    """A configured (:func:`configure_for_inference`) copy of ``trained`` with its weights."""
-    model = configure_for_inference(FaceModel(trained.uv_model_path or trained.uv_model, trained.config), num_samples)
+def relocated(uv_model: UVMorphableModel, resolution: int) -> UVMorphableModel:
+    """``uv_model`` with its texel locator rebuilt at ``resolution`` (same embedding and tables).
+
+    Sampling is exact at any locator resolution (the locator only lists candidate triangles), so
+    an export can use a coarser one: its tables shrink with ``resolution^2`` (5.5 MB at 320 for
+    the ICT face, 1.4 MB at 160).
+    """
+    return UVMorphableModel(uv_model.model, uv_model.vertex_uv, int(resolution), uv_model.num_original_vertices,
+                            build_locator(uv_model.vertex_uv, uv_model.model.triangles, int(resolution)))
+
+
+def inference_model(trained: FaceModel, num_samples: int | None = None,
+                    uv_model: str | Path | None = None) -> FaceModel:
+    """A configured (:func:`configure_for_inference`) copy of ``trained`` with its weights.
+
+    Args:
+        trained: the trained model.
+        num_samples: see :func:`configure_for_inference`.
+        uv_model: a UV-3DMM file of the same model (e.g. :func:`relocated`) to use instead of
+            the trained model's; the sampler tables then come from it, every other weight from
+            ``trained``.
+    """
+    source = str(uv_model) if uv_model is not None else trained.uv_model_path or trained.uv_model
+    model = configure_for_inference(FaceModel(source, trained.config), num_samples)
     values = {weight.path: weight for weight in trained.weights}
     for weight in model.weights:
+        if uv_model is not None and weight.path.startswith(f"{model.uv_sampling.name}/"):
+            continue
         if weight.path not in values:
             raise InputError(f"the trained model has no weight {weight.path}")
         weight.assign(values[weight.path])
     return model
 
 
-def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_samples: int | None = None) -> FaceModel:
+def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_samples: int | None = None,
+                       locator_resolution: int | None = None) -> FaceModel:
     """A configured :class:`FaceModel` with ``weights`` (a ``*.weights.h5`` of training) restored.
+
+    With ``locator_resolution``, the UV-3DMM's locator is rebuilt at that resolution
+    (:func:`relocated`) for a smaller export.
 
     Raises:
         ModelFileError: missing or incompatible weights file.
@@ -158,12 +188,18 @@ def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_sa
     weights = Path(weights)
     if not weights.is_file():
         raise ModelFileError(f"weights file {weights} does not exist")
-    model = configure_for_inference(FaceModel(str(uv_model), config), num_samples)
+    trained = FaceModel(str(uv_model), config)
+    trained(tf.zeros([1, trained.config.image_size, trained.config.image_size, 3]))
     try:
-        model.load_weights(weights)
+        trained.load_weights(weights)
     except (ValueError, OSError, KeyError) as error:
-        raise ModelFileError(f"{weights}: cannot load into a {model.config.name!r} model ({error})") from error
-    return model
+        raise ModelFileError(f"{weights}: cannot load into a {trained.config.name!r} model ({error})") from error
+    if locator_resolution is None:
+        return inference_model(trained, num_samples)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "uv3dmm.npz"
+        relocated(UVMorphableModel.load(uv_model), locator_resolution).save(path)
+        return inference_model(trained, num_samples, path)
 
 
 def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tensor]:

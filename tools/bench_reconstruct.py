@@ -1,0 +1,189 @@
+"""End-to-end reconstruct latency per image: tfface (Keras, SavedModel, TFLite) and MediaPipe Face Mesh.
+
+For every model (the small default model and the paper's 224 model) and runtime, times per image
+``read file -> pad/resize to the model input -> model (batch 1)``, the path ``tfface
+reconstruct`` runs per image, on the same image files; then MediaPipe Face Mesh
+(``mediapipe==0.10.14``, legacy ``mp.solutions.face_mesh``, static-image mode: face detection +
+468-point mesh) on the same files, in the same run. MediaPipe needs protobuf<5, which clashes with
+TensorFlow 2.21, so it runs in its own virtualenv through a subprocess: pass its interpreter
+with ``--mediapipe-python`` or let ``--create-mediapipe-venv DIR`` create one
+(``python3 -m venv DIR && DIR/bin/pip install mediapipe==0.10.14``; needs the package index).
+
+Images: ``--images DIR`` (JPEG/PNG), else ``--count`` synthetic faces rendered from the UV-3DMM
+(``--uv-model``) at 256 x 256. Models: ``--small`` (an exported version folder, default the
+repository's ``savedmodel/tfface_ict/1``) and the 224 paper model, exported here with random
+weights from ``--uv-model`` (latency does not depend on the weights) unless ``--paper`` names an
+exported folder; ``--skip-paper`` leaves it out. The machine may be shared: besides wall-clock
+milliseconds the table shows CPU milliseconds per image (process time), what an idle machine
+would need at most.
+
+    python tools/bench_reconstruct.py --uv-model WORK/uv3dmm.npz --mediapipe-python /tmp/mpvenv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tfface import export
+from tfface.io.images import fit_to_square, read_image
+from tfface.reconstruct import DEFAULT_MODEL
+
+MEDIAPIPE_VERSION = "0.10.14"
+
+#: Runs in the MediaPipe virtualenv: times Face Mesh per image, prints one JSON line.
+MEDIAPIPE_WORKER = r"""
+import json, sys, time
+import cv2
+import mediapipe as mp
+paths, repeats = json.loads(sys.argv[1]), int(sys.argv[2])
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
+def run(path):
+    image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    return mesh.process(image).multi_face_landmarks
+faces = sum(run(p) is not None for p in paths)  # warm-up, and detections
+wall, cpu = [], []
+for _ in range(repeats):
+    for p in paths:
+        w, c = time.perf_counter(), time.process_time()
+        run(p)
+        wall.append(time.perf_counter() - w); cpu.append(time.process_time() - c)
+print(json.dumps({"wall": wall, "cpu": cpu, "faces": faces}))
+"""
+
+
+def synthetic_images(uv_model_path: Path, count: int, folder: Path, size: int = 256) -> list[Path]:
+    """Render ``count`` synthetic faces to PNG files."""
+    from tfface.data.synthetic import SynthesisConfig, SyntheticFaces
+    from tfface.morphable.uv3dmm import UVMorphableModel
+
+    faces = SyntheticFaces(UVMorphableModel.load(uv_model_path), SynthesisConfig(image_size=size, max_yaw=30.0))
+    paths = []
+    for sample in faces.dataset(count, seed=7, batch_size=min(count, 8)):
+        paths.append(folder / f"face_{len(paths):03d}.png")
+        Image.fromarray((np.clip(sample["image"].numpy(), 0, 1) * 255 + 0.5).astype(np.uint8)).save(paths[-1])
+    return paths
+
+
+def paper_export(uv_model_path: Path, root: Path) -> Path:
+    """Export the 224 paper configuration with random weights (for latency only)."""
+    from tfface.model import FaceModel
+    from tfface.training.config import CONFIGS
+
+    model = export.configure_for_inference(FaceModel(str(uv_model_path), CONFIGS["paper"]))
+    return export.export_model(model, root, "paper", 1)
+
+
+def time_runner(runner, paths: list[Path], repeats: int) -> dict:
+    """Per-image wall and CPU seconds of read -> fit -> model for ``runner``."""
+    def one(path):
+        square, _ = fit_to_square(read_image(path), runner.image_size)
+        return runner(square[None])
+
+    faces = sum(float(one(p)["face_score"][0]) >= 0.05 for p in paths)  # warm-up (tracing), detections
+    wall, cpu = [], []
+    for _ in range(repeats):
+        for path in paths:
+            w, c = time.perf_counter(), time.process_time()
+            one(path)
+            wall.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
+    return {"wall": wall, "cpu": cpu, "faces": faces}
+
+
+def mediapipe_python(args) -> str | None:
+    if args.mediapipe_python:
+        return args.mediapipe_python
+    if args.create_mediapipe_venv:
+        venv = Path(args.create_mediapipe_venv)
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", f"mediapipe=={MEDIAPIPE_VERSION}"], check=True)
+        return str(venv / "bin" / "python")
+    return None
+
+
+def time_mediapipe(python: str, paths: list[Path], repeats: int) -> dict:
+    result = subprocess.run([python, "-c", MEDIAPIPE_WORKER, json.dumps([str(p) for p in paths]), str(repeats)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"MediaPipe worker failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, timing: dict, count: int) -> str:
+    wall, cpu = 1e3 * np.asarray(timing["wall"]), 1e3 * np.asarray(timing["cpu"])
+    return (f"{name:<44} {statistics.median(wall):9.1f} {np.percentile(wall, 90):9.1f} "
+            f"{statistics.median(cpu):9.1f} {timing['faces']:>4}/{count}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, help="folder of JPEG/PNG images (default: synthetic faces)")
+    parser.add_argument("--count", type=int, default=8, help="synthetic images (default 8)")
+    parser.add_argument("--uv-model", type=Path, help="UV-3DMM file (synthetic images, 224 model export)")
+    parser.add_argument("--small", type=Path, default=DEFAULT_MODEL, help="exported small model folder")
+    parser.add_argument("--small-weights", type=Path,
+                        help="trained weights of the small model, for the Keras row (else that row is skipped)")
+    parser.add_argument("--paper", type=Path, help="exported 224 model folder (default: export one, random weights)")
+    parser.add_argument("--skip-paper", action="store_true", help="leave out the 224 model")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the images (default 3)")
+    parser.add_argument("--mediapipe-python", help="python of a virtualenv with mediapipe==0.10.14")
+    parser.add_argument("--create-mediapipe-venv", type=Path, help="create (once) that virtualenv here")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))
+    if args.images:
+        paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    elif args.uv_model:
+        paths = synthetic_images(args.uv_model, args.count, work)
+    else:
+        parser.error("pass --images or --uv-model (to render synthetic faces)")
+    models = {"small": args.small}
+    if not args.skip_paper:
+        if args.paper is None and args.uv_model is None:
+            parser.error("the 224 model needs --paper or --uv-model (or pass --skip-paper)")
+        models["224"] = args.paper or paper_export(args.uv_model, work / "models")
+
+    rows = []
+    for label, folder in models.items():
+        meta = json.loads((Path(folder) / export.EXTRAS / "tfface.json").read_text())
+        keras_model = None
+        if label == "224" and args.paper is None:
+            from tfface.model import FaceModel
+            from tfface.training.config import CONFIGS
+            keras_model = export.configure_for_inference(FaceModel(str(args.uv_model), CONFIGS["paper"]))
+        elif label == "small" and args.small_weights and args.uv_model:
+            from tfface.training.config import TrainConfig
+            keras_model = export.load_trained_model(args.small_weights, args.uv_model, TrainConfig(**meta["config"]),
+                                                    meta["num_samples"])
+        size = f"{meta['image_size']}px, {meta['num_samples']} samples"
+        if keras_model is not None:
+            rows.append(_row(f"tfface {label} ({size}) Keras", time_runner(export.KerasInference(keras_model), paths,
+                                                                          args.repeats), len(paths)))
+        for backend in ("savedmodel", "tflite"):
+            runner = export.ExportedModel(folder, backend)
+            rows.append(_row(f"tfface {label} {backend}", time_runner(runner, paths, args.repeats), len(paths)))
+    python = mediapipe_python(args)
+    if python:
+        rows.append(_row(f"MediaPipe Face Mesh {MEDIAPIPE_VERSION}", time_mediapipe(python, paths, args.repeats),
+                         len(paths)))
+    else:
+        rows.append("MediaPipe Face Mesh: skipped (pass --mediapipe-python or --create-mediapipe-venv)")
+    print(f"{len(paths)} images x {args.repeats} passes, batch 1, read + resize + model, ms per image")
+    print(f"{'':<44} {'wall p50':>9} {'wall p90':>9} {'cpu p50':>9} {'faces':>9}")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
