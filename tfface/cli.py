@@ -18,6 +18,8 @@ from tfface.errors import TffaceError
 COMMAND_MODULES: tuple[str, ...] = (
     "tfface.morphable.commands",
     "tfface.data.commands",
+    "tfface.training.commands",
+    "tfface.export_commands",
 )
 
 
