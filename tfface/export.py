@@ -120,13 +120,16 @@ class LatticePixelSampler(keras.layers.Layer):
         return {**super().get_config(), "num_samples": self.num_samples}
 
 
-def configure_for_inference(model: FaceModel, num_samples: int | None = None) -> FaceModel:
+def configure_for_inference(model: FaceModel, num_samples: int | None = None, geometry: type | None = None,
+                            **geometry_options) -> FaceModel:
     """Switch a new, not yet built ``model`` (in place) to deterministic, TFLite-compatible inference.
 
     Replaces the random sampler by a :class:`LatticePixelSampler` of ``num_samples`` pixels
     (default: the training configuration's ``num_samples``), selects the ``"gauss_jordan"``
-    solver in both least-squares layers and runs the UV-3DMM sampler without XLA. Returns
-    ``model``. For a trained (built) model use :func:`inference_model`.
+    solver in both least-squares layers and runs the UV-3DMM sampler without XLA. With
+    ``geometry`` (a subclass of the geometric layer, e.g. from :mod:`tfface.inference_variants`),
+    the geometric layer is replaced by one of that class with the same settings plus
+    ``geometry_options``. Returns ``model``. For a trained (built) model use :func:`inference_model`.
 
     Raises:
         InputError: if ``model`` is already built (Keras forbids new sub-layers then).
@@ -134,6 +137,8 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None) ->
     if model.built:
         raise InputError("configure_for_inference needs a model that is not built yet; use inference_model")
     model.sampler = LatticePixelSampler(num_samples or model.config.num_samples, name="sampler")
+    if geometry is not None:
+        model.geometric = geometry.from_config({**model.geometric.get_config(), **geometry_options})
     model.geometric.solver = "gauss_jordan"
     model.photometric.solver = "gauss_jordan"
     model.uv_sampling.jit_compile = False  # no XLA cluster in exported graphs
@@ -152,19 +157,19 @@ def relocated(uv_model: UVMorphableModel, resolution: int) -> UVMorphableModel:
                             build_locator(uv_model.vertex_uv, uv_model.model.triangles, int(resolution)))
 
 
-def inference_model(trained: FaceModel, num_samples: int | None = None,
-                    uv_model: str | Path | None = None) -> FaceModel:
+def inference_model(trained: FaceModel, num_samples: int | None = None, uv_model: str | Path | None = None,
+                    geometry: type | None = None, **geometry_options) -> FaceModel:
     """A configured (:func:`configure_for_inference`) copy of ``trained`` with its weights.
 
     Args:
         trained: the trained model.
-        num_samples: see :func:`configure_for_inference`.
+        num_samples, geometry, geometry_options: see :func:`configure_for_inference`.
         uv_model: a UV-3DMM file of the same model (e.g. :func:`relocated`) to use instead of
             the trained model's; the sampler tables then come from it, every other weight from
             ``trained``.
     """
     source = str(uv_model) if uv_model is not None else trained.uv_model_path or trained.uv_model
-    model = configure_for_inference(FaceModel(source, trained.config), num_samples)
+    model = configure_for_inference(FaceModel(source, trained.config), num_samples, geometry, **geometry_options)
     values = {weight.path: weight for weight in trained.weights}
     for weight in model.weights:
         if uv_model is not None and weight.path.startswith(f"{model.uv_sampling.name}/"):
@@ -176,11 +181,12 @@ def inference_model(trained: FaceModel, num_samples: int | None = None,
 
 
 def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_samples: int | None = None,
-                       locator_resolution: int | None = None) -> FaceModel:
+                       locator_resolution: int | None = None, geometry: type | None = None,
+                       **geometry_options) -> FaceModel:
     """A configured :class:`FaceModel` with ``weights`` (a ``*.weights.h5`` of training) restored.
 
     With ``locator_resolution``, the UV-3DMM's locator is rebuilt at that resolution
-    (:func:`relocated`) for a smaller export.
+    (:func:`relocated`) for a smaller export; ``geometry``: see :func:`configure_for_inference`.
 
     Raises:
         ModelFileError: missing or incompatible weights file.
@@ -195,11 +201,11 @@ def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_sa
     except (ValueError, OSError, KeyError) as error:
         raise ModelFileError(f"{weights}: cannot load into a {trained.config.name!r} model ({error})") from error
     if locator_resolution is None:
-        return inference_model(trained, num_samples)
+        return inference_model(trained, num_samples, None, geometry, **geometry_options)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "uv3dmm.npz"
         relocated(UVMorphableModel.load(uv_model), locator_resolution).save(path)
-        return inference_model(trained, num_samples, path)
+        return inference_model(trained, num_samples, path, geometry, **geometry_options)
 
 
 def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -460,5 +466,11 @@ class KerasInference:
                                  model.uv_model.num_original_vertices)
         self._function = _uint8_inference(model)
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, images: np.ndarray, intrinsics: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Run on ``(B, H, W, 3)`` uint8 images; ``intrinsics`` ``(B, 3, 3)`` (model-input pixels)
+        for a model with :class:`~tfface.inference_variants.KnownIntrinsicsGeometry`."""
+        if intrinsics is not None:
+            if not hasattr(self.model.geometric, "set_intrinsics"):
+                raise InputError("this model does not take known intrinsics (configure it with KnownIntrinsicsGeometry)")
+            self.model.geometric.set_intrinsics(intrinsics)
         return {k: v.numpy() for k, v in self._function(tf.constant(np.asarray(images, np.uint8))).items()}

@@ -24,12 +24,25 @@ def register(subparsers) -> None:
     rec.add_argument("--face-threshold", type=float, default=None,
                      help="face score (share of confident pixels) below which no face is reported (default 0.05)")
     rec.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    rec.add_argument("--intrinsics", metavar="FX,FY,CX,CY",
+                     help="known camera intrinsics in original-image pixels: solve only pose and shape "
+                          "(needs --weights)")
+    rec.add_argument("--same-person", action="store_true",
+                     help="all inputs show one person: solve one identity with per-image pose and expression "
+                          "(needs --weights)")
+    rec.add_argument("--weights", type=Path, default=None,
+                     help="run the Keras model from trained weights instead of an export (required by "
+                          "--intrinsics and --same-person)")
+    rec.add_argument("--config", default=None, help="with --weights: training config (default: its work folder's)")
+    rec.add_argument("--uv-model", type=Path, default=None,
+                     help="with --weights: UV-3DMM file (default: its work folder's uv3dmm.npz)")
     rec.set_defaults(func=run_reconstruct)
 
     exp = subparsers.add_parser(
         "export", help="export trained weights as SavedModel (TF Serving) and TFLite",
         description="Write <out>/<name>/<version>/ with saved_model.pb (signature serving_default: uint8 images), "
-                    "assets.extra/model.tflite (built-in ops only), tfface.json and mesh.npz. "
+                    "assets.extra/model.tflite (built-in ops only), tfface.json and mesh.npz, and (re)write "
+                    "<out>/models.config for TF Serving. "
                     "With --tflite FOLDER, add the TFLite model to an existing export instead.")
     exp.add_argument("--weights", type=Path, help="trained weights (<workdir>/train/final.weights.h5)")
     exp.add_argument("--config", default=None,
@@ -58,18 +71,10 @@ def _work_folder(weights: Path) -> Path | None:
     return None
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from tfface import export
-    from tfface.paths import REPO_ROOT
+def _training_sources(args: argparse.Namespace):
+    """``(config, uv_model_path)`` of ``args.weights``: the flags, else its work folder's files."""
     from tfface.training.config import load_config
 
-    if args.tflite:
-        print(f"wrote {export.add_tflite(args.tflite)}")
-        return 0
-    missing = [flag for flag, value in (("--weights", args.weights), ("--name", args.name), ("--version", args.version))
-               if value is None]
-    if missing:
-        raise InputError(f"export needs {', '.join(missing)} (or --tflite FOLDER)")
     workdir = _work_folder(args.weights)
     config_source = args.config or (workdir / "config.json" if workdir else None)
     uv_source = args.uv_model or (workdir / "uv3dmm.npz" if workdir else None)
@@ -78,12 +83,45 @@ def run_export(args: argparse.Namespace) -> int:
                          "pass --config and --uv-model")
     if not Path(uv_source).is_file():
         raise ModelFileError(f"UV-3DMM file {uv_source} does not exist; pass --uv-model")
-    model = export.load_trained_model(args.weights, uv_source, load_config(config_source), args.num_samples,
-                                      args.locator_resolution)
-    folder = export.export_model(model, args.out or REPO_ROOT / "savedmodel", args.name, args.version,
-                                 tflite=not args.no_tflite)
-    print(f"exported {folder}")
+    return load_config(config_source), uv_source
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tfface import export
+    from tfface.paths import REPO_ROOT
+    from tfface.serving.config import write_models_config
+
+    if args.tflite:
+        print(f"wrote {export.add_tflite(args.tflite)}")
+        return 0
+    missing = [flag for flag, value in (("--weights", args.weights), ("--name", args.name), ("--version", args.version))
+               if value is None]
+    if missing:
+        raise InputError(f"export needs {', '.join(missing)} (or --tflite FOLDER)")
+    config, uv_source = _training_sources(args)
+    model = export.load_trained_model(args.weights, uv_source, config, args.num_samples, args.locator_resolution)
+    root = args.out or REPO_ROOT / "savedmodel"
+    folder = export.export_model(model, root, args.name, args.version, tflite=not args.no_tflite)
+    print(f"exported {folder}; TF Serving config {write_models_config(root)}")
     return 0
+
+
+def _keras_runner(args: argparse.Namespace):
+    """The Keras model of ``--weights``, with the geometric variant ``--intrinsics``/``--same-person`` ask for."""
+    from tfface import export, inference_variants
+
+    if args.intrinsics and args.same_person:
+        raise InputError("--intrinsics and --same-person cannot be combined")
+    config, uv_source = _training_sources(args)
+    options = {}
+    if args.intrinsics:
+        options = {"geometry": inference_variants.KnownIntrinsicsGeometry}
+    elif args.same_person:
+        from tfface.morphable.uv3dmm import UVMorphableModel
+
+        identity = config.num_shape or UVMorphableModel.load(uv_source).model.num_shape  # None: all modes
+        options = {"geometry": inference_variants.SharedIdentityGeometry, "num_identity": identity}
+    return export.KerasInference(export.load_trained_model(args.weights, uv_source, config, **options))
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
@@ -91,11 +129,19 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {args.batch_size}")
-    runner = reconstruct.load_runner(args.model, args.backend)
+    intrinsics = reconstruct.parse_intrinsics(args.intrinsics) if args.intrinsics else None
+    if (intrinsics is not None or args.same_person) and args.weights is None:
+        raise InputError("--intrinsics and --same-person run the Keras model: pass --weights (and --config/--uv-model "
+                         "unless the weights sit in a training work folder)")
+    runner = _keras_runner(args) if args.weights else reconstruct.load_runner(args.model, args.backend)
     errors: list[tuple[str, str]] = []
+    inputs = reconstruct.iter_inputs(args.inputs, errors)
+    batch_size = args.batch_size
+    if args.same_person:  # one joint solve over all images of the person
+        inputs = list(inputs)
+        batch_size = max(1, len(inputs))
     threshold = reconstruct.DEFAULT_FACE_THRESHOLD if args.face_threshold is None else args.face_threshold
-    records = reconstruct.reconstruct(reconstruct.iter_inputs(args.inputs, errors), runner, args.out, threshold,
-                                      args.batch_size)
+    records = reconstruct.reconstruct(inputs, runner, args.out, threshold, batch_size, intrinsics=intrinsics)
     for path, message in errors:
         print(f"tfface reconstruct: skipped {path}: {message}", file=sys.stderr)
     if not records:

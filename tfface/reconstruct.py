@@ -92,7 +92,8 @@ def _unique(name: str, used: set[str]) -> str:
 
 
 def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_threshold: float = DEFAULT_FACE_THRESHOLD,
-                batch_size: int = 8, tile_size: int = 256, progress: bool = True) -> list[dict]:
+                batch_size: int = 8, tile_size: int = 256, progress: bool = True,
+                intrinsics: np.ndarray | None = None) -> list[dict]:
     """Reconstruct ``images`` with ``runner`` and write the per-image files into ``out``.
 
     Args:
@@ -100,9 +101,13 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
         runner: an :class:`~tfface.export.ExportedModel` or :class:`~tfface.export.KerasInference`.
         out: output folder (created).
         face_threshold: ``face_score`` below which no face is reported.
-        batch_size: images per model call.
+        batch_size: images per model call (for a shared-identity model: the images of one person
+            solved together).
         tile_size: panel tile side in pixels.
         progress: show a tqdm progress bar.
+        intrinsics: known ``(3, 3)`` camera intrinsics in original-image pixels (same for every
+            image); needs a :class:`~tfface.export.KerasInference` runner of a model with
+            :class:`~tfface.inference_variants.KnownIntrinsicsGeometry`.
 
     Returns:
         The JSON records, in input order.
@@ -116,7 +121,12 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
     bar = tqdm(desc="reconstruct", unit="image", disable=not progress, file=sys.stderr)
     for batch in _batches(iter(images), batch_size):
         fitted = [io_images.fit_to_square(item.pixels, runner.image_size) for item in batch]
-        outputs = runner(np.stack([square for square, _ in fitted]))
+        squares = np.stack([square for square, _ in fitted])
+        if intrinsics is None:
+            outputs = runner(squares)
+        else:  # original pixels -> model-input pixels: K_model = A^-1 K with A = fit.matrix()
+            outputs = runner(squares, intrinsics=np.stack([np.linalg.solve(fit.matrix(), intrinsics)
+                                                           for _, fit in fitted]))
         for i, (item, (square, fit)) in enumerate(zip(batch, fitted)):
             name = _unique(item.name, used)
             record = face_record(outputs, i, fit, item.name, face_threshold)
@@ -131,6 +141,17 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
         bar.update(len(batch))
     bar.close()
     return records
+
+
+def parse_intrinsics(text: str) -> np.ndarray:
+    """``"fx,fy,cx,cy"`` (original-image pixels) -> ``(3, 3)`` intrinsics matrix."""
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError as error:
+        raise InputError(f"intrinsics must be 'fx,fy,cx,cy' (four numbers), got {text!r}") from error
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+        raise InputError(f"intrinsics need finite values and positive focal lengths, got {text!r}")
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
 def load_runner(model: str | Path | None = None, backend: str = "savedmodel") -> ExportedModel:
