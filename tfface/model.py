@@ -245,7 +245,11 @@ class FaceModel(keras.Model):
     def _update_trackers(self, terms, batch_size):
         for name, tracker in self.trackers.items():
             tracker.update_state(tf.reduce_mean(terms[name]), sample_weight=batch_size)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker step outputs with strategy.reduce(..., axis=0): give them an axis.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         images = self._images_of(data)

@@ -69,7 +69,8 @@ def run_train(args) -> int:
     result = loop.train(model, config, data_dir, workdir, time_limit=args.time_limit,
                         evaluate_every=args.evaluate_every, strategy=strategy)
     history = result["history"]
-    summary = {"steps": result["steps"], **{k: float(v[-1]) for k, v in history.items() if v}}
+    summary = {"steps": result["steps"], **{k: float(v[-1]) for k, v in history.items() if v},
+               "epoch_losses": [float(v) for v in history.get("loss", [])]}
     print(json.dumps(summary))
     return 0
 

@@ -68,10 +68,14 @@ def images(folder: str | Path, split: str = "train") -> tf.data.Dataset:
     return read_tfrecords(folder, split).map(lambda example: example["image"])
 
 
-def training_images(folder: str | Path, split: str = "train", seed: int = 0) -> tf.data.Dataset:
-    """Endless, shuffled images of a split for ``model.fit`` (unbatched; ground truth dropped)."""
-    count = read_spec(folder, split)["count"]
-    return images(folder, split).cache().shuffle(min(count, 4096), seed=seed).repeat()
+def training_images(folder: str | Path, split: str = "train") -> tf.data.Dataset:
+    """Endless images of a split for ``model.fit`` (unbatched; ground truth dropped).
+
+    Synthetic samples are already independent random scenes, so they are read in file order:
+    no shuffle, whose random order would depend on the graph seed of the context building the
+    pipeline (e.g. a multi-worker input function), so every worker and run sees the same order.
+    """
+    return images(folder, split).cache().repeat()
 
 
 def heldout_batches(folder: str | Path, batch_size: int, split: str = "heldout", limit: int | None = None):

@@ -48,8 +48,12 @@ class PretrainingLoss(keras.losses.Loss):
 
 def build_model(uv_model: UVMorphableModel | str | Path, config: TrainConfig,
                 strategy: tf.distribute.Strategy | None = None) -> FaceModel:
-    """A compiled, built :class:`FaceModel` created in ``strategy``'s scope."""
+    """A compiled, built :class:`FaceModel` created in ``strategy``'s scope.
+
+    Initial weights are seeded with ``config.seed`` (the same on every worker and every run).
+    """
     strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = FaceModel(uv_model, config)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
@@ -120,7 +124,7 @@ def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: 
     strategy = strategy or tf.distribute.get_strategy()
     out = Path(workdir) / "train"
     logs = Path(workdir) / "logs" / "train"
-    dataset = distribute_batches(strategy, lambda: data.training_images(data_dir, seed=config.seed),
+    dataset = distribute_batches(strategy, lambda: data.training_images(data_dir),
                                  config.batch_size)
     epochs, per_epoch = _epochs(config.steps, config.checkpoint_every)
     preview = next(iter(data.images(data_dir, "heldout").batch(4))).numpy()
