@@ -2,11 +2,12 @@
 
 Timing (default): ms per image of both solves at Np = 10,000 samples, batch 8, with the
 default model's full shape+expression basis (153 modes) and 40 albedo modes, forward and
-forward+backward (gradients to every input), best of ``--repeats`` runs inside ``tf.function``.
+forward+backward (gradients to every input), inside ``tf.function``; best of ``--repeats``
+rounds that time every case and the matmul peak in turn (other processes share the machine).
 The achieved GFLOP/s (analytic count of the products that form and refine the normal
 equations and of the analytic backward pass, see ``structured_flops``) is printed as a ratio to
-this machine's large-matmul rate (2048 x 2048 float32 ``tf.matmul``), measured in the same run
-before and after every timed case (the best of all counts: other processes share the machine).
+this machine's large-matmul rate (2048 x 2048 float32 ``tf.matmul``), measured in the same
+rounds.
 
 Noise curve (``--noise-curve``): synthetic problems from the default ICT geometry with known
 answers; pixels and depths get Gaussian noise of a given fraction of their spread (pixel colours
@@ -38,23 +39,18 @@ from tfface.layers.photometric import solve_photometry
 NUM_IDENTITY, NUM_EXPRESSION, NUM_ALBEDO = 100, 53, 40
 
 
-def best_time(function, repeats: int) -> float:
-    """Best wall time (s) of ``repeats`` calls after one warm-up call."""
-    function()
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+def run_once(function) -> float:
+    """Wall time (s) of one call, results fetched."""
+    start = time.perf_counter()
+    tf.nest.map_structure(lambda t: t.numpy(), function())
+    return time.perf_counter() - start
 
 
-def matmul_peak(repeats: int, size: int = 2048) -> float:
-    """GFLOP/s of a ``size`` x ``size`` float32 matmul (best of ``repeats``)."""
+def matmul_peak_function(size: int = 2048):
+    """A ``size`` x ``size`` float32 matmul and its FLOP count."""
     a = tf.random.normal([size, size])
     b = tf.random.normal([size, size])
-    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    return 2 * size**3 / best_time(lambda: product().numpy(), repeats) / 1e9
+    return tf.function(lambda: tf.reduce_sum(tf.matmul(a, b))), 2 * size**3
 
 
 def structured_flops(samples: int, q: int, shared: bool, modes: int, refinement_steps: int = 1) -> tuple[float, float]:
@@ -115,7 +111,6 @@ def scalar_loss(outputs: dict[str, tf.Tensor]) -> tf.Tensor:
 
 def benchmark(args: argparse.Namespace) -> None:
     x = random_inputs(args.batch, args.samples)
-    peak = matmul_peak(args.repeats)
     cases = {}
     for steps in (1, 0):
         cases[f"geometric r{steps}"] = (
@@ -126,7 +121,8 @@ def benchmark(args: argparse.Namespace) -> None:
             photometric_call, steps, ["image", "normals", "weights", "albedo_mean", "albedo_basis"],
             structured_flops(args.samples, 9, False, NUM_ALBEDO, steps),
         )
-    results = []
+    peak_function, peak_flops = matmul_peak_function()
+    timed = {"peak": (lambda: peak_function(), peak_flops)}
     for name, (call, steps, keys, (forward_flops, total_flops)) in cases.items():
         inputs = [x[k] for k in keys]
 
@@ -141,16 +137,19 @@ def benchmark(args: argparse.Namespace) -> None:
                 loss = scalar_loss(call(x, steps, *tensors))
             return loss, tape.gradient(loss, tensors)
 
-        for label, function, flops in (
-            ("forward", forward, forward_flops),
-            ("forward+backward", forward_backward, total_flops),
-        ):
-            seconds = best_time(lambda f=function: tf.nest.map_structure(lambda t: t.numpy(), f(*inputs)), args.repeats)
-            # The peak right after the case as well: under a varying load, the ratio uses the
-            # best peak seen so far (never flattering the solve).
-            peak = max(peak, matmul_peak(args.repeats))
-            results.append((name, label, seconds, flops * args.batch / seconds / 1e9))
-    print(f"large-matmul peak (2048^2 float32 tf.matmul, best seen in this run): {peak:.1f} GFLOP/s")
+        timed[(name, "forward")] = (lambda f=forward, i=inputs: f(*i), forward_flops * args.batch)
+        timed[(name, "forward+backward")] = (lambda f=forward_backward, i=inputs: f(*i), total_flops * args.batch)
+    # Round robin over all cases and the matmul peak, best of the repeats for each: other
+    # processes share the machine, so every case gets the same chances at a quiet moment.
+    for function, _ in timed.values():
+        run_once(function)  # trace and warm up
+    best = dict.fromkeys(timed, np.inf)
+    for _ in range(args.repeats):
+        for key, (function, _) in timed.items():
+            best[key] = min(best[key], run_once(function))
+    peak = peak_flops / best.pop("peak") / 1e9
+    results = [(name, label, seconds, timed[(name, label)][1] / seconds / 1e9) for (name, label), seconds in best.items()]
+    print(f"large-matmul peak (2048^2 float32 tf.matmul, best of the same round robin): {peak:.1f} GFLOP/s")
     print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}; rN = N refinement steps "
           "(r1 is the layers' default; r0 skips refinement: on exact data ~5e-3 instead of ~1e-5 relative "
           "coefficient error with the full basis)")
