@@ -171,32 +171,32 @@ def test_head_pose_round_trip(angles):
     np.testing.assert_allclose([pose["yaw"], pose["pitch"], pose["roll"]], angles, atol=1e-9)
 
 
-def _outputs(score):
+def _outputs():
     K = np.array([[[500.0, 0, 32], [0, 500, 32], [0, 0, 1]]])
     R = _rotation(10, 5, 0)[None]
     t = np.array([[0.0, 0.0, 600.0]])
     points = np.array([[[0.0, 0.0, 0.0], [30.0, 20.0, 10.0]]])
     camera = points @ R[0].T + t[0]
     pixels = (camera @ K[0].T)[..., :2] / camera[..., 2:]
-    return {"face_score": np.array([score]), "K": K, "R": R, "t": t, "landmarks68": np.repeat(pixels, 34, axis=1),
+    return {"K": K, "R": R, "t": t, "landmarks68": np.repeat(pixels, 34, axis=1),
             "landmarks5": pixels[:, :1].repeat(5, axis=1), "shape_coefficients": np.zeros((1, 4)),
             "expression_coefficients": np.zeros((1, 3)), "albedo_coefficients": np.zeros((1, 2)),
             "lighting": np.zeros((1, 3, 9))}, camera[0]
 
 
 def test_face_record_maps_camera_and_landmarks_to_the_original_image(tmp_path):
-    outputs, camera = _outputs(0.3)
+    outputs, camera = _outputs()
     _, fit = fit_to_square(np.zeros((100, 50, 3), np.uint8), 64)
-    record = face_record(outputs, 0, fit, "a.png", face_threshold=0.05)
-    assert record["face_detected"]
+    record = face_record(outputs, 0, fit, "a.png", True, {"face_score": 0.3})
+    assert record["face_detected"] and record["face_score"] == 0.3
     K = np.array(record["camera"]["K"])
     projected = (camera @ K.T)[:, :2] / camera[:, 2:]
     np.testing.assert_allclose(projected, np.array(record["landmarks68"])[[0, 34]], atol=0.02)
     np.testing.assert_allclose(list(record["head_pose_degrees"].values()), [10, 5, 0], atol=1e-3)
     write_json(tmp_path / "a.json", record)
     assert json.loads((tmp_path / "a.json").read_text())["source"] == "a.png"
-    no_face = face_record(_outputs(0.01)[0], 0, fit, "b.png", face_threshold=0.05)
+    no_face = face_record(outputs, 0, fit, "b.png", False, {"face_score": 0.01})
     assert not no_face["face_detected"] and "landmarks68" not in no_face and "camera" not in no_face
     outputs["K"][0, 0, 0] = math.nan
     with pytest.raises(InputError, match="non-finite"):
-        face_record(outputs, 0, fit, "c.png", face_threshold=0.05)
+        face_record(outputs, 0, fit, "c.png", True, {})

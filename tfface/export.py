@@ -433,7 +433,8 @@ class ExportedModel:
             if not path.is_file() or not self.metadata.get("tflite_outputs"):
                 raise ModelFileError(f"{self.folder} has no TFLite model; create it with `tfface export --tflite {self.folder}`")
             self._interpreter = tf.lite.Interpreter(model_path=str(path))
-            self._interpreter.resize_tensor_input(0, [1, self.image_size, self.image_size, 3])
+            self._interpreter.resize_tensor_input(self._interpreter.get_input_details()[0]["index"],
+                                                  [1, self.image_size, self.image_size, 3])
             self._interpreter.allocate_tensors()
 
     def _run_tflite(self, image: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,9 +9,11 @@ For every input image (every frame of a video or frame folder) ``NAME``, the out
 * ``NAME.png``: the six-tile panel of :mod:`tfface.visualize`.
 
 No face detector is involved: the network's geometric confidence says whether the image holds a
-face. ``face_score`` (the share of pixels with confidence > 0.5) below ``face_threshold`` means
-"no face": the JSON records ``face_detected: false`` and no mesh is written, rather than
-inventing one. Images are padded to a square and resized to the model's input size
+face. A face is reported when ``face_score`` (the share of pixels with confidence > 0.5) reaches
+``face_threshold`` and the image varies inside that confident region (``face_contrast``, the
+standard deviation of luminance there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has
+nothing the photometric fit could explain). Otherwise the JSON records ``face_detected: false``
+and no mesh is written, rather than inventing one. Images are padded to a square and resized to the model's input size
 (:func:`tfface.io.images.fit_to_square`); results are mapped back to original pixels.
 """
 
@@ -27,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from tfface.errors import InputError
-from tfface.export import ExportedModel
+from tfface.export import FACE_PIXEL_CONFIDENCE, ExportedModel
 from tfface.io import images as io_images
 from tfface.io.mesh import write_obj, write_ply
 from tfface.io.records import face_record, write_json
@@ -39,6 +41,22 @@ DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "1"
 
 #: Default ``face_score`` threshold (share of confident pixels) below which no face is reported.
 DEFAULT_FACE_THRESHOLD = 0.05
+
+#: Smallest luminance standard deviation (in [0, 1] units) of the confident region of a face.
+MIN_FACE_CONTRAST = 0.02
+
+
+def face_evidence(image: np.ndarray, outputs: dict[str, np.ndarray], index: int) -> dict[str, float]:
+    """``face_score`` and ``face_contrast`` of image ``index`` (``image``: its (S, S, 3) uint8 model input)."""
+    confident = outputs["confidence"][index][..., 0] > FACE_PIXEL_CONFIDENCE
+    luminance = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+    return {"face_score": float(outputs["face_score"][index]),
+            "face_contrast": float(luminance[confident].std()) if confident.any() else 0.0}
+
+
+def is_face(evidence: dict[str, float], face_threshold: float = DEFAULT_FACE_THRESHOLD) -> bool:
+    """The detection rule on :func:`face_evidence` (see the module docstring)."""
+    return evidence["face_score"] >= face_threshold and evidence["face_contrast"] >= MIN_FACE_CONTRAST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +147,9 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
                                                            for _, fit in fitted]))
         for i, (item, (square, fit)) in enumerate(zip(batch, fitted)):
             name = _unique(item.name, used)
-            record = face_record(outputs, i, fit, item.name, face_threshold)
+            evidence = face_evidence(square, outputs, i)
+            record = face_record(outputs, i, fit, item.name, is_face(evidence, face_threshold),
+                                 {**evidence, "face_threshold": face_threshold})
             write_json(out / f"{name}.json", record)
             if record["face_detected"]:
                 vertices, colours = outputs["vertices"][i], outputs["vertex_albedo"][i]

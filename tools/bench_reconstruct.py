@@ -36,7 +36,7 @@ from PIL import Image
 
 from tfface import export
 from tfface.io.images import fit_to_square, read_image
-from tfface.reconstruct import DEFAULT_MODEL
+from tfface.reconstruct import DEFAULT_MODEL, face_evidence, is_face
 
 MEDIAPIPE_VERSION = "0.10.14"
 
@@ -87,9 +87,9 @@ def time_runner(runner, paths: list[Path], repeats: int) -> dict:
     """Per-image wall and CPU seconds of read -> fit -> model for ``runner``."""
     def one(path):
         square, _ = fit_to_square(read_image(path), runner.image_size)
-        return runner(square[None])
+        return square, runner(square[None])
 
-    faces = sum(float(one(p)["face_score"][0]) >= 0.05 for p in paths)  # warm-up (tracing), detections
+    faces = sum(is_face(face_evidence(*one(p), 0)) for p in paths)  # warm-up (tracing), detections
     wall, cpu = [], []
     for _ in range(repeats):
         for path in paths:

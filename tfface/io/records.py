@@ -41,22 +41,22 @@ def _rounded(array, digits: int = 5) -> list:
     return np.round(array, digits).tolist()
 
 
-def face_record(outputs: dict[str, np.ndarray], index: int, fit: SquareFit, source: str,
-                face_threshold: float) -> dict:
+def face_record(outputs: dict[str, np.ndarray], index: int, fit: SquareFit, source: str, detected: bool,
+                evidence: dict[str, float]) -> dict:
     """The JSON-ready record of image ``index`` of a batch of exported-model ``outputs``.
 
     Args:
         outputs: the outputs of :class:`tfface.export.ExportedModel` (or ``KerasInference``).
         index: image index in the batch.
         fit: how the image was fitted to the model input.
-        source: input name (file, or ``video#frame``).
-        face_threshold: ``face_score`` below which no face is reported (pose, camera, landmarks
-            and coefficients are then omitted).
+        source: input name (file, or frame name).
+        detected: whether a face was found; if not, pose, camera, landmarks and coefficients
+            are omitted.
+        evidence: the figures the decision was made on (recorded as given, rounded).
     """
-    score = float(outputs["face_score"][index])
-    record = {"format": RECORD_FORMAT, "source": source, "face_score": round(score, 5),
-              "face_threshold": face_threshold, "face_detected": score >= face_threshold}
-    if not record["face_detected"]:
+    record = {"format": RECORD_FORMAT, "source": source, **{k: round(float(v), 5) for k, v in evidence.items()},
+              "face_detected": bool(detected)}
+    if not detected:
         return record
     K = fit.matrix() @ outputs["K"][index]
     R, t = outputs["R"][index], outputs["t"][index]
