@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfface.data.synthetic import SynthesisConfig, SyntheticFaces
+from tfface.errors import InputError
 from tfface.geometry.camera import compose_inverse_camera, project
 from tfface.model import FaceModel, direct_landmarks, project_points
 from tfface.training import metrics
@@ -56,6 +57,7 @@ def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
         assert np.all(np.isfinite(out[key].numpy())), key
 
 
+@pytest.mark.slow
 def test_train_step_updates_network_and_adaptive_state(default_uv_model, faces):
     model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
     import keras
@@ -72,6 +74,15 @@ def test_train_step_updates_network_and_adaptive_state(default_uv_model, faces):
     assert all(changed)
     for key in ("loss", "geometric", "photometric", "statistical"):
         assert np.isfinite(history.history[key][-1]), key
+
+
+@pytest.mark.parametrize("images", [np.zeros((1, SIZE, SIZE, 1), np.float32), np.zeros((1, SIZE, SIZE, 4), np.float32),
+                                    np.zeros((1, 32, 32, 3), np.float32), np.zeros((1, SIZE, SIZE, 3), np.uint8),
+                                    np.full((1, SIZE, SIZE, 3), np.nan, np.float32)])
+def test_bad_images_raise_input_error(default_uv_model, images):
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    with pytest.raises(InputError):
+        model.infer(images)
 
 
 def test_project_points_matches_the_camera_projection():
@@ -96,3 +107,15 @@ def test_direct_landmarks_find_the_pixel_with_the_landmark_uv():
     maps[0, 6, 1, 0:2] = landmark_uv[1]
     found = direct_landmarks(tf.constant(maps), tf.constant(landmark_uv), sigma=0.01).numpy()
     np.testing.assert_allclose(found[0], [[5.5, 2.5], [1.5, 6.5]], atol=1e-4)
+
+
+def test_tensorboard_panels_are_images_in_unit_range(default_uv_model, faces):
+    from tfface.training.callbacks import summary_panels
+
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    panels = tf.function(lambda x: summary_panels(model, x))(faces["image"])
+    assert set(panels) == {"input", "reconstruction", "geometry", "correspondence", "confidence", "depth", "residual"}
+    for name, panel in panels.items():
+        values = panel.numpy()
+        assert values.shape == (4, SIZE, SIZE, 3), name
+        assert np.all(np.isfinite(values)) and values.min() >= 0.0 and values.max() <= 1.0, name

@@ -1,7 +1,6 @@
 """Training infrastructure: configs, metrics, pretraining targets, resumption, multi-worker."""
 
 import json
-import math
 import os
 import signal
 import socket

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface import losses
+from tfface.errors import InputError
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
 from tfface.layers.photometric import PhotometricLeastSquares, sample_normals
@@ -155,8 +156,17 @@ class FaceModel(keras.Model):
         return self._mean + tf.reshape(offsets, [-1, self.num_vertices, 3])
 
     def predict_maps(self, images, training=False):
-        """U-Net prediction ``(B, H, W, 5)`` (u, v, depth, geometric and photometric confidence)."""
-        return self.unet(self.preprocessing(images), training=training)
+        """U-Net prediction ``(B, H, W, 5)`` (u, v, depth, geometric and photometric confidence).
+
+        Raises:
+            InputError: images that are not ``(B, S, S, 3)`` float with ``S = config.image_size``
+                (grey, RGBA, other sizes, integer dtypes) or, eagerly, contain NaN/inf.
+        """
+        preprocessed = self.preprocessing(images)  # checks rank, channels, dtype and finiteness
+        size = self.config.image_size
+        if tuple(preprocessed.shape[1:3]) != (size, size):
+            raise InputError(f"images must be {size}x{size} for this model, got {tuple(preprocessed.shape[1:3])}")
+        return self.unet(preprocessed, training=training)
 
     def fit_images(self, images, training=False):
         """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfface import losses
@@ -33,7 +31,7 @@ from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.training import callbacks as cb
 from tfface.training import data
 from tfface.training.config import TrainConfig
-from tfface.training.distribute import distribute_batches, make_strategy
+from tfface.training.distribute import distribute_batches
 from tfface.training.evaluation import evaluate_batches
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
 from tfface.data.augment import SimilarityRange
