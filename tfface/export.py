@@ -403,7 +403,9 @@ class ExportedModel:
     backend : {"savedmodel", "tflite"}
 
     Call with ``(B, H, W, 3)`` uint8 RGB images; returns a dict of numpy arrays
-    (:data:`OUTPUT_DOCS`). The TFLite backend runs the batch one image at a time.
+    (:data:`OUTPUT_DOCS`). The TFLite backend runs the batch one image at a time with
+    ``tf.lite.Interpreter`` (it warns that it is deprecated in favour of ``ai_edge_litert``, which is
+    not installed here; in TF 2.21 it works, with the XNNPACK delegate).
     """
 
     BACKENDS = ("savedmodel", "tflite")

@@ -14,8 +14,10 @@ Images: ``--images DIR`` (JPEG/PNG), else ``--count`` synthetic faces rendered f
 repository's ``savedmodel/tfface_ict/1``) and the 224 paper model, exported here with random
 weights from ``--uv-model`` (latency does not depend on the weights) unless ``--paper`` names an
 exported folder; ``--skip-paper`` leaves it out. The machine may be shared: besides wall-clock
-milliseconds the table shows CPU milliseconds per image (process time), what an idle machine
-would need at most.
+milliseconds the table shows CPU milliseconds per image (process time, all threads). Last, the
+worst output difference of the small model's exported runtimes against Keras on the same images
+(relative to the output's scale, as the export tests measure it; not for the random-weight 224
+model, whose fit is ill-posed).
 
     python tools/bench_reconstruct.py --uv-model WORK/uv3dmm.npz --mediapipe-python /tmp/mpvenv/bin/python
 """
@@ -74,13 +76,13 @@ def synthetic_images(uv_model_path: Path, count: int, folder: Path, size: int = 
     return paths
 
 
-def paper_export(uv_model_path: Path, root: Path) -> Path:
-    """Export the 224 paper configuration with random weights (for latency only)."""
+def paper_model(uv_model_path: Path, root: Path):
+    """The 224 paper configuration with random weights (for latency only), and its export folder."""
     from tfface.model import FaceModel
     from tfface.training.config import CONFIGS
 
     model = export.configure_for_inference(FaceModel(str(uv_model_path), CONFIGS["paper"]))
-    return export.export_model(model, root, "paper", 1)
+    return model, export.export_model(model, root, "paper", 1)
 
 
 def time_runner(runner, paths: list[Path], repeats: int) -> dict:
@@ -98,6 +100,18 @@ def time_runner(runner, paths: list[Path], repeats: int) -> dict:
             wall.append(time.perf_counter() - w)
             cpu.append(time.process_time() - c)
     return {"wall": wall, "cpu": cpu, "faces": faces}
+
+
+def agreement(reference, runner, paths: list[Path]) -> str:
+    """Worst ``max |runner - reference| / max(1, max |reference|)`` over the outputs, and which output."""
+    worst, name = 0.0, ""
+    for path in paths:
+        square, _ = fit_to_square(read_image(path), runner.image_size)
+        expected, actual = reference(square[None]), runner(square[None])
+        for key, value in expected.items():
+            error = float(np.abs(actual[key] - value).max() / max(1.0, np.abs(value).max()))
+            worst, name = max((worst, name), (error, key))
+    return f"{worst:.1e} ({name})"
 
 
 def mediapipe_python(args) -> str | None:
@@ -148,31 +162,34 @@ def main(argv=None) -> int:
         paths = synthetic_images(args.uv_model, args.count, work)
     else:
         parser.error("pass --images or --uv-model (to render synthetic faces)")
-    models = {"small": args.small}
+    models, keras_models = {"small": args.small}, {}
+    if args.small_weights and args.uv_model:
+        from tfface.training.config import TrainConfig
+
+        meta = json.loads((Path(args.small) / export.EXTRAS / "tfface.json").read_text())
+        keras_models["small"] = export.load_trained_model(args.small_weights, args.uv_model,
+                                                          TrainConfig(**meta["config"]), meta["num_samples"])
     if not args.skip_paper:
         if args.paper is None and args.uv_model is None:
             parser.error("the 224 model needs --paper or --uv-model (or pass --skip-paper)")
-        models["224"] = args.paper or paper_export(args.uv_model, work / "models")
+        if args.paper is None:
+            keras_models["224"], models["224"] = paper_model(args.uv_model, work / "models")
+        else:
+            models["224"] = args.paper
 
-    rows = []
+    rows, agreements = [], []
     for label, folder in models.items():
         meta = json.loads((Path(folder) / export.EXTRAS / "tfface.json").read_text())
-        keras_model = None
-        if label == "224" and args.paper is None:
-            from tfface.model import FaceModel
-            from tfface.training.config import CONFIGS
-            keras_model = export.configure_for_inference(FaceModel(str(args.uv_model), CONFIGS["paper"]))
-        elif label == "small" and args.small_weights and args.uv_model:
-            from tfface.training.config import TrainConfig
-            keras_model = export.load_trained_model(args.small_weights, args.uv_model, TrainConfig(**meta["config"]),
-                                                    meta["num_samples"])
         size = f"{meta['image_size']}px, {meta['num_samples']} samples"
-        if keras_model is not None:
-            rows.append(_row(f"tfface {label} ({size}) Keras", time_runner(export.KerasInference(keras_model), paths,
-                                                                          args.repeats), len(paths)))
+        keras_runner = export.KerasInference(keras_models[label]) if label in keras_models else None
+        if keras_runner is not None:
+            rows.append(_row(f"tfface {label} ({size}) Keras", time_runner(keras_runner, paths, args.repeats),
+                             len(paths)))
         for backend in ("savedmodel", "tflite"):
             runner = export.ExportedModel(folder, backend)
             rows.append(_row(f"tfface {label} {backend}", time_runner(runner, paths, args.repeats), len(paths)))
+            if keras_runner is not None and label == "small":  # random 224 weights: an ill-posed fit, not compared
+                agreements.append(f"{label} {backend} vs Keras: worst relative difference {agreement(keras_runner, runner, paths)}")
     python = mediapipe_python(args)
     if python:
         rows.append(_row(f"MediaPipe Face Mesh {MEDIAPIPE_VERSION}", time_mediapipe(python, paths, args.repeats),
@@ -182,6 +199,7 @@ def main(argv=None) -> int:
     print(f"{len(paths)} images x {args.repeats} passes, batch 1, read + resize + model, ms per image")
     print(f"{'':<44} {'wall p50':>9} {'wall p90':>9} {'cpu p50':>9} {'faces':>9}")
     print("\n".join(rows))
+    print("\n".join(agreements))
     return 0
 
 
