@@ -140,6 +140,11 @@ def test_killed_training_resumes_from_last_checkpoint(default_uv_model, data_dir
     assert json.loads(out.strip().splitlines()[-1])["steps"] == 60
     assert metadata["epoch"] == 15
     assert (checkpoints / "step-000015.weights.h5").exists()
+    # the trained run evaluates on the held-out split
+    evaluate = _run(["evaluate", "--config", config, "--workdir", work, "--data", data_dir, "--uv-model", uv_path])
+    out, err = evaluate.communicate(timeout=300)
+    assert evaluate.returncode == 0, err[-2000:]
+    assert "68-landmark NME, fitted" in out and "shape error (mm per vertex)" in out and " 8\n" in out + "\n"
 
 
 def _free_ports(count):

@@ -38,8 +38,12 @@ class TrainConfig:
         z0: the fixed camera position (0, 0, z0) in front of the face, mm.
         translation_weight, translation_decay_steps: early camera-translation regulariser
             weight and its exponential decay (supplement F).
-        lighting_weight: ξ, the regulariser of the 27 inverse-SH coefficients.
-        albedo_weight: γ^2, the regulariser of the albedo coefficients.
+        lighting_weight: ξ, the regulariser of the 27 inverse-SH coefficients (towards neutral
+            light), in units of one sample with unit confidence.
+        albedo_weight: γ^2, the regulariser of the albedo coefficients, same units. Both are
+            large by default: with the smooth albedo prior of the open model a nearly free
+            lighting and albedo also explain background pixels, and the face region then
+            over-expands onto the background (measured; see the issue-5 report).
         ridge: Tikhonov ridge added to the normal equations.
         batch_size: global batch size.
         learning_rate: Adam learning rate of the main training.
@@ -67,19 +71,19 @@ class TrainConfig:
     num_shape: int | None = 40
     num_expression: int | None = 20
     num_albedo: int | None = 20
-    tau_geometric: float = 10.0
+    tau_geometric: float = 30.0
     tau_photometric: float = 0.15
-    photometric_weight: float = 1.0
+    photometric_weight: float = 20.0
     stat_weight: float = 0.01
-    coefficient_prior: float = 10.0
+    coefficient_prior: float = 100.0
     z0: float = 600.0
     translation_weight: float = 100.0
     translation_decay_steps: float = 1000.0
-    lighting_weight: float = 1.0e-3
-    albedo_weight: float = 1.0
+    lighting_weight: float = 100.0
+    albedo_weight: float = 1000.0
     ridge: float = 1.0e-6
     batch_size: int = 8
-    learning_rate: float = 1.0e-4
+    learning_rate: float = 3.0e-5
     steps: int = 4000
     pretrain_steps: int = 1500
     pretrain_learning_rate: float = 1.0e-3
