@@ -119,3 +119,18 @@ def test_tensorboard_panels_are_images_in_unit_range(default_uv_model, faces):
         values = panel.numpy()
         assert values.shape == (4, SIZE, SIZE, 3), name
         assert np.all(np.isfinite(values)) and values.min() >= 0.0 and values.max() <= 1.0, name
+
+
+def test_evaluation_on_aflw2k3d_mock_data_gives_landmark_nme(default_uv_model, tmp_path):
+    import tensorflow_datasets as tfds
+
+    from tfface.data.tfds_sources import aflw2k3d_dataset
+    from tfface.training.evaluation import evaluate_batches
+
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        results = evaluate_batches(model, aflw2k3d_dataset("train", SIZE, str(tmp_path)).take(4).batch(2))
+    assert results["count"] == 4
+    assert {"nme68", "nme5", "direct_nme68", "direct_nme5"} <= set(results)
+    assert "correspondence_uv" not in results  # no dense ground truth on real images
+    assert all(np.isfinite(results[k]) for k in ("nme68", "direct_nme68"))
