@@ -71,7 +71,7 @@ def test_low_confidence_reports_no_face_and_writes_no_mesh(toy_export, toy_image
     images = [reconstruct.InputImage("noise", toy_images[0]), reconstruct.InputImage("flat", flat)]
     records = reconstruct.reconstruct(images, unsure, tmp_path, progress=False)
     for record in records:
-        assert not record["face_detected"] and record["face_score"] < 0.05
+        assert not record["face_detected"] and record["face_score"] < reconstruct.DEFAULT_FACE_THRESHOLD
         assert "landmarks68" not in record and "camera" not in record
     assert not list(tmp_path.glob("*.obj")) and not list(tmp_path.glob("*.ply"))
     assert len(list(tmp_path.glob("*.png"))) == 2
@@ -87,3 +87,80 @@ def test_reconstruct_command_errors(toy_export, tmp_path):
         _command("reconstruct", tmp_path / "notes.txt", "--out", tmp_path / "out", "--batch-size", 0)
     with pytest.raises(InputError, match="threshold"):
         reconstruct.reconstruct([], export.ExportedModel(folder, "tflite"), tmp_path, face_threshold=2.0)
+
+
+def test_shipped_default_model_reconstructs_an_image_of_any_size(tmp_path):
+    runner = reconstruct.load_runner()  # savedmodel/tfface_ict/1 of the repository
+    assert runner.folder == reconstruct.DEFAULT_MODEL
+    coarse = np.random.default_rng(5).uniform(0, 255, (6, 8, 3)).astype(np.uint8)
+    photo = np.asarray(Image.fromarray(coarse).resize((240, 180), Image.Resampling.BICUBIC))
+    (record,) = reconstruct.reconstruct([reconstruct.InputImage("photo", photo)], runner, tmp_path,
+                                        face_threshold=0.0, progress=False)
+    assert record["face_detected"] and len(record["landmarks68"]) == 68
+    K, R = np.array(record["camera"]["K"]), np.array(record["camera"]["R"])
+    assert K[1, 0] == K[2, 0] == K[2, 1] == 0 and K[2, 2] == 1 and K[0, 0] > 0 and K[1, 1] > 0
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-4)
+    vertices = [line for line in (tmp_path / "photo.obj").read_text().splitlines() if line.startswith("v ")]
+    assert len(vertices) == len(runner.mesh.vertex_uv)
+
+
+@pytest.fixture(scope="module")
+def work_folder(toy_export, tmp_path_factory):
+    """A training work folder (config.json, uv3dmm.npz, train/final.weights.h5) of the toy model."""
+    import shutil
+
+    from test_export import TOY_CONFIG
+
+    model, _ = toy_export
+    work = tmp_path_factory.mktemp("run")
+    (work / "train").mkdir()
+    (work / "config.json").write_text(TOY_CONFIG.to_json())
+    shutil.copy(model.uv_model_path, work / "uv3dmm.npz")
+    model.save_weights(work / "train" / "final.weights.h5")
+    return work
+
+
+@pytest.mark.slow
+def test_known_intrinsics_are_kept_and_identity_is_shared(toy_export, toy_images, work_folder, tmp_path):
+    model, _ = toy_export
+    free = export.KerasInference(model)(toy_images)
+    for i, image in enumerate(toy_images):
+        Image.fromarray(image).save(tmp_path / f"view{i}.png")
+    views = [tmp_path / "view0.png", tmp_path / "view1.png"]
+    weights = work_folder / "train" / "final.weights.h5"
+    focal, cx, cy = free["K"][0, 0, 0], free["K"][0, 0, 2], free["K"][0, 1, 2]
+    assert _command("reconstruct", *views, "--out", tmp_path / "known", "--weights", weights,
+                    "--intrinsics", f"{focal},{focal},{cx},{cy}", "--face-threshold", 0) == 0
+    for i in range(2):
+        K = np.array(json.loads((tmp_path / "known" / f"view{i}.json").read_text())["camera"]["K"])
+        np.testing.assert_allclose(K, [[focal, 0, cx], [0, focal, cy], [0, 0, 1]], rtol=1e-3, atol=1e-2 * focal / 1e3)
+    assert _command("reconstruct", *views, "--out", tmp_path / "same", "--weights", weights, "--same-person",
+                    "--face-threshold", 0) == 0
+    shared = [json.loads((tmp_path / "same" / f"view{i}.json").read_text())["coefficients"] for i in range(2)]
+    assert shared[0]["shape"] == shared[1]["shape"]  # one identity for both views
+    assert shared[0]["expression"] != shared[1]["expression"]  # per-view expressions
+    assert not np.allclose(free["shape_coefficients"][0], free["shape_coefficients"][1], atol=1e-3)
+
+
+def test_variant_flags_need_weights_and_valid_intrinsics(work_folder, tmp_path):
+    weights = work_folder / "train" / "final.weights.h5"
+    with pytest.raises(InputError, match="pass --weights"):
+        _command("reconstruct", tmp_path, "--out", tmp_path / "o", "--same-person")
+    with pytest.raises(InputError, match="fx,fy,cx,cy"):
+        _command("reconstruct", tmp_path, "--out", tmp_path / "o", "--weights", weights, "--intrinsics", "1,2,3")
+    with pytest.raises(InputError, match="positive focal"):
+        _command("reconstruct", tmp_path, "--out", tmp_path / "o", "--weights", weights, "--intrinsics=-5,5,1,1")
+    with pytest.raises(InputError, match="cannot be combined"):
+        _command("reconstruct", tmp_path, "--out", tmp_path / "o", "--weights", weights, "--intrinsics", "5,5,1,1",
+                 "--same-person")
+
+
+def test_shipped_default_model_reports_no_face_on_noise_and_flat_images(tmp_path):
+    rng = np.random.default_rng(0)
+    images = {"noise": rng.integers(0, 256, (150, 200, 3), dtype=np.uint8),
+              **{f"flat{v}": np.full((120, 120, 3), v, np.uint8) for v in (0, 128, 255)}}
+    records = reconstruct.reconstruct([reconstruct.InputImage(k, v) for k, v in images.items()],
+                                      reconstruct.load_runner(), tmp_path, progress=False)
+    assert [r["face_detected"] for r in records] == [False] * 4
+    assert not list(tmp_path.glob("*.obj"))

@@ -119,3 +119,12 @@ def test_rest_client_round_trip(loaded_export, toy_images, reference):
         assert_close_scaled(outputs[name], value, name, tolerance=1e-6)  # JSON keeps float32 to ~1e-7
     with pytest.raises(InputError, match="model server error"):
         client.decode_rest_response({"error": "Servable not found"})
+
+
+def test_repository_models_config_serves_the_default_model():
+    from tfface.paths import REPO_ROOT
+
+    root = REPO_ROOT / "savedmodel"
+    parsed = text_format.Parse((root / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    names = [entry.name for entry in parsed.model_config_list.config]
+    assert names == served_models(root) and "tfface_ict" in names
