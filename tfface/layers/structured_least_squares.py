@@ -17,7 +17,8 @@ mean). Unknowns are ``x = [x_0 (q), x_1 (q), x_2 (q), x_m (K)]``. With a prior
 Forming ``N`` never materialises the Kronecker zeros: one ``(3P, K) x (3P, K)`` product for
 the model block, and one ``(P, q + 3) x (P, 3K)`` (shared features) or ``(P, 3q + 3) x (P, 3K)``
 product with the channel diagonal kept (per-channel features) for the cross block and the
-model part of the right-hand side together (one more read of the basis, not two).
+model part of the right-hand side together. Both are accumulated over chunks of samples
+(:func:`_basis_products`), so that forming ``N`` writes no basis-sized weighted copy.
 
 Gradient. Autodiff through the normal equations would write one ``(B, 3P, K)`` gradient per use
 of ``M`` (forming, refinement, residual), which dominates the cost. :func:`solve` instead
@@ -42,6 +43,9 @@ import tensorflow as tf
 
 from tfface.layers.linear_solve import solve_normal_equations
 from tfface.layers.normal_equations import solve_refined
+
+#: Samples per chunk of :func:`_basis_products` (153 modes: 0.5 MB per chunk, fits in L2).
+CHUNK_SAMPLES = 256
 
 
 class LinearProblem(NamedTuple):
@@ -149,6 +153,60 @@ def residual(problem: LinearProblem, x: tf.Tensor) -> tf.Tensor:
     return predict(problem, x) - problem.target
 
 
+def _basis_products(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
+    """``M^T W M`` (B, K, K) and ``[f, b]^T W M`` (B, q' + 3, 3K), ``q' = q`` (shared) or ``3q``.
+
+    One pass over the basis, image by image and :data:`CHUNK_SAMPLES` samples at a time in
+    nested ``tf.while_loop`` loops: each chunk (a contiguous slice along the first axis of the
+    basis reshaped to ``(B P, 3, K)``) is weighted and enters both products while it is in
+    cache, so the weighted basis is never materialised whole (a basis-sized temporary costs a
+    full write and read of memory). Same products as one batched matmul, summed in chunks. The left factor of the second product carries the features and the
+    targets side by side: the cross block and the model part of the right-hand side come from
+    one product.
+    """
+    basis, dtype = problem.basis, problem.basis.dtype
+    batch = basis.shape[0] if basis.shape[0] is not None else tf.shape(basis)[0]  # static if known
+    num_samples, num_basis = tf.shape(basis)[1], basis.shape[-1]
+    features = problem.features
+    width = features.shape[-1] * (1 if _shared(features) else 3) + 3
+    left = tf.reshape(
+        tf.concat([tf.reshape(features, [batch, num_samples, width - 3]), problem.target], axis=-1), [-1, width]
+    )
+    rows = tf.reshape(basis, [-1, 3, num_basis])  # (B P, 3, K)
+    weights = tf.reshape(problem.weights, [-1])
+    num_chunks = (num_samples + CHUNK_SAMPLES - 1) // CHUNK_SAMPLES
+
+    def image(entry: tf.Tensor, basis_block: tf.Tensor, product: tf.Tensor):
+        first, last = entry * num_samples, (entry + 1) * num_samples
+
+        def chunk_products(index: tf.Tensor, block: tf.Tensor, cross: tf.Tensor):
+            begin = first + index * CHUNK_SAMPLES
+            part = slice(begin, tf.minimum(begin + CHUNK_SAMPLES, last))
+            chunk = rows[part]  # (R, 3, K)
+            weighted = weights[part, None, None] * chunk
+            block += tf.matmul(
+                tf.reshape(weighted, [-1, num_basis]), tf.reshape(chunk, [-1, num_basis]), transpose_a=True
+            )
+            cross += tf.matmul(left[part], tf.reshape(weighted, [-1, 3 * num_basis]), transpose_a=True)
+            return index + 1, block, cross
+
+        _, block, cross = tf.while_loop(
+            lambda index, *_: index < num_chunks,
+            chunk_products,
+            (tf.constant(0), tf.zeros([num_basis, num_basis], dtype), tf.zeros([width, 3 * num_basis], dtype)),
+        )
+        here = tf.one_hot(entry, batch, dtype=dtype)[:, None, None]
+        return entry + 1, basis_block + here * block, product + here * cross
+
+    initial = (
+        tf.constant(0),
+        tf.zeros([batch, num_basis, num_basis], dtype),
+        tf.zeros([batch, width, 3 * num_basis], dtype),
+    )
+    _, basis_block, product = tf.while_loop(lambda entry, *_: entry < batch, image, initial)
+    return basis_block, product
+
+
 def normal_equations(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
     """``N = A^T W A + Gamma`` (B, n, n) and ``r = A^T W b + gamma`` (B, n)."""
     weighted = _weighted(problem)
@@ -158,13 +216,7 @@ def normal_equations(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
         feature_block = _block_diagonal(tf.stack([block] * 3, axis=1))
     else:
         feature_block = _block_diagonal(_feature_products(weighted, problem.features))
-    # One pass over the basis for the cross block and the basis rhs: the left factor carries the
-    # weighted features and the weighted targets side by side.
-    batch = tf.shape(problem.weights)[0]
-    weighted_target = problem.weights[..., None] * problem.target  # (B, P, 3)
-    left = tf.concat([tf.reshape(weighted, [batch, -1, weighted.shape[-1] * (1 if _shared(weighted) else 3)]),
-                      weighted_target], axis=-1)
-    product = tf.matmul(left, tf.reshape(problem.basis, [batch, -1, 3 * num_basis]), transpose_a=True)
+    basis_block, product = _basis_products(problem)
     if _shared(weighted):
         cross = tf.transpose(tf.reshape(product[:, :q], [-1, q, 3, num_basis]), [0, 2, 1, 3])
     else:
@@ -172,9 +224,6 @@ def normal_equations(problem: LinearProblem) -> tuple[tf.Tensor, tf.Tensor]:
     cross = tf.reshape(cross, [-1, 3 * q, num_basis])
     target_rows = _channel_diagonal(tf.reshape(product[:, -3:], [-1, 3, 1, 3, num_basis]))
     basis_rhs = -tf.reduce_sum(target_rows, axis=[1, 2])
-    flat = _flat_basis(problem)
-    weighted_basis = flat * tf.repeat(problem.weights, 3, axis=-1)[..., None]
-    basis_block = tf.matmul(weighted_basis, flat, transpose_a=True)
     matrix = tf.concat(
         [
             tf.concat([feature_block, -cross], axis=-1),
