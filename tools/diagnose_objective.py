@@ -12,9 +12,10 @@ output training drifts to (one frontal face, confidence 1 everywhere). Prints
 
 Usage::
 
-    python3 tools/diagnose_objective.py --uv /tmp/tf5/uv.npz --data /tmp/tf5/data \
-        --config /tmp/tf5/final2/config.json --pretrained /tmp/tf5/final2/pretrain/unet.weights.h5 \
-        --trained /tmp/tf5/final2/train/final.weights.h5
+    python3 tools/diagnose_objective.py --workdir runs/small
+
+(``--workdir`` is a ``tfface train``/``demo`` run folder; ``--uv``, ``--data``, ``--config``,
+``--pretrained`` and ``--trained`` override its files one by one.)
 """
 
 from __future__ import annotations
@@ -230,11 +231,14 @@ def loss_along(model, images, perturbed, gt_uv, steps=(0.0, 0.25, 0.5, 0.75, 1.0
 # ---------------------------------------------------------------------------- main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--uv", default="/tmp/tf5/uv.npz")
-    parser.add_argument("--data", default="/tmp/tf5/data")
-    parser.add_argument("--config", default="/tmp/tf5/final2/config.json")
-    parser.add_argument("--pretrained", default="/tmp/tf5/final2/pretrain/unet.weights.h5")
-    parser.add_argument("--trained", default="/tmp/tf5/final2/train/final.weights.h5")
+    parser.add_argument("--workdir", default="runs/small", help="run folder of tfface train/demo")
+    parser.add_argument("--uv", default=None, help="UV-3DMM file (default: <workdir>/uv3dmm.npz)")
+    parser.add_argument("--data", default=None, help="synthetic TFRecords (default: <workdir>/data)")
+    parser.add_argument("--config", default=None, help="training config (default: <workdir>/config.json)")
+    parser.add_argument("--pretrained", default=None,
+                        help="pretrained U-Net weights (default: <workdir>/pretrain/unet.weights.h5)")
+    parser.add_argument("--trained", default=None,
+                        help="trained model weights (default: <workdir>/train/final.weights.h5)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--translation-weight", type=float, default=None,
                         help="rho of the geometric solve (default: the config's initial value)")
@@ -243,6 +247,11 @@ def main() -> int:
     parser.add_argument("--trained-state", action="store_true",
                         help="use the trained run's adaptive weights and rho (end of training) for every case")
     args = parser.parse_args()
+    defaults = {"uv": "uv3dmm.npz", "data": "data", "config": "config.json",
+                "pretrained": "pretrain/unet.weights.h5", "trained": "train/final.weights.h5"}
+    for key, name in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, os.path.join(args.workdir, name))
 
     config = load_config(args.config)
     overrides = dict(item.split("=", 1) for item in args.set)
