@@ -147,13 +147,16 @@ class ImageSummaries(keras.callbacks.Callback):
         self.images = tf.constant(images, tf.float32)
         self.every = int(every)
         self.writer = tf.summary.create_file_writer(str(log_dir))
+        # Compiled, so that a degenerate fit early in training takes the solves' finite graph-mode
+        # fallback (an eager solve raises SolveError and would end the run for a picture).
+        self._panels = tf.function(lambda images: summary_panels(self.model, images))
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every:
             return
         with self.writer.as_default(step=step):
-            for name, panel in summary_panels(self.model, self.images).items():
+            for name, panel in self._panels(self.images).items():
                 tf.summary.image(name, panel, max_outputs=int(self.images.shape[0]))
         self.writer.flush()
 
