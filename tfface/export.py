@@ -10,11 +10,9 @@ Inference differs from training in two ways, both set by :func:`configure_for_in
 * the normal equations are solved by the Gauss-Jordan solver built from TFLite built-in ops
   (:mod:`tfface.layers.linear_solve`) instead of Cholesky.
 
-The exported graph (:func:`inference_outputs`) is traced inside :func:`portable_ops`, which
-swaps, for the duration of the trace, the few TensorFlow ops the converter cannot express with
-TFLite built-ins for mathematically identical built-in formulations (see its docstring). The
-SavedModel uses the same graph, free of XLA-compiled functions, so any TF Serving build can
-load it.
+The exported graph (:func:`inference_outputs`) uses only ops with TFLite built-in kernels (cross
+products and 3 x 3 determinants come from :mod:`tfface.geometry.vectors`). The SavedModel uses
+the same graph, free of XLA-compiled functions, so any TF Serving build can load it.
 
 Exported layout (``savedmodel/<name>/<version>/``)::
 
@@ -32,11 +30,9 @@ Exported layout (``savedmodel/<name>/<version>/``)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
@@ -236,53 +232,6 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
     }
 
 
-# ---------------------------------------------------------------------------- portable graph
-def _cross_builtin(a, b, name=None):
-    """Cross product of ``(..., 3)`` vectors from its components (no Cross op)."""
-    a0, a1, a2 = tf.unstack(tf.convert_to_tensor(a), axis=-1)
-    b0, b1, b2 = tf.unstack(tf.convert_to_tensor(b), axis=-1)
-    return tf.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
-
-
-def _det_builtin(original: Callable) -> Callable:
-    """Determinant of ``(..., 3, 3)`` as the triple product of its rows (no MatrixDeterminant)."""
-
-    def det(matrix, name=None):
-        matrix = tf.convert_to_tensor(matrix)
-        if matrix.shape[-1] != 3 or matrix.shape[-2] != 3:
-            return original(matrix, name=name)
-        return tf.reduce_sum(matrix[..., 0, :] * _cross_builtin(matrix[..., 1, :], matrix[..., 2, :]), axis=-1)
-
-    return det
-
-
-@contextlib.contextmanager
-def portable_ops() -> Iterator[None]:
-    """Trace with TFLite built-in formulations of the ops the converter cannot express.
-
-    While active (tracing only; not thread-safe), with identical mathematics:
-    ``tf.linalg.cross`` -> component formula (no ``Cross``, used by the vertex normals and the
-    camera decomposition) and ``tf.linalg.det`` of 3 x 3 matrices -> triple product of the rows
-    (no ``MatrixDeterminant``, used by the camera validity check).
-
-    These are the only non-built-in ops of the inference graph (found by conversion with
-    ``TFLITE_BUILTINS`` only); making the owning modules use such formulations natively would
-    remove the need for this context.
-    """
-    patches = [
-        (tf.linalg, "cross", _cross_builtin),
-        (tf.linalg, "det", _det_builtin(tf.linalg.det)),
-    ]
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    try:
-        for owner, name, replacement in patches:
-            setattr(owner, name, replacement)
-        yield
-    finally:
-        for owner, name, original in saved:
-            setattr(owner, name, original)
-
-
 # ---------------------------------------------------------------------------- export
 def _uint8_inference(model: FaceModel) -> tf.types.experimental.GenericFunction:
     """``inference_outputs`` of uint8 images (divided by 255), as a ``tf.function``."""
@@ -326,8 +275,8 @@ def add_tflite(folder: str | Path) -> Path:
     """Convert the ``serving_default`` signature of an exported version folder to TFLite.
 
     Writes ``assets.extra/model.tflite`` (``TFLITE_BUILTINS`` only; variables frozen to constants;
-    run with batch 1) and records its output order in ``tfface.json``. The SavedModel graph was
-    traced inside :func:`portable_ops`, so it converts without Flex ops.
+    run with batch 1) and records its output order in ``tfface.json``. The SavedModel graph has
+    built-in ops only, so it converts without Flex ops.
 
     Returns:
         The ``.tflite`` path.
@@ -370,9 +319,8 @@ def export_model(model: FaceModel, root: str | Path, name: str, version: int, tf
         raise InputError(f"{folder} already exists; choose another --version")
     module = FaceServingModule(model)
     size = model.config.image_size
-    with portable_ops():
-        signature = module.serve.get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.uint8, name="images"))
-        tf.saved_model.save(module, str(folder), signatures={"serving_default": signature})
+    signature = module.serve.get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.uint8, name="images"))
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": signature})
     extras = folder / EXTRAS
     extras.mkdir(exist_ok=True)
     _write_mesh(model, extras / "mesh.npz")

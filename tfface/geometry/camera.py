@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface.errors import InputError, SolveError
+from tfface.geometry.vectors import cross, det3
 
 __all__ = [
     "compose_inverse_camera",
@@ -120,7 +121,7 @@ def inverse_camera_is_valid(p_hat: tf.Tensor, q_hat: tf.Tensor) -> tf.Tensor:
         tf.reduce_all(tf.math.is_finite(q_hat), axis=-1),
     )
     safe = tf.where(finite[..., None, None], p_hat, tf.eye(3, dtype=p_hat.dtype))
-    det = tf.linalg.det(safe)
+    det = det3(safe)
     bound = tf.reduce_prod(tf.norm(safe, axis=-2), axis=-1)
     eps = 100.0 * np.finfo(p_hat.dtype.as_numpy_dtype).eps
     return tf.logical_and(finite, det > eps * bound)
@@ -208,10 +209,10 @@ def decompose_inverse_camera(
     q_hat = tf.where(q_finite, q_hat, tf.zeros_like(q_hat))
 
     c1, c2, c3 = p_hat[..., :, 0], p_hat[..., :, 1], p_hat[..., :, 2]
-    det = _dot(c1, tf.linalg.cross(c2, c3))
-    p1 = tf.linalg.cross(c2, c3) / det[..., None]
-    p2 = tf.linalg.cross(c3, c1) / det[..., None]
-    p3 = tf.linalg.cross(c1, c2) / det[..., None]
+    det = _dot(c1, cross(c2, c3))
+    p1 = cross(c2, c3) / det[..., None]
+    p2 = cross(c3, c1) / det[..., None]
+    p3 = cross(c1, c2) / det[..., None]
 
     psi = tf.norm(p3, axis=-1)
     r3 = p3 / psi[..., None]
@@ -221,7 +222,7 @@ def decompose_inverse_camera(
     u2 = p2 - k5[..., None] * r3
     k4 = tf.norm(u2, axis=-1)
     r2 = u2 / k4[..., None]
-    r1 = tf.linalg.cross(r2, r3)
+    r1 = cross(r2, r3)
     k1, k2, k3 = _dot(r1, p1), _dot(r2, p1), _dot(r3, p1)
 
     zero, one = tf.zeros_like(k1), tf.ones_like(k1)

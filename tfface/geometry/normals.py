@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface.errors import InputError
+from tfface.geometry.vectors import cross
 
 __all__ = ["face_normals", "vertex_normals"]
 
@@ -25,7 +26,7 @@ def face_normals(vertices: tf.Tensor, triangles: tf.Tensor) -> tf.Tensor:
     normals : (B, T, 3)
     """
     corners = tf.gather(vertices, triangles, axis=1)  # (B, T, 3, 3)
-    return tf.linalg.cross(corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :])
+    return cross(corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :])
 
 
 def vertex_normals(vertices: tf.Tensor, triangles: tf.Tensor) -> tf.Tensor:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfface.geometry.vectors import det3
 from tfface.layers import structured_least_squares as structured
 from tfface.layers.geometric import (
     CAMERA_UNKNOWNS,
@@ -50,13 +51,13 @@ def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
     Non-finite or singular inputs give the identity (finite, zero gradient).
     """
     dtype = matrix.dtype
-    det = tf.linalg.det(matrix)
+    det = det3(matrix)
     bound = tf.reduce_prod(tf.norm(matrix, axis=-2), axis=-1)
     usable = tf.logical_and(tf.math.is_finite(det), tf.abs(det) > 1e-6 * bound)
     eye = tf.eye(3, dtype=dtype)
     current = tf.where(usable[..., None, None], matrix, eye)
     for _ in range(iterations):
-        gamma = tf.pow(tf.abs(tf.linalg.det(current)), tf.constant(-1.0 / 3.0, dtype))
+        gamma = tf.pow(tf.abs(det3(current)), tf.constant(-1.0 / 3.0, dtype))
         inverse_transpose = tf.linalg.matrix_transpose(tf.linalg.inv(current))
         current = 0.5 * (gamma[..., None, None] * current + inverse_transpose / gamma[..., None, None])
     return current
@@ -169,7 +170,7 @@ def solve_geometry_known_intrinsics(
         matrix, rhs, lambda x: structured.gradient(system.problem, x), refinement_steps, ridge, solver
     )
     p_hat_normalised, _ = inverse_camera(system, general)
-    sign = tf.sign(tf.linalg.det(p_hat_normalised))
+    sign = tf.sign(det3(p_hat_normalised))
     rotation_transpose = polar_rotation(sign[:, None, None] * p_hat_normalised)
     scale = tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
     for _ in range(rotation_steps):
