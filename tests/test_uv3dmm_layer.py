@@ -45,3 +45,18 @@ def test_layer_gradient_flows_to_uv(toy_uv_model):
 def test_layer_rejects_bad_uv(toy_uv_model):
     with pytest.raises(InputError):
         UVSampling.from_uv_model(toy_uv_model)(np.zeros((4, 3), np.float32))
+
+
+def test_vertex_values_evaluate_the_linear_models_at_the_vertices(toy_uv_model):
+    layer = UVSampling.from_uv_model(toy_uv_model)
+    m = toy_uv_model.model
+    rng = np.random.default_rng(2)
+    geometry = rng.normal(size=(2, m.num_shape + m.num_expression)).astype(np.float32)
+    albedo = rng.normal(size=(2, m.num_albedo)).astype(np.float32)
+    basis = np.concatenate([m.shape_basis, m.expression_basis])  # (K, V, 3)
+    want = m.mean + np.einsum("bk,kvc->bvc", geometry, basis)
+    np.testing.assert_allclose(layer.vertex_values(geometry).numpy(), want, rtol=1e-5, atol=1e-4)
+    want = m.albedo_mean + np.einsum("bk,kvc->bvc", albedo, m.albedo_basis)
+    np.testing.assert_allclose(layer.vertex_values(albedo, "albedo").numpy(), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="part"):
+        layer.vertex_values(albedo, "texture")

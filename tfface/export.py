@@ -215,10 +215,7 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
     mesh = model.uv_model.model
     vertices = fit["vertices"]
     landmarks68, _ = project(tf.gather(vertices, mesh.landmarks68, axis=1), fit["K"], fit["R"], fit["t"])
-    tables = {weight.name: weight for weight in model.uv_sampling.weights}  # per-vertex rows, stored once
-    albedo_basis = tf.reshape(tables["albedo_basis"], [3 * mesh.num_vertices, mesh.num_albedo])  # rows (vertex, rgb)
-    albedo = tables["albedo_mean"] + tf.reshape(
-        tf.matmul(fit["albedo_coefficients"], albedo_basis, transpose_b=True), [-1, mesh.num_vertices, 3])
+    albedo = model.uv_sampling.vertex_values(fit["albedo_coefficients"], "albedo")
     maps = fit["maps"]
     ks = mesh.num_shape
     return {

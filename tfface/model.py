@@ -30,7 +30,6 @@ import dataclasses
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfface import losses
@@ -140,10 +139,7 @@ class FaceModel(keras.Model):
         self.regularizer = AdaptiveRegularizer(self.num_coefficients, initial_weight=cfg.coefficient_prior,
                                                initial_mean_weight=cfg.coefficient_prior,
                                                name="adaptive_regularizer")
-        # Per-vertex tables of the fitted mesh (normals, vertices, landmarks).
-        self._mean = tf.constant(m.mean)
-        self._basis = tf.constant(np.concatenate([m.shape_basis, m.expression_basis]).reshape(
-            self.num_coefficients, -1).T)  # (3V, K)
+        # Tables of the fitted mesh (normals, landmarks); its vertices come from the sampler's tables.
         self._triangles = tf.constant(m.triangles)
         self._landmarks68 = tf.constant(m.landmarks68)
         self._landmark_uv = tf.constant(self.uv_model.vertex_uv[m.landmarks68])
@@ -152,8 +148,7 @@ class FaceModel(keras.Model):
     # ------------------------------------------------------------------ pipeline
     def fitted_vertices(self, coefficients):
         """``(B, V, 3)`` vertices of the fitted shape+expression (mm)."""
-        offsets = tf.matmul(coefficients, self._basis, transpose_b=True)
-        return self._mean + tf.reshape(offsets, [-1, self.num_vertices, 3])
+        return self.uv_sampling.vertex_values(coefficients)
 
     def predict_maps(self, images, training=False):
         """U-Net prediction ``(B, H, W, 5)`` (u, v, depth, geometric and photometric confidence).
@@ -189,13 +184,15 @@ class FaceModel(keras.Model):
         """
         preprocessed = self.preprocessing(tf.convert_to_tensor(images, tf.float32))
         width = tf.shape(maps)[2]
-        indices = self.sampler(maps[..., 3])
+        face = maps[..., 3] * maps[..., 4] if self.config.joint_confidence else maps[..., 3]
+        indices = self.sampler(face)
         samples = gather_pixels(maps, indices)  # (B, P, 5)
         colours = gather_pixels(preprocessed, indices)  # (B, P, 3)
         pixels = pixel_centres(indices, width)
         uv_sample = self.uv_sampling(samples[..., 0:2])
         valid = uv_sample.valid
-        geometric = self.geometric(pixels, samples[..., 2], samples[..., 3] * valid, uv_sample.mean,
+        geometric_weight = samples[..., 3] * (samples[..., 4] if self.config.joint_confidence else 1.0)
+        geometric = self.geometric(pixels, samples[..., 2], geometric_weight * valid, uv_sample.mean,
                                    uv_sample.basis, self.regularizer.weights_for_solve())
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])
@@ -223,7 +220,7 @@ class FaceModel(keras.Model):
                                                        cfg.tau_photometric, fit["valid"])
         statistical = losses.statistical_loss(fit["coefficients"], self.regularizer.loss_weights())
         total = (geometric / cfg.tau_geometric ** 2 + cfg.photometric_weight * photometric / cfg.tau_photometric ** 2
-                 + cfg.stat_weight * statistical / float(self.num_coefficients))
+                 + cfg.stat_weight * statistical / (cfg.num_samples * cfg.tau_geometric ** 2))
         inliers = tf.reduce_mean(fit["valid"] * tf.cast(
             tf.reduce_sum(tf.square(fit["geometric_residual"]), -1) < cfg.tau_geometric ** 2, tf.float32), -1)
         return {"loss": total, "geometric": geometric, "photometric": photometric, "statistical": statistical,

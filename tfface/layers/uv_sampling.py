@@ -62,6 +62,29 @@ class UVSampling(keras.layers.Layer):
         tables = tf.nest.pack_sequence_as(template, [w.value for w in self._weights_flat])
         return sample(uv, tables, self.resolution)
 
+    def vertex_values(self, coefficients, part: str = "geometry"):
+        """The linear model at its mesh vertices: ``mean + basis @ coefficients`` per vertex.
+
+        Reads the same per-vertex tables the sampler blends, so a model that needs the fitted
+        mesh holds no second copy of the basis.
+
+        Args:
+            coefficients: ``(B, K)`` float32; ``K`` is the number of modes of ``part``.
+            part: ``"geometry"`` (shape then expression modes, mm) or ``"albedo"`` (reflectance).
+
+        Returns:
+            ``(B, V, 3)`` float32 per-vertex positions (mm) or albedo.
+        """
+        names = {"geometry": ("mean", "basis"), "albedo": ("albedo_mean", "albedo_basis")}
+        if part not in names:
+            raise ValueError(f"part must be one of {sorted(names)}, got {part!r}")
+        tables = dict(zip(TABLE_NAMES, self._weights_flat))
+        mean, basis = (tables[name].value for name in names[part])
+        vertices = mean.shape[0]
+        rows = tf.reshape(basis, [3 * vertices, -1])  # rows (vertex, xyz), columns modes
+        offsets = tf.matmul(tf.convert_to_tensor(coefficients, tf.float32), rows, transpose_b=True)
+        return mean + tf.reshape(offsets, [-1, vertices, 3])
+
     def compute_output_spec(self, uv):
         b, p = uv.shape[0], uv.shape[1]
         k = self.table_shapes["basis"][1] // 3
