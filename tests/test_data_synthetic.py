@@ -10,20 +10,13 @@ from tfface.data.synthetic import SynthesisConfig, SyntheticFaces
 from tfface.data.tfrecords import read_tfrecords, write_tfrecords
 from tfface.errors import InputError
 from tfface.geometry import camera
-from tfface.morphable.loaders import load_default_model
-from tfface.morphable.uv3dmm import UVMorphableModel
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def uv_model():
-    return UVMorphableModel.build(load_default_model())
-
-
-@pytest.fixture(scope="module")
-def faces(uv_model):
-    return SyntheticFaces(uv_model, SynthesisConfig(image_size=SIZE))
+def faces(default_uv_model):
+    return SyntheticFaces(default_uv_model, SynthesisConfig(image_size=SIZE))
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +34,8 @@ def as64(*arrays):
     return [np.asarray(a, np.float64) for a in arrays]
 
 
-def test_landmarks_are_projected_landmark_vertices(uv_model, batch):
-    model = uv_model.model
+def test_landmarks_are_projected_landmark_vertices(default_uv_model, batch):
+    model = default_uv_model.model
     points = model_vertices(model, batch)[:, model.landmarks68]
     projected, depth = camera.project(*as64(points, batch["K"], batch["R"], batch["t"]))
     assert np.all(depth.numpy() > 0)
@@ -51,11 +44,11 @@ def test_landmarks_are_projected_landmark_vertices(uv_model, batch):
     np.testing.assert_allclose(batch["landmarks5"], landmarks5_from_68(projected.numpy()), atol=0.01)
 
 
-def test_correspondence_and_depth_reproduce_the_mesh(uv_model, batch):
+def test_correspondence_and_depth_reproduce_the_mesh(default_uv_model, batch):
     """UV-3DMM sampled at the correspondence = back-projected depth, to 0.1 mm, at every face pixel."""
     count = batch["image"].shape[0]
     uv = batch["correspondence"].reshape(count, -1, 2)
-    sample = uv_model.sample(tf.constant(uv))
+    sample = default_uv_model.sample(tf.constant(uv))
     coefficients = np.concatenate([batch["shape_coefficients"], batch["expression_coefficients"]], 1)
     surface = sample.mean.numpy() + np.einsum("bpdk,bk->bpd", sample.basis.numpy(), coefficients)
     rows, cols = np.mgrid[0:SIZE, 0:SIZE] + 0.5
