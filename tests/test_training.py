@@ -94,6 +94,18 @@ def test_pretraining_targets_and_shared_augmentation(default_uv_model, data_dir)
     assert not np.allclose(target.numpy()[0, ..., 3], maps[..., 3])  # it did move
 
 
+def test_pretraining_no_face_examples_have_zero_confidence(default_uv_model, data_dir):
+    targets = pretraining_targets(default_uv_model, mean_landmarks5(data_dir), 32)
+    white = tf.data.Dataset.from_tensors(tf.ones([32, 32, 3])).repeat()
+    images, target = next(iter(pretraining_dataset(white, targets, 64, seed=3, no_face_fraction=0.5)))
+    textured = np.any(images.numpy() < 0.999, axis=(1, 2, 3))  # a face-free texture replaced the image
+    face_area = target.numpy()[..., 3].sum(axis=(1, 2))
+    assert 10 < textured.sum() < 54  # about half of 64
+    assert np.all(face_area[textured] == 0) and np.all(face_area[~textured] > 0)
+    with pytest.raises(InputError, match="no_face_fraction"):
+        pretraining_dataset(white, targets, 4, no_face_fraction=1.5)
+
+
 def test_distribute_batches_single_replica_is_plain_batching():
     ds = distribute_batches(tf.distribute.get_strategy(), lambda: tf.data.Dataset.range(10), 4)
     assert [b.numpy().tolist() for b in ds] == [[0, 1, 2, 3], [4, 5, 6, 7]]

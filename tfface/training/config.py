@@ -49,6 +49,8 @@ class TrainConfig:
         learning_rate: Adam learning rate of the main training.
         steps: main-training steps.
         pretrain_steps, pretrain_learning_rate: supervised pretraining (supplement F).
+        no_face_fraction: share of pretraining examples replaced by face-free textures with zero
+            target confidence (so that the network reports no face instead of inventing one).
         checkpoint_every: steps between checkpoints and BackupAndRestore backups.
         summary_every: steps between TensorBoard scalar/image summaries.
         mixed_precision: run the U-Net in mixed bfloat16 (the solves stay float32).
@@ -74,9 +76,10 @@ class TrainConfig:
     tau_geometric: float = 30.0
     tau_photometric: float = 0.15
     photometric_weight: float = 20.0
-    stat_weight: float = 0.01
+    stat_weight: float = 1.0
     coefficient_prior: float = 100.0
     z0: float = 600.0
+    joint_confidence: bool = False
     translation_weight: float = 100.0
     translation_decay_steps: float = 1000.0
     lighting_weight: float = 100.0
@@ -87,6 +90,7 @@ class TrainConfig:
     steps: int = 4000
     pretrain_steps: int = 1500
     pretrain_learning_rate: float = 1.0e-3
+    no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
     mixed_precision: bool = False

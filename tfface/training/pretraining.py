@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface.data.augment import SimilarityRange, augment_batch
+from tfface.data.synthetic import procedural_backgrounds
 from tfface.errors import InputError
 from tfface.morphable.model import landmarks5_from_68
 from tfface.morphable.uv3dmm import UVMorphableModel
@@ -92,8 +93,13 @@ def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray,
 
 
 def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, batch_size: int,
-                        ranges: SimilarityRange = SimilarityRange(), seed: int = 0) -> tf.data.Dataset:
+                        ranges: SimilarityRange = SimilarityRange(), seed: int = 0,
+                        no_face_fraction: float = 0.0) -> tf.data.Dataset:
     """Batches ``(augmented image, augmented target maps)`` for supervised pretraining.
+
+    A share ``no_face_fraction`` of the examples is replaced by a face-free procedural texture
+    (:func:`tfface.data.synthetic.procedural_backgrounds`) whose target confidence is zero
+    everywhere, so the network learns to report no face rather than invent one.
 
     Args:
         images: dataset of ``(H, W, 3)`` float32 roughly aligned images (or dicts with "image").
@@ -101,10 +107,13 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
         batch_size: batch size.
         ranges: random similarity applied to image and maps alike.
         seed: stateless seed of the augmentation.
+        no_face_fraction: probability in [0, 1] that an example is face-free.
 
     Returns:
         Dataset of ``((B, H, W, 3), (B, H, W, 4))`` repeated forever.
     """
+    if not 0.0 <= no_face_fraction <= 1.0:
+        raise InputError(f"no_face_fraction must lie in [0, 1], got {no_face_fraction}")
     maps = tf.constant(targets.maps)
     images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
 
@@ -113,9 +122,17 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
                  "correspondence": tf.broadcast_to(maps[..., 0:2], tf.concat([tf.shape(image)[:1], maps.shape[:2], [2]], 0)),
                  "depth": tf.broadcast_to(maps[..., 2], tf.concat([tf.shape(image)[:1], maps.shape[:2]], 0)),
                  "confidence": tf.broadcast_to(maps[..., 3], tf.concat([tf.shape(image)[:1], maps.shape[:2]], 0))}
-        out = augment_batch(batch, tf.stack([tf.cast(seed, tf.int64), step]), ranges)
-        target = tf.concat([out["correspondence"], out["depth"][..., None], out["confidence"][..., None]], -1)
-        return out["image"], target
+        step_seed = tf.stack([tf.cast(seed, tf.int64), step])
+        out = augment_batch(batch, step_seed, ranges)
+        image, confidence = out["image"], out["confidence"]
+        if no_face_fraction > 0:
+            draw, texture = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+            size = image.shape[1] or tf.shape(image)[1]
+            no_face = tf.random.stateless_uniform([tf.shape(image)[0], 1, 1], draw) < no_face_fraction
+            image = tf.where(no_face[..., None], procedural_backgrounds(texture, tf.shape(image)[0], size), image)
+            confidence = tf.where(no_face, 0.0, confidence)
+        target = tf.concat([out["correspondence"], out["depth"][..., None], confidence[..., None]], -1)
+        return image, target
 
     batched = images.repeat().batch(batch_size, drop_remainder=True)
     return batched.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
