@@ -119,11 +119,22 @@ def landmarks5_matrix(dtype=np.float32) -> np.ndarray:
 
 
 def procedural_backgrounds(seed, batch_size: int, size: int) -> tf.Tensor:
-    """``(B, S, S, 3)`` random textures: smooth colour noise, linear gradients or stripes."""
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
-    coarse = tf.random.stateless_uniform([batch_size, 6, 6, 3], seeds[0])
-    noise = tf.image.resize(coarse, [size, size], method="bicubic")
-    noise += 0.08 * tf.random.stateless_normal([batch_size, size, size, 3], seeds[1])
+    """``(B, S, S, 3)`` random clutter in [0, 1]: a base layer with texture detail on top.
+
+    The base is smooth colour noise, a linear colour gradient or stripes; every image then gets
+    colour texture at three scales (cells of about 24, 8 and 2 pixels; random strength) and
+    pixel noise. The detail matters for training: a smooth background is explained by the
+    photometric model (a face stretched over it, lit by inverse SH), and the unsupervised loss
+    then spreads the face over the whole image (the failure of supplement M). Photographs are
+    cluttered; these textures are too.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 10)
+
+    def smooth_noise(cells, key):
+        coarse = tf.random.stateless_uniform([batch_size, cells, cells, 3], key)
+        return tf.image.resize(coarse, [size, size], method="bicubic")
+
+    noise = smooth_noise(6, seeds[0])
     colours = tf.random.stateless_uniform([batch_size, 2, 3], seeds[2])
     angle = tf.random.stateless_uniform([batch_size], seeds[3], 0.0, 2.0 * math.pi)
     grid = (tf.cast(tf.range(size), tf.float32) + 0.5) / size - 0.5
@@ -137,7 +148,11 @@ def procedural_backgrounds(seed, batch_size: int, size: int) -> tf.Tensor:
         return colours[:, None, None, 0] * (1.0 - weight[..., None]) + colours[:, None, None, 1] * weight[..., None]
 
     kind = tf.random.stateless_uniform([batch_size], seeds[5], 0, 3, dtype=tf.int32)[:, None, None, None]
-    textures = tf.where(kind == 0, noise, tf.where(kind == 1, mix(ramp), mix(stripes)))
+    base = tf.where(kind == 0, noise, tf.where(kind == 1, mix(ramp), mix(stripes)))
+    strength = tf.random.stateless_uniform([batch_size, 1, 1, 1], seeds[9], 0.5, 1.5)
+    detail = sum(amplitude * (smooth_noise(max(2, size // cell), key) - 0.5)
+                 for amplitude, cell, key in ((0.4, 24, seeds[6]), (0.3, 8, seeds[7]), (0.2, 2, seeds[8])))
+    textures = base + strength * detail + 0.04 * tf.random.stateless_normal([batch_size, size, size, 3], seeds[1])
     return tf.clip_by_value(textures, 0.0, 1.0)
 
 
