@@ -162,7 +162,8 @@ class ImageSummaries(keras.callbacks.Callback):
 
 
 class PeriodicEvaluation(keras.callbacks.Callback):
-    """Runs ``evaluate(model) -> {name: value}`` every N steps; logs to TensorBoard and a list.
+    """Runs ``evaluate(model) -> {name: value}`` every N steps; logs to TensorBoard and a list,
+    and prints the landmark NMEs (the progress a person watches in a long run).
 
     Reads held-out ground truth for evaluation only: nothing here feeds the training loss.
     """
@@ -182,6 +183,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     def record(self, step: int) -> dict:
         results = {"step": step, **self.evaluate(self.model)}
         self.history.append(results)
+        shown = [f"{name} {100 * results[name]:.2f}%" for name in ("nme68", "direct_nme68") if name in results]
+        tqdm.write(f"step {step}: held-out " + ", ".join(shown))
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for name, value in results.items():
