@@ -18,7 +18,7 @@ from tfface.cli import main
 @pytest.mark.slow
 def test_demo_runs_from_scratch_and_prints_the_table(tmp_path, capsys):
     workdir = tmp_path / "run"
-    status = main(["demo", "--config", "tiny", "--workdir", str(workdir), "--minutes", "3",
+    status = main(["demo", "--config", "tiny", "--workdir", str(workdir), "--minutes", "10",
                    "--pretrain-minutes", "0.5", "--evaluate-every", "2"])
     printed = capsys.readouterr().out
     assert status == 0

@@ -6,7 +6,11 @@ image batches (anything else in the batch, e.g. ground truth, is ignored). Per i
 
 1. softplus preprocessing (supplement E), then the U-Net predicts u, v, depth and the
    geometric and photometric confidence at every pixel;
-2. ``num_samples`` pixels are drawn by geometric confidence (supplement C);
+2. ``num_samples`` pixels are drawn by the product of the two confidences (supplement C): a
+   pixel belongs to the face where its geometry is consistent AND the colour model explains it.
+   The geometric solve weighs samples by the same product. (Sampling by the geometric confidence
+   alone lets the face region spread over the background: self-consistent geometry is possible
+   anywhere, only the photometric evidence ties the face to the image.)
 3. the UV-3DMM is sampled at the predicted (u, v) of those pixels;
 4. the geometric solve (eq. 37) fits the inverse camera and shape+expression coefficients;
 5. vertex normals of the fitted shape are interpolated at the samples; the photometric solve
@@ -184,15 +188,13 @@ class FaceModel(keras.Model):
         """
         preprocessed = self.preprocessing(tf.convert_to_tensor(images, tf.float32))
         width = tf.shape(maps)[2]
-        face = maps[..., 3] * maps[..., 4] if self.config.joint_confidence else maps[..., 3]
-        indices = self.sampler(face)
+        indices = self.sampler(maps[..., 3] * maps[..., 4])
         samples = gather_pixels(maps, indices)  # (B, P, 5)
         colours = gather_pixels(preprocessed, indices)  # (B, P, 3)
         pixels = pixel_centres(indices, width)
         uv_sample = self.uv_sampling(samples[..., 0:2])
         valid = uv_sample.valid
-        geometric_weight = samples[..., 3] * (samples[..., 4] if self.config.joint_confidence else 1.0)
-        geometric = self.geometric(pixels, samples[..., 2], geometric_weight * valid, uv_sample.mean,
+        geometric = self.geometric(pixels, samples[..., 2], samples[..., 3] * samples[..., 4] * valid, uv_sample.mean,
                                    uv_sample.basis, self.regularizer.weights_for_solve())
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])

@@ -167,5 +167,5 @@ def register(subparsers) -> None:
     _add_common(demo)
     demo.add_argument("--minutes", type=float, default=60.0, help="total time budget")
     demo.add_argument("--pretrain-minutes", type=float, default=12.0, help="pretraining time budget")
-    demo.add_argument("--evaluate-every", type=int, default=250, help="held-out NME every N training steps")
+    demo.add_argument("--evaluate-every", type=int, default=500, help="held-out NME every N training steps")
     demo.set_defaults(func=run_demo)
