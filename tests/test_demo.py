@@ -19,7 +19,7 @@ from tfface.cli import main
 def test_demo_runs_from_scratch_and_prints_the_table(tmp_path, capsys):
     workdir = tmp_path / "run"
     status = main(["demo", "--config", "tiny", "--workdir", str(workdir), "--minutes", "10",
-                   "--pretrain-minutes", "0.5", "--evaluate-every", "2"])
+                   "--pretrain-minutes", "0.5", "--evaluate-every", "2", "--steps", "6"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "68-landmark NME, fitted" in printed and "held-out NME (%) against main-training steps" in printed

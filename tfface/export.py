@@ -65,10 +65,10 @@ OUTPUT_DOCS: dict[str, str] = {
     "vertex_albedo": "(B, V, 3) fitted albedo per vertex in [0, 1] (clipped)",
     "landmarks68": "(B, 68, 2) iBUG landmarks, pixels (x right, y down, centres at +0.5)",
     "landmarks5": "(B, 5, 2) eye centres, nose tip, mouth corners, pixels",
-    "face_score": "(B,) share of pixels with geometric confidence > 0.5 (low: no face)",
+    "face_score": "(B,) share of pixels whose joint confidence (geometric x photometric) > 0.5 (low: no face)",
 }
 
-#: Geometric confidence above which a pixel counts towards ``face_score``.
+#: Joint (geometric x photometric) confidence above which a pixel counts towards ``face_score``.
 FACE_PIXEL_CONFIDENCE = 0.5
 
 #: Sub-directory of a version folder holding the tfface extras (TF Serving ignores it).
@@ -225,7 +225,8 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
         "albedo_coefficients": fit["albedo_coefficients"], "lighting": fit["lighting"],
         "vertices": vertices, "vertex_albedo": tf.clip_by_value(albedo, 0.0, 1.0),
         "landmarks68": landmarks68, "landmarks5": landmarks5_from_68_tf(landmarks68),
-        "face_score": tf.reduce_mean(tf.cast(maps[..., 3] > FACE_PIXEL_CONFIDENCE, tf.float32), axis=[1, 2]),
+        "face_score": tf.reduce_mean(tf.cast(maps[..., 3] * maps[..., 4] > FACE_PIXEL_CONFIDENCE, tf.float32),
+                                     axis=[1, 2]),
     }
 
 

@@ -8,8 +8,8 @@ For every input image (every frame of a video or frame folder) ``NAME``, the out
   face is detected);
 * ``NAME.png``: the six-tile panel of :mod:`tfface.visualize`.
 
-No face detector is involved: the network's geometric confidence says whether the image holds a
-face. A face is reported when ``face_score`` (the share of pixels with confidence > 0.5) reaches
+No face detector is involved: the network's confidence (geometric x photometric, the product that
+selects the fitted pixels in training) says whether the image holds a face. A face is reported when ``face_score`` (the share of pixels with confidence > 0.5) reaches
 ``face_threshold`` and the image varies inside that confident region (``face_contrast``, the
 standard deviation of luminance there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has
 nothing the photometric fit could explain). Otherwise the JSON records ``face_detected: false``
@@ -48,7 +48,7 @@ MIN_FACE_CONTRAST = 0.02
 
 def face_evidence(image: np.ndarray, outputs: dict[str, np.ndarray], index: int) -> dict[str, float]:
     """``face_score`` and ``face_contrast`` of image ``index`` (``image``: its (S, S, 3) uint8 model input)."""
-    confident = outputs["confidence"][index][..., 0] > FACE_PIXEL_CONFIDENCE
+    confident = np.prod(outputs["confidence"][index], axis=-1) > FACE_PIXEL_CONFIDENCE  # joint, as face_score
     luminance = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
     return {"face_score": float(outputs["face_score"][index]),
             "face_contrast": float(luminance[confident].std()) if confident.any() else 0.0}

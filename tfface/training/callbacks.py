@@ -48,7 +48,10 @@ class ReportStart(keras.callbacks.Callback):
 
 
 class StepProgress(keras.callbacks.Callback):
-    """A tqdm bar over the optimizer steps of a run, showing the latest losses.
+    """A tqdm bar over a run, showing the step and the latest losses.
+
+    Without a time limit the bar counts optimizer steps up to ``total_steps``; with one it
+    counts the seconds of the time budget (the run ends when either is used up).
 
     Args:
         total_steps: the run's final step count.
@@ -69,15 +72,25 @@ class StepProgress(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         done = int(self.model.optimizer.iterations.numpy())
-        self._bar = tqdm(total=self.total_steps, initial=done, desc=self.description, unit="step",
-                         dynamic_ncols=True, mininterval=2.0)
+        if self.time_limit is None:
+            self._bar = tqdm(total=self.total_steps, initial=done, desc=self.description, unit="step",
+                             dynamic_ncols=True, mininterval=2.0)
+        else:
+            self._bar = tqdm(total=int(self.time_limit), desc=f"{self.description} (time budget)", unit="s",
+                             dynamic_ncols=True, mininterval=2.0)
         self._start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._bar.update(1)
-        if logs:
-            self._bar.set_postfix({k: f"{float(logs[k]):.4g}" for k in self.keys if k in logs}, refresh=False)
-        if self.time_limit is not None and time.monotonic() - self._start > self.time_limit:
+        elapsed = time.monotonic() - self._start
+        step = int(self.model.optimizer.iterations.numpy())
+        shown = {k: f"{float(logs[k]):.4g}" for k in self.keys if logs and k in logs}
+        if self.time_limit is None:
+            self._bar.update(1)
+        else:
+            self._bar.update(max(0, min(int(elapsed), self._bar.total) - self._bar.n))
+            shown = {"step": step, **shown}
+        self._bar.set_postfix(shown, refresh=False)
+        if self.time_limit is not None and elapsed > self.time_limit:
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):

@@ -16,6 +16,10 @@ from pathlib import Path
 from tfface.errors import InputError
 
 
+#: Step count of a demo run bounded by its time budget only.
+UNBOUNDED_STEPS = 10_000_000
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="small", help="named config (small, paper, tiny) or JSON file")
     parser.add_argument("--workdir", default="runs/small", help="run folder (checkpoints, logs)")
@@ -126,7 +130,9 @@ def run_demo(args) -> int:
     remaining = 60.0 * args.minutes - (time.monotonic() - start) - 120.0
     if remaining <= 0:
         raise InputError(f"--minutes {args.minutes} leaves no time for training after data and pretraining")
-    result = loop.train(model, config, data_dir, workdir, time_limit=remaining,
+    # Train for the rest of the budget unless --steps caps the run.
+    budget_config = config if args.steps is not None else config.replace(steps=UNBOUNDED_STEPS)
+    result = loop.train(model, budget_config, data_dir, workdir, time_limit=remaining,
                         evaluate_every=args.evaluate_every)
     rows["trained"] = evaluate_batches(model, heldout(), uv_model)
     print("\nheld-out NME (%) against main-training steps:")
@@ -168,4 +174,6 @@ def register(subparsers) -> None:
     demo.add_argument("--minutes", type=float, default=60.0, help="total time budget")
     demo.add_argument("--pretrain-minutes", type=float, default=12.0, help="pretraining time budget")
     demo.add_argument("--evaluate-every", type=int, default=500, help="held-out NME every N training steps")
+    demo.add_argument("--steps", type=int, default=None,
+                      help="stop the main training after N steps (default: train until the time budget ends)")
     demo.set_defaults(func=run_demo)
