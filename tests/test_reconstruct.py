@@ -169,10 +169,12 @@ def test_shipped_default_model_reports_no_face_on_noise_and_flat_images(tmp_path
 
 
 def test_shipped_default_model_finds_and_aligns_synthetic_faces(default_uv_model, tmp_path):
-    """The committed model on held-out-like synthetic faces (pose within the training ranges,
-    seed never used for training data): every face is found and the fitted 68 landmarks, read
-    from the JSON records in original-image pixels, are close to the ground truth."""
-    config = SynthesisConfig(image_size=160, max_yaw=30.0, max_pitch=15.0, max_roll=30.0)
+    """The committed model on held-out-like synthetic faces at its input size (pose within the
+    training ranges, a seed never used for training data): every face is found and the fitted
+    68 landmarks, read from the JSON records, are close to the ground truth (measured: median
+    6.4% of the inter-ocular distance; the same faces rendered at 160 px and resized by
+    reconstruct score 13.8%, see the issue-6 notes)."""
+    config = SynthesisConfig(image_size=128, max_yaw=30.0, max_pitch=15.0, max_roll=30.0)
     batch = next(iter(SyntheticFaces(default_uv_model, config).dataset(8, seed=424242, batch_size=8).batch(8)))
     images = np.round(batch["image"].numpy() * 255.0).astype(np.uint8)
     records = reconstruct.reconstruct([reconstruct.InputImage(f"face{i}", image) for i, image in enumerate(images)],
@@ -181,4 +183,4 @@ def test_shipped_default_model_finds_and_aligns_synthetic_faces(default_uv_model
     predicted = np.array([r["landmarks68"] for r in records])
     nme = metrics.nme68(predicted, batch["landmarks68"].numpy())
     print(f"shipped model, 8 synthetic faces: 68-landmark NME {100 * nme.mean():.1f}% (median {100 * np.median(nme):.1f}%)")
-    assert np.median(nme) < 0.15
+    assert np.median(nme) < 0.10
