@@ -9,11 +9,12 @@ For every input image (every frame of a video or frame folder) ``NAME``, the out
 * ``NAME.png``: the six-tile panel of :mod:`tfface.visualize`.
 
 No face detector is involved: the network's confidence (geometric x photometric, the product that
-selects the fitted pixels in training) says whether the image holds a face. A face is reported when ``face_score`` (the share of pixels with confidence > 0.5) reaches
-``face_threshold`` and the image varies inside that confident region (``face_contrast``, the
-standard deviation of luminance there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has
-nothing the photometric fit could explain). Otherwise the JSON records ``face_detected: false``
-and no mesh is written, rather than inventing one. Images are padded to a square and resized to the model's input size
+selects the fitted pixels in training) says whether the image holds a face. A face is reported when
+``face_score`` (the share of pixels with that confidence > 0.5) reaches ``face_threshold`` and the
+image varies inside that confident region (``face_contrast``, the standard deviation of luminance
+there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has nothing the photometric fit could
+explain). Otherwise the JSON records ``face_detected: false`` and no mesh is written, rather than
+inventing one. Images are padded to a square and resized to the model's input size
 (:func:`tfface.io.images.fit_to_square`); results are mapped back to original pixels.
 """
 
