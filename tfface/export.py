@@ -42,7 +42,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from tfface.errors import InputError, ModelFileError
 from tfface.geometry.camera import project
-from tfface.model import FaceModel, landmarks5_from_68_tf
+from tfface.model import FaceModel, face_confidence, landmarks5_from_68_tf
 from tfface.morphable.texel_map import build_locator
 from tfface.morphable.uv3dmm import UVMorphableModel
 
@@ -225,8 +225,7 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
         "albedo_coefficients": fit["albedo_coefficients"], "lighting": fit["lighting"],
         "vertices": vertices, "vertex_albedo": tf.clip_by_value(albedo, 0.0, 1.0),
         "landmarks68": landmarks68, "landmarks5": landmarks5_from_68_tf(landmarks68),
-        "face_score": tf.reduce_mean(tf.cast(maps[..., 3] * maps[..., 4] > FACE_PIXEL_CONFIDENCE, tf.float32),
-                                     axis=[1, 2]),
+        "face_score": tf.reduce_mean(tf.cast(face_confidence(maps) > FACE_PIXEL_CONFIDENCE, tf.float32), axis=[1, 2]),
     }
 
 

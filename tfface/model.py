@@ -75,6 +75,16 @@ def project_points(points, p_hat, q_hat):
     return tf.transpose(homogeneous[:, :2] / z[:, None], [0, 2, 1])
 
 
+def face_confidence(maps):
+    """Joint confidence ``(...,)`` of maps or samples ``(..., 5)``: geometric x photometric.
+
+    A pixel belongs to the face where its geometry is consistent and the colour model explains
+    it; this product selects the fitted pixels, weighs the geometric solve and gives the exported
+    ``face_score``.
+    """
+    return maps[..., 3] * maps[..., 4]
+
+
 def direct_landmarks(maps, landmark_uv, sigma: float = 0.01):
     """Landmarks read directly from the correspondence map (supplement J, "Direct").
 
@@ -188,13 +198,13 @@ class FaceModel(keras.Model):
         """
         preprocessed = self.preprocessing(tf.convert_to_tensor(images, tf.float32))
         width = tf.shape(maps)[2]
-        indices = self.sampler(maps[..., 3] * maps[..., 4])
+        indices = self.sampler(face_confidence(maps))
         samples = gather_pixels(maps, indices)  # (B, P, 5)
         colours = gather_pixels(preprocessed, indices)  # (B, P, 3)
         pixels = pixel_centres(indices, width)
         uv_sample = self.uv_sampling(samples[..., 0:2])
         valid = uv_sample.valid
-        geometric = self.geometric(pixels, samples[..., 2], samples[..., 3] * samples[..., 4] * valid, uv_sample.mean,
+        geometric = self.geometric(pixels, samples[..., 2], face_confidence(samples) * valid, uv_sample.mean,
                                    uv_sample.basis, self.regularizer.weights_for_solve())
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])

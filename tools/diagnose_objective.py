@@ -32,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 from tfface.data.synthetic import FRONTAL, SynthesisConfig, SyntheticFaces  # noqa: E402
 from tfface.layers.photometric import sample_normals, solve_photometry  # noqa: E402
 from tfface.layers.pixel_sampling import gather_pixels  # noqa: E402
+from tfface.model import face_confidence  # noqa: E402
 from tfface.morphable.uv3dmm import UVMorphableModel  # noqa: E402
 from tfface.training import data, loop  # noqa: E402
 from tfface.training.config import load_config  # noqa: E402
@@ -134,7 +135,7 @@ def photometric_variants(model, uv_full, batch, maps):
     """RMS photometric residual (albedo units) at GT correspondence under solve variants."""
     cfg = model.config
     images = tf.constant(batch["image"])
-    indices = model.sampler(maps[..., 3])
+    indices = model.sampler(face_confidence(maps))  # the model's own sampling rule
     weights = gather_pixels(maps[..., 3:4], indices)[..., 0]
     uv = gather_pixels(maps[..., 0:2], indices)
     raw = gather_pixels(images, indices)
