@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -60,3 +62,19 @@ def test_vertex_values_evaluate_the_linear_models_at_the_vertices(toy_uv_model):
     np.testing.assert_allclose(layer.vertex_values(albedo, "albedo").numpy(), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="part"):
         layer.vertex_values(albedo, "texture")
+
+
+def test_layers_of_different_truncations_share_no_stale_trace(toy_uv_model):
+    """Two samplers with different basis counts, called with the same uv shape in one process,
+    each return their own basis (the compiled sampler retraces per table shape)."""
+    model = toy_uv_model.model
+    uv = np.random.default_rng(2).uniform(0, 1, (2, 16, 2)).astype(np.float32)
+    sizes = [(model.num_shape, model.num_expression), (model.num_shape - 1, model.num_expression - 1),
+             (model.num_shape, model.num_expression - 1)]
+    for num_shape, num_expression in sizes:
+        truncated = dataclasses.replace(toy_uv_model, model=model.truncated(num_shape, num_expression,
+                                                                            model.num_albedo))
+        got = UVSampling.from_uv_model(truncated)(uv)
+        want = truncated.sample(uv)
+        assert got.basis.shape == (2, 16, 3, num_shape + num_expression)
+        np.testing.assert_allclose(got.basis.numpy(), want.basis.numpy(), rtol=1e-6, atol=1e-6)

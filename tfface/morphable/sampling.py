@@ -200,4 +200,7 @@ def sample_tables(uv: tf.Tensor, tables: SamplingTables, resolution: int) -> UVS
 
 
 #: :func:`sample_tables` compiled with XLA, which fuses each gather with its barycentric sum.
-sample_tables_compiled = tf.function(sample_tables, jit_compile=True, reduce_retracing=True)
+#: Traced per input signature: the basis width is a static trace constant, so relaxed shapes
+#: (``reduce_retracing``) would let tables of another truncation reuse a stale trace; XLA
+#: compiles per concrete shape anyway.
+sample_tables_compiled = tf.function(sample_tables, jit_compile=True)
