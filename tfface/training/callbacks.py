@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,44 @@ class TranslationSchedule(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         value = losses.translation_weight(step, self.initial, self.decay_steps)
         self.model.geometric.translation_weight.assign(value)
+
+
+def run_fraction(step: int, total_steps: int, elapsed: float, time_limit: float | None) -> float:
+    """Share of a run used, in [0, 1]: of its steps, or of its time budget when that runs out first."""
+    used = step / max(total_steps, 1)
+    if time_limit is not None:
+        used = max(used, elapsed / max(time_limit, 1e-9))
+    return min(max(used, 0.0), 1.0)
+
+
+class CosineLearningRate(keras.callbacks.Callback):
+    """Cosine decay of the optimizer's learning rate over a run bounded by steps or time.
+
+    Before every step the rate is ``final + (initial - final) (1 + cos(pi f)) / 2`` with ``f``
+    the :func:`run_fraction` used: of ``total_steps`` (the optimizer's iteration count, so a
+    resumed run continues the schedule) or of ``time_limit`` seconds since this fit began,
+    whichever is further. A time-bounded run (``tfface demo``) thus anneals to ``final`` by the
+    end of its budget whatever the machine's speed.
+    """
+
+    def __init__(self, initial: float, final: float, total_steps: int, time_limit: float | None = None):
+        super().__init__()
+        self.initial = float(initial)
+        self.final = float(final)
+        self.total_steps = int(total_steps)
+        self.time_limit = time_limit
+        self._start = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.monotonic()
+
+    def rate(self, fraction: float) -> float:
+        return self.final + (self.initial - self.final) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        fraction = run_fraction(step, self.total_steps, time.monotonic() - self._start, self.time_limit)
+        self.model.optimizer.learning_rate.assign(self.rate(fraction))
 
 
 class ReportStart(keras.callbacks.Callback):

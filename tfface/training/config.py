@@ -49,7 +49,9 @@ class TrainConfig:
             prevented by the joint confidence sampling and textured backgrounds, not by them.
         ridge: Tikhonov ridge added to the normal equations.
         batch_size: global batch size.
-        learning_rate: Adam learning rate of the main training.
+        learning_rate: Adam learning rate at the start of the main training.
+        final_learning_rate: the rate the cosine decay reaches at the end of the run (its
+            steps, or its time budget when that ends it first).
         steps: main-training steps.
         pretrain_steps, pretrain_learning_rate: supervised pretraining (supplement F).
         no_face_fraction: share of pretraining examples replaced by face-free textures with zero
@@ -89,6 +91,7 @@ class TrainConfig:
     ridge: float = 1.0e-6
     batch_size: int = 8
     learning_rate: float = 1.0e-4
+    final_learning_rate: float = 1.0e-6
     steps: int = 4000
     pretrain_steps: int = 4000
     pretrain_learning_rate: float = 1.0e-3

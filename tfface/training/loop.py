@@ -133,6 +133,7 @@ def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: 
         keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "step-{epoch:06d}.weights.h5"),
                                         save_weights_only=True, save_freq="epoch"),
         cb.TranslationSchedule(config.translation_weight, config.translation_decay_steps),
+        cb.CosineLearningRate(config.learning_rate, config.final_learning_rate, config.steps, time_limit),
         keras.callbacks.TensorBoard(str(logs), update_freq=config.summary_every),
         cb.ImageSummaries(str(logs / "images"), preview, config.summary_every),
         cb.StepProgress(config.steps, "train", keys=("loss", "geometric", "photometric", "inliers"),
