@@ -10,6 +10,7 @@ from tfface.geometry.camera import compose_inverse_camera, project
 from tfface.model import FaceModel, direct_landmarks, project_points
 from tfface.training import metrics
 from tfface.training.config import CONFIGS
+from tfface.training.evaluation import GROUND_TRUTH_DEPTH_UNIT, fit_floor, ground_truth_maps
 
 SIZE = 48
 
@@ -21,13 +22,6 @@ def faces(default_uv_model):
     return next(iter(source.dataset(4, seed=3, batch_size=4).batch(4)))
 
 
-def ground_truth_maps(faces, depth_scale=1 / 500.0):
-    """U-Net-style maps made from the ground truth: exact correspondence, depth and face mask."""
-    mask = faces["mask"]
-    depth = tf.where(mask > 0, faces["depth"] * depth_scale, 1.0)
-    return tf.concat([faces["correspondence"], depth[..., None], mask[..., None], mask[..., None]], -1)
-
-
 def test_fit_on_ground_truth_maps_recovers_camera_shape_and_landmarks(default_uv_model, faces):
     config = CONFIGS["tiny"].replace(image_size=SIZE, num_shape=None, num_expression=None, num_samples=400)
     model = FaceModel(default_uv_model, config)
@@ -35,12 +29,28 @@ def test_fit_on_ground_truth_maps_recovers_camera_shape_and_landmarks(default_uv
     model.geometric.translation_weight.assign(0.0)
     fit = tf.function(model.fit_maps)(faces["image"], ground_truth_maps(faces))
     out = model.outputs_of(fit)
-    # depth was Z / 500, so the fitted depth scale psi is 1 / 500
-    np.testing.assert_allclose(out["psi"].numpy(), 1 / 500.0, rtol=1e-3)
+    # depth entered in metres, so the fitted depth scale psi is 1 / 1000
+    np.testing.assert_allclose(out["psi"].numpy(), 1 / GROUND_TRUTH_DEPTH_UNIT, rtol=1e-3)
     truth = np.concatenate([faces["shape_coefficients"], faces["expression_coefficients"]], -1)
     np.testing.assert_allclose(fit["coefficients"].numpy(), truth, atol=0.05)
     assert np.all(metrics.nme68(out["landmarks68"].numpy(), faces["landmarks68"].numpy()) < 2e-3)
     np.testing.assert_allclose(out["R"].numpy(), faces["R"].numpy(), atol=1e-3)
+    assert fit_floor(model, [faces])["nme68"] < 2e-3
+
+
+def test_fit_floor_of_a_truncated_model_is_higher(default_uv_model, faces):
+    """The faces use every mode: fitting 40 + 20 of them leaves a landmark error a perfect network
+    cannot remove (the reason the small config fits all modes)."""
+    floors = {}
+    for modes in [(None, None), (40, 20)]:
+        config = CONFIGS["small"].replace(image_size=SIZE, num_shape=modes[0], num_expression=modes[1],
+                                          num_samples=400)
+        model = FaceModel(default_uv_model, config)
+        model.geometric.translation_weight.assign(0.0)
+        floors[modes] = fit_floor(model, [faces])
+        assert floors[modes]["count"] == 4
+    assert floors[(40, 20)]["nme68"] > 1.5 * floors[(None, None)]["nme68"]
+    assert floors[(None, None)]["nme68"] < 0.03
 
 
 def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):

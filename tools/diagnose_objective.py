@@ -36,23 +36,7 @@ from tfface.model import face_confidence  # noqa: E402
 from tfface.morphable.uv3dmm import UVMorphableModel  # noqa: E402
 from tfface.training import data, loop  # noqa: E402
 from tfface.training.config import load_config  # noqa: E402
-
-DEPTH_UNIT = 1000.0  # GT depth (mm) is fed as metres-ish, like the network's small positive depth
-
-
-# ---------------------------------------------------------------------------- maps
-def stack_maps(correspondence, depth, geometric_confidence, photometric_confidence=None):
-    """``(B, H, W, 5)`` maps from numpy parts."""
-    photometric_confidence = geometric_confidence if photometric_confidence is None else photometric_confidence
-    return tf.constant(np.concatenate([correspondence, depth[..., None], geometric_confidence[..., None],
-                                       photometric_confidence[..., None]], -1).astype(np.float32))
-
-
-def filled_depth(depth, mask):
-    """GT depth scaled, background filled with each image's largest face depth (a backdrop)."""
-    far = (depth * mask).reshape(len(depth), -1).max(-1)[:, None, None]
-    return np.where(mask > 0, depth, far) / DEPTH_UNIT
-
+from tfface.training.evaluation import filled_depth, stack_maps  # noqa: E402
 
 def roll(array, dx, dy):
     return np.roll(np.roll(array, dy, axis=1), dx, axis=2)
