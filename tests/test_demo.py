@@ -26,6 +26,8 @@ def test_demo_runs_from_scratch_and_prints_the_table(tmp_path, capsys):
     results = json.loads((workdir / "results.json").read_text())
     assert set(results["table"]) == {"pretrained", "trained"}
     assert [row["step"] for row in results["curve"]] == [2, 4, 6]
+    # Ground-truth maps through the fit (32 px, translation prior still strong after 6 steps): ~9%.
+    assert "fit floor" in printed and results["fit_floor"]["count"] == 8 and results["fit_floor"]["nme68"] < 0.2
     for row in results["table"].values():
         assert row["count"] == 8
         assert all(math.isfinite(value) for value in row.values())
