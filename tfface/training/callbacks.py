@@ -50,7 +50,8 @@ class CosineLearningRate(keras.callbacks.Callback):
     the :func:`run_fraction` used: of ``total_steps`` (the optimizer's iteration count, so a
     resumed run continues the schedule) or of ``time_limit`` seconds since this fit began,
     whichever is further. A time-bounded run (``tfface demo``) thus anneals to ``final`` by the
-    end of its budget whatever the machine's speed.
+    end of its budget whatever the machine's speed; resumed after a kill, it gets a new budget
+    and decays anew from the rate its step count gives.
     """
 
     def __init__(self, initial: float, final: float, total_steps: int, time_limit: float | None = None):
@@ -65,6 +66,7 @@ class CosineLearningRate(keras.callbacks.Callback):
         self._start = time.monotonic()
 
     def rate(self, fraction: float) -> float:
+        """The learning rate after ``fraction`` (in [0, 1]) of the run."""
         return self.final + (self.initial - self.final) * 0.5 * (1.0 + math.cos(math.pi * fraction))
 
     def on_train_batch_begin(self, batch, logs=None):
