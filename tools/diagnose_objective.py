@@ -38,6 +38,7 @@ from tfface.training import data, loop  # noqa: E402
 from tfface.training.config import load_config  # noqa: E402
 from tfface.training.evaluation import filled_depth, stack_maps  # noqa: E402
 
+
 def roll(array, dx, dy):
     return np.roll(np.roll(array, dy, axis=1), dx, axis=2)
 

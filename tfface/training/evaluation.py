@@ -38,6 +38,14 @@ def mean_shape_at(uv_model: UVMorphableModel, uv: np.ndarray) -> tuple[np.ndarra
     return blend(tables.mean, ids, barycentrics).numpy(), valid.numpy().astype(np.float64)
 
 
+def landmark_nmes(landmarks68, landmarks5, target68) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image 68- and 5-landmark NMEs ``(B,)`` of predicted ``(B, 68, 2)`` and ``(B, 5, 2)``
+    pixels against the ground-truth 68 landmarks (the 5 are derived from them)."""
+    target68 = np.asarray(target68)
+    return (metrics.nme68(np.asarray(landmarks68), target68),
+            metrics.nme5(np.asarray(landmarks5), landmarks5_from_68(target68)))
+
+
 def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None) -> dict[str, float]:
     """Mean metrics over batches of examples (dicts with ``image`` and ground-truth keys).
 
@@ -60,10 +68,10 @@ def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None) -
     for batch in batches:
         out = {k: v.numpy() for k, v in infer(batch["image"]).items()}
         target68 = batch["landmarks68"].numpy()
-        add("nme68", metrics.nme68(out["landmarks68"], target68))
-        add("nme5", metrics.nme5(out["landmarks5"], landmarks5_from_68(target68)))
-        add("direct_nme68", metrics.nme68(out["direct_landmarks68"], target68))
-        add("direct_nme5", metrics.nme5(out["direct_landmarks5"], landmarks5_from_68(target68)))
+        for prefix in ("", "direct_"):  # fitted, then read off the correspondence map
+            nme68, nme5 = landmark_nmes(out[f"{prefix}landmarks68"], out[f"{prefix}landmarks5"], target68)
+            add(f"{prefix}nme68", nme68)
+            add(f"{prefix}nme5", nme5)
         if "correspondence" not in batch:
             continue
         mask = batch["mask"].numpy()
@@ -127,9 +135,9 @@ def fit_floor(model, batches) -> dict[str, float]:
     nme68, nme5 = [], []
     for batch in batches:
         out = fit(batch["image"], ground_truth_maps(batch))
-        target68 = np.asarray(batch["landmarks68"])
-        nme68.append(metrics.nme68(out["landmarks68"].numpy(), target68))
-        nme5.append(metrics.nme5(out["landmarks5"].numpy(), landmarks5_from_68(target68)))
+        errors = landmark_nmes(out["landmarks68"], out["landmarks5"], batch["landmarks68"])
+        nme68.append(errors[0])
+        nme5.append(errors[1])
     nme68, nme5 = np.concatenate(nme68), np.concatenate(nme5)
     return {"nme68": float(nme68.mean()), "nme5": float(nme5.mean()), "count": len(nme68)}
 
