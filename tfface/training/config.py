@@ -54,7 +54,7 @@ class TrainConfig:
         ridge: Tikhonov ridge added to the normal equations.
         batch_size: global batch size.
         learning_rate: Adam learning rate at the start of the main training (5e-4 for the
-            small config: side by side in 24-minute runs it beat 2e-4, while 1e-3 diverged early).
+            small config: side by side in 24-minute runs it beat 2e-4, while 1e-3 was worse early).
         final_learning_rate: the rate the cosine decay reaches at the end of the run (its
             steps, or its time budget when that ends it first).
         steps: main-training steps.
