@@ -81,7 +81,7 @@ def pretrain(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdi
     rotation = math.radians(config.augment_rotation)
     ranges = SimilarityRange(rotation=(-rotation, rotation), scale=(0.85, 1.15), translation=0.06)
     dataset = pretraining_dataset(data.images(data_dir, "aligned").cache().shuffle(1024, seed=config.seed),
-                                  targets, config.batch_size, ranges, seed=config.seed,
+                                  targets, config.pretrain_batch_size, ranges, seed=config.seed,
                                   no_face_fraction=config.no_face_fraction)
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
