@@ -66,6 +66,23 @@ def test_nme_and_dense_metrics_exact():
         metrics.nme68(np.zeros((1, 68, 2)), np.zeros((1, 68, 2)))
 
 
+def test_landmark_bias_and_spread_exact():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(20.0, 100.0, size=(3, 68, 2))
+    interocular = np.linalg.norm(target[:, 36] - target[:, 45], axis=-1)
+    shifted = target.copy()
+    shifted[:, 48:68] += [0.0, 2.0]  # only the mouth moves 2 px down
+    bias = metrics.landmark_group_bias(shifted, target)
+    np.testing.assert_allclose(bias["mouth"], [0.0, np.mean(2.0 / interocular)])
+    for group in ("jaw", "brows", "nose", "eyes"):
+        np.testing.assert_allclose(bias[group], [0.0, 0.0], atol=1e-12)
+    centre = target.mean(1, keepdims=True)
+    scaled = centre + 1.03 * (target - centre) + [5.0, -1.0]  # 3% too large, anywhere
+    np.testing.assert_allclose(metrics.landmark_spread_ratio(scaled, target), 1.03)
+    with pytest.raises(InputError):
+        metrics.landmark_spread_ratio(target[:, :5], target)
+
+
 def test_aligning_camera_places_points_on_targets():
     rng = np.random.default_rng(0)
     points = np.column_stack([rng.uniform(-40, 40, 5), rng.uniform(-40, 40, 5), np.zeros(5)])

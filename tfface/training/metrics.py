@@ -13,6 +13,24 @@ from tfface.errors import InputError
 OUTER_EYE_CORNERS_68 = (36, 45)
 #: Eye centres of the 5-landmark convention (MAFL/AFLW in supplement J).
 EYE_CENTRES_5 = (0, 1)
+#: iBUG 68-landmark groups.
+LANDMARK68_GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36),
+                     "eyes": range(36, 48), "mouth": range(48, 68)}
+
+
+def _landmark_pair(predicted, target) -> tuple[np.ndarray, np.ndarray]:
+    predicted = np.asarray(predicted, np.float64)
+    target = np.asarray(target, np.float64)
+    if predicted.shape != target.shape or predicted.ndim != 3 or predicted.shape[-1] != 2:
+        raise InputError(f"landmarks must both be (B, L, 2), got {predicted.shape} and {target.shape}")
+    return predicted, target
+
+
+def _interocular(target: np.ndarray, eyes: tuple[int, int]) -> np.ndarray:
+    distance = np.linalg.norm(target[:, eyes[0]] - target[:, eyes[1]], axis=-1)
+    if np.any(distance <= 0):
+        raise InputError("inter-ocular distance is zero for some image")
+    return distance
 
 
 def normalised_mean_error(predicted, target, eyes: tuple[int, int]) -> np.ndarray:
@@ -25,14 +43,31 @@ def normalised_mean_error(predicted, target, eyes: tuple[int, int]) -> np.ndarra
     Returns:
         ``(B,)`` errors as fractions (multiply by 100 for percent).
     """
-    predicted = np.asarray(predicted, np.float64)
-    target = np.asarray(target, np.float64)
-    if predicted.shape != target.shape or predicted.ndim != 3 or predicted.shape[-1] != 2:
-        raise InputError(f"landmarks must both be (B, L, 2), got {predicted.shape} and {target.shape}")
-    interocular = np.linalg.norm(target[:, eyes[0]] - target[:, eyes[1]], axis=-1)
-    if np.any(interocular <= 0):
-        raise InputError("inter-ocular distance is zero for some image")
-    return np.linalg.norm(predicted - target, axis=-1).mean(-1) / interocular
+    predicted, target = _landmark_pair(predicted, target)
+    return np.linalg.norm(predicted - target, axis=-1).mean(-1) / _interocular(target, eyes)
+
+
+def landmark_group_bias(predicted, target, groups=LANDMARK68_GROUPS) -> dict[str, np.ndarray]:
+    """Mean signed error ``(2,)`` (x, y; +y is down) per landmark group, as a fraction of the
+    inter-ocular distance (iBUG 36, 45) and averaged over images and the group's landmarks.
+
+    A systematic error of the fit (all landmarks of a group displaced the same way) shows here,
+    where the unsigned NME mixes it with the scatter.
+    """
+    predicted, target = _landmark_pair(predicted, target)
+    relative = (predicted - target) / _interocular(target, OUTER_EYE_CORNERS_68)[:, None, None]
+    return {name: relative[:, list(indices)].mean(axis=(0, 1)) for name, indices in groups.items()}
+
+
+def landmark_spread_ratio(predicted, target) -> np.ndarray:
+    """Per-image RMS distance of the predicted landmarks from their centroid over the target's:
+    1 for a fit of the right size, above 1 for a fitted face too large in the image."""
+    predicted, target = _landmark_pair(predicted, target)
+
+    def spread(points: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.square(points - points.mean(1, keepdims=True)).sum(-1).mean(-1))
+
+    return spread(predicted) / spread(target)
 
 
 def nme68(predicted, target) -> np.ndarray:
