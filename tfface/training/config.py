@@ -137,8 +137,9 @@ CONFIGS: dict[str, TrainConfig] = {
     # The paper's set-up: 224 px regular U-Net, 10,000 samples, full basis, batch 5.
     "paper": TrainConfig(
         name="paper", image_size=224, width=1.0, num_samples=10000, num_shape=None,
-        num_expression=None, num_albedo=None, batch_size=5, pretrain_batch_size=5, learning_rate=2.0e-4, steps=100000,
-        pretrain_steps=14000, checkpoint_every=1000, summary_every=500, synthetic_count=20000, heldout_count=1000,
+        num_expression=None, num_albedo=None, batch_size=5, learning_rate=2.0e-4, steps=100000,
+        pretrain_steps=14000, pretrain_batch_size=5, checkpoint_every=1000, summary_every=500,
+        synthetic_count=20000, heldout_count=1000,
         max_yaw=60.0, max_pitch=25.0, max_roll=180.0, augment_rotation=180.0,
     ),
     # Tests: 32 px, tiny widths, few samples and steps.
