@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="weights (default: train/final.weights.h5)")
     parser.add_argument("--limit", type=int, default=None, help="held-out images (default: all)")
     args = parser.parse_args()
-    model = loop.build_model(args.workdir / "uv3dmm.npz", load_config(args.workdir / "config.json"))
-    model.load_weights(args.weights or args.workdir / "train" / "final.weights.h5")
+    model = loop.load_trained(args.workdir / "uv3dmm.npz", load_config(args.workdir / "config.json"), args.workdir,
+                              args.weights)
     infer = tf.function(model.infer)
     predicted, target = [], []
     for batch in data.heldout_batches(args.workdir / "data", 25, limit=args.limit):

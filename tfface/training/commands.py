@@ -79,24 +79,13 @@ def run_train(args) -> int:
     return 0
 
 
-def _load_trained(config, workdir: Path, uv_path: Path, weights: str | None):
-    from tfface.training import loop
-
-    model = loop.build_model(uv_path, config)
-    path = Path(weights) if weights else workdir / "train" / "final.weights.h5"
-    if not path.exists():
-        raise InputError(f"no trained weights at {path}; run `tfface train` first or pass --weights")
-    model.load_weights(path)
-    return model
-
-
 def run_evaluate(args) -> int:
-    from tfface.training import data
+    from tfface.training import data, loop
     from tfface.training.evaluation import evaluate_batches, format_table
 
     config, workdir, data_dir = _resolve(args)
     uv_model, uv_path = uv_model_for(args.uv_model, workdir)
-    model = _load_trained(config, workdir, uv_path, args.weights)
+    model = loop.load_trained(uv_path, config, workdir, args.weights)
     if args.dataset == "synthetic":
         batches = data.heldout_batches(data_dir, 25, limit=args.limit)
         results = evaluate_batches(model, batches, uv_model)

@@ -59,6 +59,21 @@ def build_model(uv_model: UVMorphableModel | str | Path, config: TrainConfig,
     return model
 
 
+def load_trained(uv_model: UVMorphableModel | str | Path, config: TrainConfig, workdir: str | Path,
+                 weights: str | Path | None = None) -> FaceModel:
+    """:func:`build_model` with trained weights: ``weights``, or the run's ``train/final.weights.h5``.
+
+    Raises:
+        InputError: if the weights file does not exist.
+    """
+    path = Path(weights) if weights else Path(workdir) / "train" / "final.weights.h5"
+    if not path.exists():
+        raise InputError(f"no trained weights at {path}; run `tfface train` first or pass --weights")
+    model = build_model(uv_model, config)
+    model.load_weights(path)
+    return model
+
+
 def _epochs(steps: int, every: int) -> tuple[int, int]:
     every = max(1, min(int(every), int(steps)))
     return math.ceil(steps / every), every
