@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -34,6 +35,30 @@ def test_saved_model_reloads_with_tables(tmp_path, toy_uv_model):
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
     assert np.abs(b["mean"].numpy()).max() > 1.0  # real tables, not the zero initialisation
+
+
+def test_tables_kept_out_of_weights_when_the_owner_rebuilds_them(tmp_path, toy_uv_model):
+    uv_in = keras.Input(shape=(30, 2))
+    files = {}
+    for persist in (True, False):
+        layer = UVSampling.from_uv_model(toy_uv_model, persist_tables=persist)
+        model = keras.Model(uv_in, layer(uv_in).mean)
+        files[persist] = tmp_path / f"persist-{persist}.weights.h5"
+        model.save_weights(files[persist])
+    for persist in (True, False):
+        with h5py.File(files[persist]) as saved:
+            names = []
+            saved.visit(names.append)
+        assert any(name.endswith("vars/0") for name in names) == persist
+    # Loading either file keeps a non-persisting layer's own tables.
+    layer = UVSampling.from_uv_model(toy_uv_model, persist_tables=False)
+    model = keras.Model(uv_in, layer(uv_in).mean)
+    uv = np.random.default_rng(3).uniform(0, 1, (2, 30, 2)).astype(np.float32)
+    before = model(uv).numpy()
+    for persist in (True, False):
+        model.load_weights(files[persist])
+        np.testing.assert_array_equal(model(uv).numpy(), before)
+    assert UVSampling.from_config(layer.get_config()).persist_tables is False
 
 
 def test_layer_gradient_flows_to_uv(toy_uv_model):

@@ -135,7 +135,7 @@ class FaceModel(keras.Model):
         self.uv_model_path = None if isinstance(uv_model, UVMorphableModel) else str(uv_model)
         full = uv_model if isinstance(uv_model, UVMorphableModel) else UVMorphableModel.load(uv_model)
         self.uv_model = truncate_uv_model(full, self.config)
-        self.uv_sampling = UVSampling.from_uv_model(self.uv_model, name="uv_sampling")
+        self.uv_sampling = UVSampling.from_uv_model(self.uv_model, persist_tables=False, name="uv_sampling")
         cfg, m = self.config, self.uv_model.model
         self.num_coefficients = m.num_shape + m.num_expression
         self.num_vertices = m.num_vertices

@@ -28,14 +28,19 @@ class UVSampling(keras.layers.Layer):
         resolution: texel grid size S of the UV-3DMM.
         table_shapes: shape of every table named in :data:`TABLE_NAMES` (see :meth:`from_uv_model`).
         jit_compile: run the sampler compiled with XLA (fuses each gather with its blend).
+        persist_tables: write the tables into saved weights and read them back. An owner that
+            rebuilds them from its UV-3DMM file (:class:`tfface.model.FaceModel`) passes False,
+            which keeps 20 MB of constants out of every checkpoint.
 
     Call:
         ``uv`` ``(B, P, 2)`` float32 -> :class:`UVSample` (see :meth:`UVMorphableModel.sample`).
     """
 
-    def __init__(self, resolution: int, table_shapes: dict[str, list[int]], jit_compile: bool = True, **kwargs):
+    def __init__(self, resolution: int, table_shapes: dict[str, list[int]], jit_compile: bool = True,
+                 persist_tables: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.resolution = int(resolution)
+        self.persist_tables = bool(persist_tables)
         self.table_shapes = {k: [int(d) for d in v] for k, v in table_shapes.items()}
         self.jit_compile = bool(jit_compile)
         missing = set(TABLE_NAMES) - set(self.table_shapes)
@@ -85,6 +90,14 @@ class UVSampling(keras.layers.Layer):
         offsets = tf.matmul(tf.convert_to_tensor(coefficients, tf.float32), rows, transpose_b=True)
         return mean + tf.reshape(offsets, [-1, vertices, 3])
 
+    def save_own_variables(self, store):
+        if self.persist_tables:
+            super().save_own_variables(store)
+
+    def load_own_variables(self, store):
+        if self.persist_tables:
+            super().load_own_variables(store)
+
     def compute_output_spec(self, uv):
         b, p = uv.shape[0], uv.shape[1]
         k = self.table_shapes["basis"][1] // 3
@@ -96,7 +109,8 @@ class UVSampling(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(resolution=self.resolution, table_shapes=self.table_shapes, jit_compile=self.jit_compile)
+        config.update(resolution=self.resolution, table_shapes=self.table_shapes, jit_compile=self.jit_compile,
+                      persist_tables=self.persist_tables)
         return config
 
 
