@@ -1,5 +1,6 @@
 """The full model: exact fit on ground-truth maps, inference outputs, train_step, landmarks."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -68,12 +69,15 @@ def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
 
 
 @pytest.mark.slow
-def test_train_step_updates_network_and_adaptive_state(default_uv_model, faces):
-    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
-    import keras
-
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_train_step_updates_network_and_adaptive_state(default_uv_model, faces, mixed_precision):
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE, mixed_precision=mixed_precision))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.build_for_training()
+    hidden = model.unet.get_layer("down0_conv0")
+    assert hidden.compute_dtype == ("bfloat16" if mixed_precision else "float32")
+    assert hidden.variable_dtype == "float32"  # the optimizer updates float32 master weights
+    assert model.predict_maps(faces["image"]).dtype == tf.float32  # the solves get float32 maps
     before = [w.numpy().copy() for w in model.unet.trainable_weights]
     omega = model.regularizer.omega.numpy().copy()
     history = model.fit(tf.data.Dataset.from_tensors(faces["image"]).repeat(), steps_per_epoch=2, epochs=1, verbose=0)

@@ -48,6 +48,18 @@ def test_named_and_file_configs(tmp_path):
         load_config("no-such-config")
 
 
+@pytest.mark.parametrize("flags, expected", [([], True), (["--no-mixed-precision"], False),
+                                             (["--mixed-precision"], True)])
+def test_mixed_precision_is_the_small_default_and_can_be_turned_off(flags, expected, tmp_path):
+    from tfface.cli import build_parser
+    from tfface.training.commands import _resolve
+
+    args = build_parser().parse_args(["train", "--config", "small", "--workdir", str(tmp_path), *flags])
+    assert _resolve(args)[0].mixed_precision is expected
+    args = build_parser().parse_args(["train", "--config", "tiny", "--workdir", str(tmp_path), *flags])
+    assert _resolve(args)[0].mixed_precision is (expected if flags else False)
+
+
 def test_nme_and_dense_metrics_exact():
     target = np.zeros((1, 68, 2))
     target[0, 36] = [0.0, 0.0]

