@@ -187,6 +187,11 @@ def test_load_trained_model_restores_weights_and_reports_bad_files(toy_export, t
     images = np.full((1, IMAGE_SIZE, IMAGE_SIZE, 3), 128, np.uint8)
     np.testing.assert_array_equal(export.KerasInference(restored)(images)["depth"],
                                   export.KerasInference(model)(images)["depth"])
+    # A network trained in mixed bfloat16 has the same (float32) weights and is exported in float32.
+    from_mixed = export.load_trained_model(weights, model.uv_model_path, TOY_CONFIG.replace(mixed_precision=True))
+    assert from_mixed.unet.get_layer("down0_conv0").compute_dtype == "float32"
+    np.testing.assert_array_equal(export.KerasInference(from_mixed)(images)["depth"],
+                                  export.KerasInference(model)(images)["depth"])
     with pytest.raises(ModelFileError, match="does not exist"):
         export.load_trained_model(tmp_path / "missing.weights.h5", model.uv_model_path, TOY_CONFIG)
     (tmp_path / "bad.weights.h5").write_bytes(b"not hdf5")

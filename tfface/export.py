@@ -158,14 +158,17 @@ def inference_model(trained: FaceModel, num_samples: int | None = None, uv_model
     """A configured (:func:`configure_for_inference`) copy of ``trained`` with its weights.
 
     Args:
-        trained: the trained model.
+        trained: the trained model (a mixed-precision one is copied into a float32 model).
         num_samples, geometry, geometry_options: see :func:`configure_for_inference`.
         uv_model: a UV-3DMM file of the same model (e.g. :func:`relocated`) to use instead of
             the trained model's; the sampler tables then come from it, every other weight from
             ``trained``.
     """
     source = str(uv_model) if uv_model is not None else trained.uv_model_path or trained.uv_model
-    model = configure_for_inference(FaceModel(source, trained.config), num_samples, geometry, **geometry_options)
+    # Served in float32 (TFLite has no bfloat16 kernels); a mixed-precision network keeps float32
+    # master weights, so they carry over unchanged.
+    config = trained.config.replace(mixed_precision=False)
+    model = configure_for_inference(FaceModel(source, config), num_samples, geometry, **geometry_options)
     values = {weight.path: weight for weight in trained.weights}
     for weight in model.weights:
         if uv_model is not None and weight.path.startswith(f"{model.uv_sampling.name}/"):
