@@ -30,7 +30,7 @@ class UVSampling(keras.layers.Layer):
         jit_compile: run the sampler compiled with XLA (fuses each gather with its blend).
         persist_tables: write the tables into saved weights and read them back. An owner that
             rebuilds them from its UV-3DMM file (:class:`tfface.model.FaceModel`) passes False,
-            which keeps 20 MB of constants out of every checkpoint.
+            which keeps the constant tables (20 MB for the default model) out of every checkpoint.
 
     Call:
         ``uv`` ``(B, P, 2)`` float32 -> :class:`UVSample` (see :meth:`UVMorphableModel.sample`).
