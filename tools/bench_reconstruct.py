@@ -77,11 +77,15 @@ def synthetic_images(uv_model_path: Path, count: int, folder: Path, size: int = 
 
 
 def paper_model(uv_model_path: Path, root: Path):
-    """The 224 paper configuration with random weights (for latency only), and its export folder."""
+    """The 224 paper configuration with random weights (for latency only), and its export folder.
+
+    Made servable by :func:`export.inference_model`, like a trained network: a float32 copy
+    even though the paper configuration trains in mixed bfloat16.
+    """
     from tfface.model import FaceModel
     from tfface.training.config import CONFIGS
 
-    model = export.configure_for_inference(FaceModel(str(uv_model_path), CONFIGS["paper"]))
+    model = export.inference_model(FaceModel(str(uv_model_path), CONFIGS["paper"]))
     return model, export.export_model(model, root, "paper", 1)
 
 
