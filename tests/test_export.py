@@ -138,18 +138,6 @@ def test_serving_signature_takes_uint8_images_and_returns_documented_outputs(loa
     assert set(signature.structured_outputs) == set(export.OUTPUT_DOCS)
 
 
-def test_lattice_sampler_is_deterministic_and_spread():
-    sampler = export.LatticePixelSampler(100)
-    confidence = tf.random.uniform([2, 40, 40])
-    first, second = sampler(confidence).numpy(), sampler(tf.zeros([2, 40, 40])).numpy()
-    np.testing.assert_array_equal(first, second)
-    assert first.shape == (2, 100) and len(np.unique(first[0])) == 100
-    rows = first[0] // 40
-    assert rows.min() == 0 and rows.max() == 39  # covers the image top to bottom
-    small = export.LatticePixelSampler(30)(tf.zeros([1, 4, 4])).numpy()[0]
-    assert sorted(np.bincount(small)) == [1] * 2 + [2] * 14  # every pixel, repeated cyclically
-
-
 def test_export_refuses_unconfigured_model_existing_version_and_built_model(toy_export, toy_uv_model, tmp_path):
     model, folder = toy_export
     with pytest.raises(InputError, match="already exists"):

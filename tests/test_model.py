@@ -24,10 +24,7 @@ def faces(default_uv_model):
 
 
 def test_fit_on_ground_truth_maps_recovers_camera_shape_and_landmarks(default_uv_model, faces):
-    config = CONFIGS["tiny"].replace(image_size=SIZE, num_shape=None, num_expression=None, num_samples=400)
-    model = FaceModel(default_uv_model, config)
-    model.regularizer.omega.assign(tf.fill(model.regularizer.omega.shape, 1e-4))
-    model.geometric.translation_weight.assign(0.0)
+    model = tiny_full_model(default_uv_model, 1e-4, num_samples=400)
     fit = tf.function(model.fit_maps)(faces["image"], ground_truth_maps(faces))
     out = model.outputs_of(fit)
     # depth entered in metres, so the fitted depth scale psi is 1 / 1000
@@ -66,6 +63,75 @@ def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
     for key, shape in expected.items():
         assert tuple(out[key].shape) == shape, key
         assert np.all(np.isfinite(out[key].numpy())), key
+
+
+def tiny_full_model(uv_model, omega, **overrides) -> FaceModel:
+    """A 48 px model fitting every mode, all coefficient prior weights ``omega``, no translation prior."""
+    config = CONFIGS["tiny"].replace(image_size=SIZE, num_shape=None, num_expression=None, **overrides)
+    model = FaceModel(uv_model, config)
+    model.regularizer.omega.assign(tf.fill(model.regularizer.omega.shape, omega))
+    model.geometric.translation_weight.assign(0.0)
+    return model
+
+
+def test_inference_fit_on_every_pixel_estimates_the_training_fit(default_uv_model, faces):
+    """With a prior strong enough to matter, the weighted lattice fit of every pixel lands on the
+    average of random 200-sample fits (the training fit), not on fits of more samples, whose data
+    outweighs the prior more."""
+    maps = ground_truth_maps(faces)
+    average = {}
+    for samples in (200, 1600):
+        fit = tf.function(tiny_full_model(default_uv_model, 100.0, num_samples=samples).fit_maps)
+        average[samples] = np.mean([fit(faces["image"], maps)["coefficients"].numpy() for _ in range(8)], axis=0)
+    model = tiny_full_model(default_uv_model, 100.0, num_samples=200, inference_prior_scale=1.0)
+    inference = tf.function(lambda images, m: model.fit_maps(images, m, inference=True))
+    first = inference(faces["image"], maps)["coefficients"].numpy()
+    np.testing.assert_array_equal(first, inference(faces["image"], maps)["coefficients"].numpy())  # deterministic
+    gap = np.abs(first - average[200]).mean()
+    assert gap < 0.25 * np.abs(average[1600] - average[200]).mean()
+
+
+def test_inference_prior_scale_multiplies_the_coefficient_prior(default_uv_model, faces):
+    maps = ground_truth_maps(faces)
+    coefficients = []
+    for omega, scale in ((30.0, 4.0), (120.0, 1.0)):
+        model = tiny_full_model(default_uv_model, omega, num_samples=200, inference_prior_scale=scale)
+        coefficients.append(model.fit_maps(faces["image"], maps, inference=True)["coefficients"].numpy())
+        training = model.fit_maps(faces["image"], maps)["coefficients"].numpy()  # training fits are unscaled
+    np.testing.assert_allclose(coefficients[0], coefficients[1], rtol=1e-4, atol=1e-5)
+    assert np.abs(training - coefficients[1]).max() > 100 * np.abs(coefficients[0] - coefficients[1]).max()
+    with pytest.raises(InputError, match="inference_prior_scale"):
+        tiny_full_model(default_uv_model, 1.0, inference_prior_scale=0.0)
+
+
+def test_robust_refits_drop_outlying_correspondences(default_uv_model, faces):
+    """10% of the face pixels get correspondences 0.05 UV off: re-solving without the samples
+    beyond tau_geometric brings the landmarks closer."""
+    maps = ground_truth_maps(faces).numpy()
+    rng = np.random.default_rng(0)
+    for b, mask in enumerate(faces["mask"].numpy() > 0):
+        rows, cols = np.nonzero(mask)
+        moved = rng.choice(len(rows), len(rows) // 10, replace=False)
+        maps[b, rows[moved], cols[moved], 0:2] += 0.05
+    errors = {}
+    for refits in (0, 2):
+        model = tiny_full_model(default_uv_model, 100.0, num_samples=400, robust_refits=refits,
+                                inference_prior_scale=1.0)
+        out = model.outputs_of(model.fit_maps(faces["image"], tf.constant(maps), inference=True))
+        errors[refits] = metrics.nme68(out["landmarks68"].numpy(), faces["landmarks68"].numpy())
+    assert np.all(errors[2] < errors[0])
+    assert errors[2].mean() < 0.8 * errors[0].mean()
+
+
+def test_inlier_weights_keep_poor_fits_whole(default_uv_model):
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))  # tau_geometric 10 mm
+    weights = tf.constant([[1.0, 2.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    residual = tf.constant([[[0, 0, 3.0], [0, 4.0, 0], [12.0, 0, 0], [0, 0, 9.9]],
+                            [[11.0, 0, 0], [0, 20.0, 0], [0, 0, 1.0], [2.0, 0, 0]]])
+    np.testing.assert_array_equal(model.inlier_weights(weights, residual).numpy(),
+                                  [[1.0, 2.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    residual = tf.concat([residual[:1], residual[1:] * 10.0], axis=0)  # image 1: only a quarter inlying
+    np.testing.assert_array_equal(model.inlier_weights(weights, residual).numpy()[1], [1.0, 1.0, 1.0, 1.0])
 
 
 @pytest.mark.slow

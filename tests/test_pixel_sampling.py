@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tfface.errors import InputError
-from tfface.layers.pixel_sampling import PixelSampler, gather_pixels, pixel_centres, sample_pixels
+from tfface.layers.pixel_sampling import (LatticePixelSampler, PixelSampler, expected_draws, gather_pixels,
+                                         pixel_centres, sample_pixels)
 
 SEED = tf.constant([7, 11], tf.int64)
 
@@ -149,3 +150,54 @@ def test_config_round_trip():
 def test_bad_input_raises(call, message):
     with pytest.raises(InputError, match=message):
         call()
+
+
+def test_lattice_sampler_is_deterministic_and_spread():
+    sampler = LatticePixelSampler(100, 100)
+    confidence = tf.random.uniform([2, 40, 40])
+    first, second = sampler(confidence).numpy(), sampler(tf.zeros([2, 40, 40])).numpy()
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (2, 100) and len(np.unique(first[0])) == 100
+    rows = first[0] // 40
+    assert rows.min() == 0 and rows.max() == 39  # covers the image top to bottom
+    small = LatticePixelSampler(30, 30)(tf.zeros([1, 4, 4])).numpy()[0]
+    assert sorted(np.bincount(small)) == [1] * 2 + [2] * 14  # every pixel, repeated cyclically
+
+
+@pytest.mark.parametrize("num_samples", [60, 225, 300, 2500])  # fewer than, as many as, more than qualify; rounds
+def test_expected_draws_are_the_sampling_frequencies(num_samples):
+    c = region_confidence(height=20, width=25)[:, ::2, ::2].copy()  # 10 x 13 pixels, 2 x 5 of them near 1
+    c[0, 2:6, 3:10] = 1.0
+    draws = expected_draws(c, num_samples, 0.001).numpy()
+    np.testing.assert_allclose(draws.sum(1), num_samples, rtol=1e-5)
+    rounds = 400
+    counts = np.zeros_like(draws)
+    for i in range(rounds):
+        indices = sample_pixels(c, num_samples, 0.001, tf.constant([i, 3])).numpy()
+        for b in range(len(c)):
+            np.add.at(counts[b], indices[b], 1.0)
+    frequency = counts / rounds
+    # binomial standard error of a pixel's mean count, at most sqrt(rounds_per_pixel / 4 / rounds)
+    tolerance = 5 * np.sqrt((np.ceil(num_samples / draws.shape[1]) / 4) / rounds)
+    assert np.abs(frequency - draws).max() < tolerance
+    assert draws.max() > 4 * tolerance  # the check discriminates
+
+
+def test_lattice_weights_estimate_the_training_draws():
+    c = region_confidence()
+    dense = LatticePixelSampler(40 * 50, 300)
+    indices = dense(c)
+    np.testing.assert_allclose(dense.sample_weights(c, indices).numpy(),
+                               tf.gather(expected_draws(c, 300, 0.001), indices, batch_dims=1).numpy())
+    sparse = LatticePixelSampler(500, 300)  # every 4th pixel stands for 4
+    weights = sparse.sample_weights(c, sparse(c)).numpy()
+    np.testing.assert_allclose(weights.sum(1), 300, rtol=0.05)
+    assert np.isclose(weights.max(), 4 * expected_draws(c, 300, 0.001).numpy().max())
+
+
+def test_lattice_sampler_config_round_trip():
+    sampler = LatticePixelSampler(500, 300, 0.01, name="lattice")
+    copy = LatticePixelSampler.from_config(sampler.get_config())
+    assert (copy.num_samples, copy.training_samples, copy.threshold) == (500, 300, 0.01)
+    with pytest.raises(InputError, match="num_samples"):
+        LatticePixelSampler(0, 300)

@@ -2,11 +2,13 @@
 
 Inference differs from training in two ways, both set by :func:`configure_for_inference`:
 
-* pixel sampling is deterministic: a fixed lattice of ``num_samples`` pixels spread evenly over
-  the image (:class:`LatticePixelSampler`) replaces the random, confidence-ranked draw of
-  supplement C. Every lattice pixel still enters the solves with its predicted confidence as
-  weight, so background pixels (confidence near 0) do not count. A fixed lattice, unlike a
-  top-k by confidence, cannot change its choice under rounding differences between runtimes;
+* pixel sampling is deterministic, as in :meth:`FaceModel.infer`: a fixed lattice of pixels
+  (:class:`~tfface.layers.pixel_sampling.LatticePixelSampler`, every pixel unless
+  ``num_samples`` says otherwise) replaces the random, confidence-ranked draw of supplement C.
+  Every lattice pixel enters the solves with its predicted confidence times the weight that
+  makes the fit an estimate of the training fit, so background pixels do not count. A fixed
+  lattice, unlike a top-k by confidence, cannot change its choice under rounding differences
+  between runtimes;
 * the normal equations are solved by the Gauss-Jordan solver built from TFLite built-in ops
   (:mod:`tfface.layers.linear_solve`) instead of Cholesky.
 
@@ -35,13 +37,13 @@ import json
 import tempfile
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tfface.errors import InputError, ModelFileError
 from tfface.geometry.camera import project
+from tfface.layers.pixel_sampling import LatticePixelSampler
 from tfface.model import FaceModel, face_confidence, landmarks5_from_68_tf
 from tfface.morphable.texel_map import build_locator
 from tfface.morphable.uv3dmm import UVMorphableModel
@@ -75,53 +77,12 @@ FACE_PIXEL_CONFIDENCE = 0.5
 EXTRAS = "assets.extra"
 
 
-@keras.saving.register_keras_serializable(package="tfface")
-class LatticePixelSampler(keras.layers.Layer):
-    """Deterministic pixel sampling for inference: ``confidence (B, H, W) -> indices (B, P)``.
-
-    The same ``P`` pixels for every image: flat indices ``floor((k + 1/2) H W / P)``,
-    ``k = 0..P-1``, an evenly spread lattice (row-major stride ``H W / P``). With
-    ``P >= H W`` every pixel is used (indices repeat cyclically beyond ``H W``). Drop-in for
-    :class:`~tfface.layers.pixel_sampling.PixelSampler` (same call and output).
-
-    Parameters
-    ----------
-    num_samples : int
-        Pixels per image, P.
-    """
-
-    def __init__(self, num_samples: int, **kwargs):
-        super().__init__(**kwargs)
-        if int(num_samples) < 1:
-            raise InputError(f"num_samples must be positive, got {num_samples}")
-        self.num_samples = int(num_samples)
-
-    def lattice(self, height: int, width: int) -> np.ndarray:
-        """``(P,)`` int32 flat pixel indices of an ``height x width`` image."""
-        pixels = height * width
-        if self.num_samples >= pixels:
-            return (np.arange(self.num_samples) % pixels).astype(np.int32)
-        return np.floor((np.arange(self.num_samples) + 0.5) * pixels / self.num_samples).astype(np.int32)
-
-    def call(self, confidence):
-        if confidence.shape[1] is None or confidence.shape[2] is None:
-            raise InputError(f"LatticePixelSampler needs a static image size, got {confidence.shape}")
-        indices = tf.constant(self.lattice(int(confidence.shape[1]), int(confidence.shape[2])))
-        return tf.tile(indices[None], [tf.shape(confidence)[0], 1])
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_samples)
-
-    def get_config(self):
-        return {**super().get_config(), "num_samples": self.num_samples}
-
-
 def configure_for_inference(model: FaceModel, num_samples: int | None = None, geometry: type | None = None,
                             **geometry_options) -> FaceModel:
     """Switch a new, not yet built ``model`` (in place) to deterministic, TFLite-compatible inference.
 
-    Replaces the random sampler by a :class:`LatticePixelSampler` of ``num_samples`` pixels
-    (default: the training configuration's ``num_samples``), selects the ``"gauss_jordan"``
+    With ``num_samples``, the inference lattice (:class:`LatticePixelSampler`) gets that many
+    pixels instead of the configuration's ``inference_samples``; selects the ``"gauss_jordan"``
     solver in both least-squares layers and runs the UV-3DMM sampler without XLA. With
     ``geometry`` (a subclass of the geometric layer, e.g. from :mod:`tfface.inference_variants`),
     the geometric layer is replaced by one of that class with the same settings plus
@@ -132,7 +93,10 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None, ge
     """
     if model.built:
         raise InputError("configure_for_inference needs a model that is not built yet; use inference_model")
-    model.sampler = LatticePixelSampler(num_samples or model.config.num_samples, name="sampler")
+    if num_samples is not None:
+        cfg = model.config
+        model.inference_sampler = LatticePixelSampler(num_samples, cfg.num_samples, cfg.sample_threshold,
+                                                      name="inference_sampler")
     if geometry is not None:
         model.geometric = geometry.from_config({**model.geometric.get_config(), **geometry_options})
     model.geometric.solver = "gauss_jordan"
@@ -210,11 +174,11 @@ def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_sa
 def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """The exported outputs (:data:`OUTPUT_DOCS`) for float32 RGB ``images`` ``(B, H, W, 3)`` in [0, 1].
 
-    Built from :meth:`FaceModel.fit_images`; landmarks are projected with the decomposed camera
-    ``K, R, t`` (no matrix inverse), ``vertex_albedo`` evaluates the albedo model at the fitted
+    Built from the fit :meth:`FaceModel.infer` makes; landmarks are projected with the decomposed
+    camera ``K, R, t`` (no matrix inverse), ``vertex_albedo`` evaluates the albedo model at the fitted
     coefficients from the UV-3DMM sampler's per-vertex tables (no second copy in the graph).
     """
-    fit = model.fit_images(images, training=False)
+    fit = model.fit_maps(images, model.predict_maps(images), inference=True)
     mesh = model.uv_model.model
     vertices = fit["vertices"]
     landmarks68, _ = project(tf.gather(vertices, mesh.landmarks68, axis=1), fit["K"], fit["R"], fit["t"])
@@ -256,7 +220,7 @@ def export_metadata(model: FaceModel) -> dict:
         "input": "images: (B, H, W, 3) uint8 RGB (serving_default; TFLite with B = 1)",
         "outputs": OUTPUT_DOCS,
         "tflite_outputs": None,
-        "num_samples": model.sampler.num_samples,
+        "num_samples": model.inference_sampler.num_samples,
         "face_pixel_confidence": FACE_PIXEL_CONFIDENCE,
         "num_vertices": mesh.num_vertices,
         "model_name": mesh.name,
@@ -308,7 +272,7 @@ def export_model(model: FaceModel, root: str | Path, name: str, version: int, tf
     Raises:
         InputError: bad name/version, an existing version folder, or an unconfigured model.
     """
-    if not isinstance(model.sampler, LatticePixelSampler):
+    if model.geometric.solver != "gauss_jordan" or model.uv_sampling.jit_compile:
         raise InputError("configure the model with configure_for_inference before exporting")
     if not name or "/" in name or name.startswith("."):
         raise InputError(f"invalid model name {name!r}")

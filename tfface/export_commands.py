@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     exp.add_argument("--version", type=int, help="model version, a positive integer")
     exp.add_argument("--out", type=Path, default=None, help="model root (default: savedmodel/ of the repository)")
     exp.add_argument("--num-samples", type=int, default=None,
-                     help="pixels in the inference lattice (default: the training config's num_samples)")
+                     help="pixels in the inference lattice (default: the config's inference_samples, every pixel)")
     exp.add_argument("--locator-resolution", type=int, default=None,
                      help="rebuild the UV-3DMM texel locator at this resolution for a smaller export (sampling "
                           "stays exact; e.g. 160 saves 4 MB for the ICT face; default: keep the trained one)")

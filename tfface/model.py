@@ -21,7 +21,11 @@ image batches (anything else in the batch, e.g. ground truth, is ignored). Per i
    by :class:`tfface.training.callbacks.TranslationSchedule`).
 
 :meth:`FaceModel.infer` is the inference path: a pure function of an image batch returning
-correspondence, depth, confidence, camera, coefficients, fitted vertices and landmarks.
+correspondence, depth, confidence, camera, coefficients, fitted vertices and landmarks. It
+fits a fixed lattice of pixels (every pixel by default) instead of random samples, weighted so
+that the fit estimates the training fit with less sampling noise, with the shape and expression
+prior ``inference_prior_scale`` times heavier, and re-solves the geometry ``robust_refits`` times
+without the samples the truncated loss gives up on (residual above ``tau_geometric``).
 
 Lighting is fitted against model-space normals: second-order SH span a rotation-invariant space,
 so the fit (and its residual) is the same as with camera-space normals; only the coefficients
@@ -41,7 +45,7 @@ from tfface.errors import InputError
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
 from tfface.layers.photometric import PhotometricLeastSquares, sample_normals
-from tfface.layers.pixel_sampling import PixelSampler, gather_pixels, pixel_centres
+from tfface.layers.pixel_sampling import LatticePixelSampler, PixelSampler, gather_pixels, pixel_centres
 from tfface.layers.preprocessing import SoftplusPreprocessing
 from tfface.layers.uv_sampling import UVSampling
 from tfface.morphable.model import LANDMARK5_GROUPS
@@ -144,6 +148,11 @@ class FaceModel(keras.Model):
                                dtype="mixed_bfloat16" if cfg.mixed_precision else None,
                                synchronized_batchnorm=cfg.synchronized_batchnorm)
         self.sampler = PixelSampler(cfg.num_samples, cfg.sample_threshold, seed=cfg.seed, name="sampler")
+        self.inference_sampler = LatticePixelSampler(cfg.inference_samples or cfg.image_size ** 2, cfg.num_samples,
+                                                     cfg.sample_threshold, name="inference_sampler")
+        if cfg.robust_refits < 0 or not cfg.inference_prior_scale > 0:
+            raise InputError("robust_refits must be >= 0 and inference_prior_scale > 0, got "
+                             f"{cfg.robust_refits} and {cfg.inference_prior_scale}")
         self.geometric = GeometricLeastSquares(z0=cfg.z0, translation_weight=cfg.translation_weight,
                                                ridge=cfg.ridge, name="geometric")
         self.photometric = PhotometricLeastSquares(lighting_weight=cfg.lighting_weight, ridge=cfg.ridge,
@@ -181,12 +190,14 @@ class FaceModel(keras.Model):
         """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""
         return self.fit_maps(images, self.predict_maps(images, training=training))
 
-    def fit_maps(self, images, maps):
+    def fit_maps(self, images, maps, inference=False):
         """Sample pixels of predicted ``maps`` and fit the 3DMM to them (steps 2-5 above).
 
         Args:
             images: ``(B, H, W, 3)`` RGB in [0, 1].
             maps: ``(B, H, W, 5)`` u, v, depth, geometric and photometric confidence.
+            inference: fit as :meth:`infer` does (weighted lattice, heavier prior, robust
+                re-solves) instead of as in training (random samples).
 
         Returns:
             dict with ``maps``, ``indices`` (B, P), ``pixels`` (B, P, 2), ``valid`` (B, P),
@@ -198,19 +209,34 @@ class FaceModel(keras.Model):
         """
         preprocessed = self.preprocessing(tf.convert_to_tensor(images, tf.float32))
         width = tf.shape(maps)[2]
-        indices = self.sampler(face_confidence(maps))
+        confidence = face_confidence(maps)
+        if inference:
+            indices = self.inference_sampler(confidence)
+            sample_weights = self.inference_sampler.sample_weights(confidence, indices)
+        else:
+            indices = self.sampler(confidence)
+            sample_weights = 1.0
         samples = gather_pixels(maps, indices)  # (B, P, 5)
         colours = gather_pixels(preprocessed, indices)  # (B, P, 3)
         pixels = pixel_centres(indices, width)
         uv_sample = self.uv_sampling(samples[..., 0:2])
         valid = uv_sample.valid
-        geometric = self.geometric(pixels, samples[..., 2], face_confidence(samples) * valid, uv_sample.mean,
-                                   uv_sample.basis, self.regularizer.weights_for_solve())
+        weights = valid * sample_weights
+
+        prior = self.regularizer.weights_for_solve() * (self.config.inference_prior_scale if inference else 1.0)
+
+        def solve(geometric_weights):
+            return self.geometric(pixels, samples[..., 2], geometric_weights, uv_sample.mean, uv_sample.basis, prior)
+
+        geometric_weights = face_confidence(samples) * weights
+        geometric = solve(geometric_weights)
+        for _ in range(self.config.robust_refits if inference else 0):
+            geometric = solve(self.inlier_weights(geometric_weights, geometric["residual"]))
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])
         normals = sample_normals(vertices, self._triangles, uv_sample.vertex_ids, uv_sample.barycentrics,
                                  camera["R"])
-        photometric = self.photometric(colours, normals, samples[..., 4] * valid, uv_sample.albedo_mean,
+        photometric = self.photometric(colours, normals, samples[..., 4] * weights, uv_sample.albedo_mean,
                                        uv_sample.albedo_basis, self._albedo_weights)
         return {
             "maps": maps, "indices": indices, "pixels": pixels, "valid": valid,
@@ -222,6 +248,14 @@ class FaceModel(keras.Model):
             "reconstruction": photometric["colour"],
             "photometric_residual": photometric["residual"], "vertices": vertices,
         }
+
+    def inlier_weights(self, weights, residual):
+        """``weights (B, P)`` without the samples whose geometric ``residual (B, P, 3)`` (mm)
+        exceeds ``tau_geometric``, image by image; an image that would keep less than half its
+        weight that way keeps all of it (a fit that poor is no basis for choosing outliers)."""
+        inliers = tf.cast(tf.reduce_sum(tf.square(residual), -1) < self.config.tau_geometric ** 2, weights.dtype)
+        kept = tf.reduce_sum(weights * inliers, -1, keepdims=True)
+        return tf.where(kept >= 0.5 * tf.reduce_sum(weights, -1, keepdims=True), weights * inliers, weights)
 
     def losses_of(self, fit):
         """Per-image loss terms ``(B,)`` of a :meth:`fit_images` result (DESIGN "Training")."""
@@ -319,7 +353,7 @@ class FaceModel(keras.Model):
             landmark vertices projected by the fitted camera), ``direct_landmarks68`` and
             ``direct_landmarks5`` (read off the correspondence map, :func:`direct_landmarks`).
         """
-        return self.outputs_of(self.fit_images(images, training=False))
+        return self.outputs_of(self.fit_maps(images, self.predict_maps(images), inference=True))
 
     def outputs_of(self, fit):
         """The inference outputs (see :meth:`infer`) of a :meth:`fit_maps` result."""

@@ -1,50 +1,68 @@
-"""Accuracy of deterministic inference: random sampling + Cholesky (training) vs the exported set-up.
+"""Accuracy of the inference fit against the training fit, and of the export against both.
 
-Evaluates one trained model twice on held-out synthetic data with ground truth
-(``tfface data synth`` / training work folder): as trained (random confidence-ranked pixel
-sampling of supplement C, Cholesky solves) and as exported (:func:`tfface.export.inference_model`:
-fixed pixel lattice, Gauss-Jordan solves), and prints the evaluation table side by side
-(:func:`tfface.training.evaluation.evaluate_batches`).
+Evaluates one trained model on held-out synthetic data with ground truth
+(:func:`tfface.training.evaluation.evaluate_batches`) four ways and prints the tables side by side:
 
-    python tools/compare_inference_sampling.py --weights WORK/train/final.weights.h5 \\
-        --uv-model WORK/uv3dmm.npz --config small --data WORK/data [--num-samples 2000]
+* ``training``: random confidence-ranked samples of supplement C (``num_samples``), as in training;
+* ``lattice``: the inference fit's weighted pixel lattice (``inference_samples``, every pixel by
+  default), no robust re-solves;
+* ``infer``: :meth:`FaceModel.infer`, the lattice plus ``robust_refits`` re-solves without the
+  samples beyond ``tau_geometric``;
+* ``export``: :func:`tfface.export.inference_model` (the same fit with Gauss-Jordan solves, no XLA).
+
+    python3 tools/compare_inference_sampling.py --workdir RUN [--num-samples P] [--limit N]
+
+(``RUN`` is a ``tfface train``/``demo`` folder: config.json, uv3dmm.npz, data/, train/final.weights.h5.)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-import tensorflow as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfface import export
-from tfface.model import FaceModel
-from tfface.morphable.uv3dmm import UVMorphableModel
-from tfface.training import data
-from tfface.training.config import load_config
-from tfface.training.evaluation import evaluate_batches, format_table
+from tfface import export  # noqa: E402
+from tfface.morphable.uv3dmm import UVMorphableModel  # noqa: E402
+from tfface.training import data, loop  # noqa: E402
+from tfface.training.config import load_config  # noqa: E402
+from tfface.training.evaluation import evaluate_batches, format_table  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, required=True)
-    parser.add_argument("--uv-model", type=Path, required=True)
-    parser.add_argument("--config", default="small")
-    parser.add_argument("--data", type=Path, required=True, help="folder with the held-out TFRecords")
-    parser.add_argument("--num-samples", type=int, default=None, help="lattice size (default: the config's)")
+    parser.add_argument("--workdir", type=Path, required=True, help="run folder")
+    parser.add_argument("--weights", type=Path, default=None, help="default: train/final.weights.h5")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="inference lattice size (default: the config's inference_samples)")
+    parser.add_argument("--limit", type=int, default=None, help="held-out images (default: all)")
     parser.add_argument("--batch-size", type=int, default=25)
     args = parser.parse_args(argv)
 
-    config = load_config(args.config)
-    trained = FaceModel(str(args.uv_model), config)
-    trained(tf.zeros([1, config.image_size, config.image_size, 3]))
-    trained.load_weights(args.weights)
-    deterministic = export.inference_model(trained, args.num_samples)
-    uv_model = UVMorphableModel.load(args.uv_model)
+    config = load_config(args.workdir / "config.json")
+    if args.num_samples is not None:
+        config = config.replace(inference_samples=args.num_samples)
+    uv_path = args.workdir / "uv3dmm.npz"
+    weights = args.weights or args.workdir / "train" / "final.weights.h5"
+
+    def trained_model(variant):
+        model = loop.build_model(uv_path, variant)
+        model.load_weights(weights)
+        return model
+
+    trained, lattice = trained_model(config), trained_model(config.replace(robust_refits=0))
+    uv_model = UVMorphableModel.load(uv_path)
+
+    def evaluate(model, sampling="inference"):
+        batches = data.heldout_batches(args.workdir / "data", args.batch_size, limit=args.limit)
+        return evaluate_batches(model, batches, uv_model, sampling)
+
     rows = {
-        "random + Cholesky": evaluate_batches(trained, data.heldout_batches(args.data, args.batch_size), uv_model),
-        "lattice + Gauss-Jordan": evaluate_batches(deterministic, data.heldout_batches(args.data, args.batch_size),
-                                                   uv_model),
+        "training": evaluate(trained, "training"),
+        "lattice": evaluate(lattice),
+        "infer": evaluate(trained),
+        "export": evaluate(export.inference_model(trained)),
     }
     print(format_table(rows))
     return 0

@@ -83,7 +83,9 @@ def frontal_mean_faces(uv_full, batch, K, centres_cam):
 def evaluate(model, images, maps):
     """Loss terms of ``maps`` (mean over the batch) through FaceModel's loss path."""
     cfg = model.config
-    fit = model.fit_maps(images, maps)
+    # In a compiled function, as in training: a degenerate fit then falls back to a finite camera
+    # (see decompose_inverse_camera) instead of raising, and its loss is reported.
+    fit = tf.function(model.fit_maps)(images, tf.constant(maps))
     terms = model.losses_of(fit)
     conf_g, conf_p, valid = fit["geometric_confidence"], fit["photometric_confidence"], fit["valid"]
     rg = tf.norm(fit["geometric_residual"], axis=-1)

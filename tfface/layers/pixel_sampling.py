@@ -1,4 +1,4 @@
-"""Stochastic pixel sampling for the least-squares layers (supplement C).
+"""Pixel sampling for the least-squares layers (supplement C): random in training, a lattice at inference.
 
 Per image, ``num_samples`` pixels are drawn at random among those whose confidence exceeds
 ``threshold`` times the image's maximum confidence; if fewer qualify, the rest are drawn at
@@ -7,16 +7,20 @@ plus 1 if it qualifies, and the ``num_samples`` largest keys win (``tf.math.top_
 random subset of the qualifying pixels first, filled up by a uniform random subset of the
 others. The choice is not differentiable (indices are integers); what is gathered at the
 samples is (:func:`gather_pixels`).
+
+At inference :class:`LatticePixelSampler` takes a fixed lattice of pixels instead (every pixel by
+default), weighted so that the fit estimates the training fit (:func:`expected_draws`).
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfface.errors import InputError
 
-__all__ = ["PixelSampler", "gather_pixels", "pixel_centres", "sample_pixels"]
+__all__ = ["LatticePixelSampler", "PixelSampler", "expected_draws", "gather_pixels", "pixel_centres", "sample_pixels"]
 
 
 def sample_pixels(
@@ -61,6 +65,40 @@ def sample_pixels(
     scores = keys + tf.tile(tf.cast(qualified, tf.float32), [1, rounds])
     _, winners = tf.math.top_k(scores, k=num_samples, sorted=False)
     return tf.math.floormod(winners, num_pixels)
+
+
+def expected_draws(confidence: tf.Tensor, num_samples: int, threshold: float) -> tf.Tensor:
+    """How often :func:`sample_pixels` draws each pixel, on average over its random keys.
+
+    With ``N`` pixels of which ``Q`` qualify and ``r = ceil(P / N)`` rounds, a qualifying pixel
+    is drawn ``min(P, r Q) / Q`` times and any other ``max(P - r Q, 0) / (N - Q)`` times. A fit
+    whose samples are weighted by these counts (divided by its own draws per pixel) has the
+    expected normal equations of the training fit: the same balance of data and priors.
+
+    Parameters
+    ----------
+    confidence : (B, H, W) float
+        As for :func:`sample_pixels`.
+    num_samples, threshold :
+        As for :func:`sample_pixels`.
+
+    Returns
+    -------
+    draws : (B, H * W) float32
+        Expected draws per pixel, row-major; each image's sum is ``num_samples``.
+    """
+    confidence = tf.convert_to_tensor(confidence)
+    batch = tf.shape(confidence)[0]
+    num_pixels = tf.shape(confidence)[1] * tf.shape(confidence)[2]
+    flat = tf.reshape(confidence, [batch, num_pixels])
+    flat = tf.where(tf.math.is_finite(flat), flat, tf.zeros_like(flat))
+    qualified = tf.logical_and(flat > threshold * tf.reduce_max(flat, axis=1, keepdims=True), flat > 0)
+    count = tf.reduce_sum(tf.cast(qualified, tf.float32), axis=1, keepdims=True)  # Q, (B, 1)
+    pixels = tf.cast(num_pixels, tf.float32)
+    copies = tf.math.ceil(num_samples / pixels) * count  # r Q
+    on = tf.minimum(float(num_samples), copies) / tf.maximum(count, 1.0)
+    off = tf.maximum(num_samples - copies, 0.0) / tf.maximum(pixels - count, 1.0)
+    return tf.where(qualified, on, off)
 
 
 def pixel_centres(indices: tf.Tensor, width: int | tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
@@ -109,6 +147,13 @@ def gather_pixels(maps: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     return tf.gather(flat, indices, batch_dims=1)
 
 
+def _check_sampling(num_samples: int, threshold: float) -> None:
+    if int(num_samples) < 1:
+        raise InputError(f"num_samples must be positive, got {num_samples}")
+    if not 0.0 <= float(threshold) < 1.0:
+        raise InputError(f"threshold must lie in [0, 1), got {threshold}")
+
+
 @keras.saving.register_keras_serializable(package="tfface")
 class PixelSampler(keras.layers.Layer):
     """Keras layer: ``confidence (B, H, W) -> indices (B, P) int32`` (supplement C).
@@ -132,10 +177,7 @@ class PixelSampler(keras.layers.Layer):
 
     def __init__(self, num_samples: int = 10_000, threshold: float = 0.001, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if int(num_samples) < 1:
-            raise InputError(f"num_samples must be positive, got {num_samples}")
-        if not 0.0 <= float(threshold) < 1.0:
-            raise InputError(f"threshold must lie in [0, 1), got {threshold}")
+        _check_sampling(num_samples, threshold)
         self.num_samples = int(num_samples)
         self.threshold = float(threshold)
         self.seed = seed
@@ -152,3 +194,72 @@ class PixelSampler(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_samples": self.num_samples, "threshold": self.threshold, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class LatticePixelSampler(keras.layers.Layer):
+    """Deterministic pixel sampling for inference: ``confidence (B, H, W) -> indices (B, P)``.
+
+    The same ``P`` pixels for every image: flat indices ``floor((k + 1/2) H W / P)``,
+    ``k = 0..P-1``, an evenly spread lattice (row-major stride ``H W / P``). With
+    ``P >= H W`` every pixel is used (indices repeat cyclically beyond ``H W``). Same call and
+    output as :class:`PixelSampler`; a fixed lattice, unlike a random top-k by confidence, gives
+    the same samples in every runtime.
+
+    :meth:`sample_weights` makes a fit on the lattice an estimate of the fit on a
+    :class:`PixelSampler`'s draws (a training fit): each lattice pixel is weighted by the draws
+    that sampler expects there (:func:`expected_draws`) over the lattice's own draws per pixel,
+    ``P / (H W)``. Denser lattices then lower the fit's sampling noise without shifting its
+    balance of data and priors.
+
+    Parameters
+    ----------
+    num_samples : int
+        Pixels per image, P.
+    training_samples : int
+        Samples per image of the sampler the weights refer to (the training configuration's).
+    threshold : float
+        That sampler's qualifying threshold (see :func:`sample_pixels`).
+    """
+
+    def __init__(self, num_samples: int, training_samples: int, threshold: float = 0.001, **kwargs):
+        super().__init__(**kwargs)
+        _check_sampling(num_samples, threshold)
+        _check_sampling(training_samples, threshold)
+        self.num_samples = int(num_samples)
+        self.training_samples = int(training_samples)
+        self.threshold = float(threshold)
+
+    def lattice(self, height: int, width: int) -> np.ndarray:
+        """``(P,)`` int32 flat pixel indices of an ``height x width`` image."""
+        pixels = height * width
+        if self.num_samples >= pixels:
+            return (np.arange(self.num_samples) % pixels).astype(np.int32)
+        return np.floor((np.arange(self.num_samples) + 0.5) * pixels / self.num_samples).astype(np.int32)
+
+    def call(self, confidence):
+        if confidence.shape[1] is None or confidence.shape[2] is None:
+            raise InputError(f"LatticePixelSampler needs a static image size, got {confidence.shape}")
+        indices = tf.constant(self.lattice(int(confidence.shape[1]), int(confidence.shape[2])))
+        return tf.tile(indices[None], [tf.shape(confidence)[0], 1])
+
+    def sample_weights(self, confidence, indices):
+        """``(B, P)`` float32 weight of each sample (see the class docstring).
+
+        Parameters
+        ----------
+        confidence : (B, H, W) float
+            The confidence the samples were drawn from.
+        indices : (B, P) int
+            This sampler's output for ``confidence``.
+        """
+        draws = expected_draws(confidence, self.training_samples, self.threshold)
+        per_pixel = self.num_samples / float(int(confidence.shape[1]) * int(confidence.shape[2]))
+        return tf.gather(draws, indices, batch_dims=1) / per_pixel
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_samples)
+
+    def get_config(self):
+        return {**super().get_config(), "num_samples": self.num_samples, "training_samples": self.training_samples,
+                "threshold": self.threshold}

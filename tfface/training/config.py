@@ -25,6 +25,15 @@ class TrainConfig:
         depth_offset: added to the softplus depth output.
         num_samples: pixels sampled per image for the solves (supplement C: 10,000).
         sample_threshold: relative confidence threshold of the sampling (supplement C: 0.001).
+        inference_samples: pixels of the inference fit's fixed lattice (None: every pixel),
+            weighted to estimate the training fit (``LatticePixelSampler``).
+        robust_refits: re-solves of the inference fit's geometry, each without the samples
+            whose residual exceeds ``tau_geometric`` in the previous solve (the pixels the
+            truncated training loss gives up on).
+        inference_prior_scale: factor on the shape and expression prior of the inference fit.
+            Training needs a weak prior (a heavy one makes a fixed mean face score better than
+            the true fit); fitting a trained network's maps, a heavier one gives better landmarks
+            (BUILD.md: 4 for the small config, chosen on training images).
         num_shape, num_expression, num_albedo: leading 3DMM modes used in the fit (None: all).
             Shape and expression default to all: the synthetic faces use every mode, and fed
             the ground-truth maps of the held-out set, the fit's 68-landmark NME is 1.1% with
@@ -54,7 +63,7 @@ class TrainConfig:
         ridge: Tikhonov ridge added to the normal equations.
         batch_size: global batch size of the main training (4 for the small config: in a
             24-minute side-by-side run it reached 9.3% held-out NME against 9.6% at batch 8, taking
-            twice the steps in the same time).
+            twice the steps in the same time; batch 2 is fragile, see BUILD.md).
         learning_rate: Adam learning rate at the start of the main training (5e-4 for the
             small config: side by side in 24-minute runs it beat 2e-4, while 1e-3 was worse early).
         final_learning_rate: the rate the cosine decay reaches at the end of the run (its
@@ -86,6 +95,9 @@ class TrainConfig:
     depth_offset: float = 0.1
     num_samples: int = 2000
     sample_threshold: float = 0.001
+    inference_samples: int | None = None
+    robust_refits: int = 2
+    inference_prior_scale: float = 4.0
     num_shape: int | None = None
     num_expression: int | None = None
     num_albedo: int | None = 20
@@ -135,11 +147,12 @@ class TrainConfig:
 #: The named configurations.
 CONFIGS: dict[str, TrainConfig] = {
     # CPU: 128 px, quarter-width U-Net in mixed bfloat16, 2,000 samples, all shape and expression modes,
-    # 20 albedo modes, batch 4 (pretraining 8).
+    # 20 albedo modes, batch 4 (pretraining 8); inference fits every pixel.
     "small": TrainConfig(),
-    # The paper's set-up: 224 px regular U-Net, 10,000 samples, full basis, batch 5.
+    # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
+    # basis, batch 5.
     "paper": TrainConfig(
-        name="paper", image_size=224, width=1.0, num_samples=10000, num_shape=None,
+        name="paper", image_size=224, width=1.0, num_samples=10000, inference_samples=25088, num_shape=None,
         num_expression=None, num_albedo=None, batch_size=5, learning_rate=2.0e-4, steps=100000,
         pretrain_steps=14000, pretrain_batch_size=5, checkpoint_every=1000, summary_every=500,
         synthetic_count=20000, heldout_count=1000,

@@ -46,7 +46,8 @@ def landmark_nmes(landmarks68, landmarks5, target68) -> tuple[np.ndarray, np.nda
             metrics.nme5(np.asarray(landmarks5), landmarks5_from_68(target68)))
 
 
-def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None) -> dict[str, float]:
+def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None,
+                     sampling: str = "inference") -> dict[str, float]:
     """Mean metrics over batches of examples (dicts with ``image`` and ground-truth keys).
 
     Args:
@@ -55,11 +56,16 @@ def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None) -
             ``correspondence``, ``depth``, ``mask`` (and ``shape_coefficients``,
             ``expression_coefficients`` for the shape error) the dense metrics are added.
         uv_model: the full UV-3DMM the ground truth was made with (for the mm metrics).
+        sampling: ``"inference"`` (:meth:`FaceModel.infer`) or ``"training"`` (the same
+            outputs of a fit on random samples, as in training).
 
     Returns:
         dict of mean values over images (fractions for NME, UV units, mm); ``count``.
     """
-    infer = tf.function(model.infer, reduce_retracing=True)
+    if sampling not in ("inference", "training"):
+        raise ValueError(f"sampling must be 'inference' or 'training', got {sampling!r}")
+    infer = tf.function(model.infer if sampling == "inference" else
+                        lambda images: model.outputs_of(model.fit_images(images)), reduce_retracing=True)
     values: dict[str, list[np.ndarray]] = {}
 
     def add(name, array):
@@ -123,7 +129,7 @@ def ground_truth_maps(batch: dict) -> tf.Tensor:
 
 
 def fit_floor(model, batches) -> dict[str, float]:
-    """Landmark NMEs of the in-network fit fed ground-truth maps (:func:`ground_truth_maps`).
+    """Landmark NMEs of the inference fit fed ground-truth maps (:func:`ground_truth_maps`).
 
     The error a perfect U-Net would leave: what the sampling, the truncated 3DMM and the
     regularised geometric solve of ``model`` (in its current state) cost by themselves.
@@ -131,7 +137,8 @@ def fit_floor(model, batches) -> dict[str, float]:
     Returns:
         dict with mean ``nme68``, ``nme5`` (fractions of the inter-ocular distance), ``count``.
     """
-    fit = tf.function(lambda images, maps: model.outputs_of(model.fit_maps(images, maps)), reduce_retracing=True)
+    fit = tf.function(lambda images, maps: model.outputs_of(model.fit_maps(images, maps, inference=True)),
+                      reduce_retracing=True)
     nme68, nme5 = [], []
     for batch in batches:
         out = fit(batch["image"], ground_truth_maps(batch))
