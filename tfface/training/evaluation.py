@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfface.errors import InputError
 from tfface.morphable.model import landmarks5_from_68
 from tfface.morphable.sampling import blend, locate
 from tfface.morphable.uv3dmm import UVMorphableModel
@@ -63,7 +64,7 @@ def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None,
         dict of mean values over images (fractions for NME, UV units, mm); ``count``.
     """
     if sampling not in ("inference", "training"):
-        raise ValueError(f"sampling must be 'inference' or 'training', got {sampling!r}")
+        raise InputError(f"sampling must be 'inference' or 'training', got {sampling!r}")
     infer = tf.function(model.infer if sampling == "inference" else
                         lambda images: model.outputs_of(model.fit_images(images)), reduce_retracing=True)
     values: dict[str, list[np.ndarray]] = {}
