@@ -23,6 +23,15 @@ from tfface.errors import InputError
 __all__ = ["LatticePixelSampler", "PixelSampler", "expected_draws", "gather_pixels", "pixel_centres", "sample_pixels"]
 
 
+def _qualified(confidence: tf.Tensor, threshold: float) -> tf.Tensor:
+    """``(B, H * W)`` bool, row-major: the pixels whose confidence exceeds ``threshold`` times
+    their image's maximum (non-finite values count as 0, and 0 never qualifies)."""
+    shape = tf.shape(confidence)
+    flat = tf.reshape(confidence, [shape[0], shape[1] * shape[2]])
+    flat = tf.where(tf.math.is_finite(flat), flat, tf.zeros_like(flat))
+    return tf.logical_and(flat > threshold * tf.reduce_max(flat, axis=1, keepdims=True), flat > 0)
+
+
 def sample_pixels(
     confidence: tf.Tensor, num_samples: int, threshold: float, seed: tf.Tensor
 ) -> tf.Tensor:
@@ -56,10 +65,7 @@ def sample_pixels(
         raise InputError(f"confidence must be a float tensor, got {confidence.dtype.name}")
     batch = tf.shape(confidence)[0]
     num_pixels = tf.shape(confidence)[1] * tf.shape(confidence)[2]
-    flat = tf.reshape(confidence, [batch, num_pixels])
-    flat = tf.where(tf.math.is_finite(flat), flat, tf.zeros_like(flat))
-    peak = tf.reduce_max(flat, axis=1, keepdims=True)
-    qualified = tf.logical_and(flat > threshold * peak, flat > 0)
+    qualified = _qualified(confidence, threshold)
     rounds = (num_samples + num_pixels - 1) // num_pixels
     keys = tf.random.stateless_uniform([batch, rounds * num_pixels], seed=seed, dtype=tf.float32)
     scores = keys + tf.tile(tf.cast(qualified, tf.float32), [1, rounds])
@@ -88,11 +94,8 @@ def expected_draws(confidence: tf.Tensor, num_samples: int, threshold: float) ->
         Expected draws per pixel, row-major; each image's sum is ``num_samples``.
     """
     confidence = tf.convert_to_tensor(confidence)
-    batch = tf.shape(confidence)[0]
     num_pixels = tf.shape(confidence)[1] * tf.shape(confidence)[2]
-    flat = tf.reshape(confidence, [batch, num_pixels])
-    flat = tf.where(tf.math.is_finite(flat), flat, tf.zeros_like(flat))
-    qualified = tf.logical_and(flat > threshold * tf.reduce_max(flat, axis=1, keepdims=True), flat > 0)
+    qualified = _qualified(confidence, threshold)
     count = tf.reduce_sum(tf.cast(qualified, tf.float32), axis=1, keepdims=True)  # Q, (B, 1)
     pixels = tf.cast(num_pixels, tf.float32)
     copies = tf.math.ceil(num_samples / pixels) * count  # r Q
