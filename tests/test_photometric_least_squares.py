@@ -12,7 +12,8 @@ from tfface.errors import InputError
 from tfface.geometry.sh import sh_basis
 from tfface.layers import least_squares_synthetic as synthetic
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
-from tfface.layers.photometric import PhotometricLeastSquares, neutral_lighting, sample_normals, solve_photometry
+from tfface.layers.photometric import (PhotometricLeastSquares, neutral_lighting, sample_normals,
+                                      sample_normals_compiled, solve_photometry)
 
 NUM_ALBEDO = 8
 TINY = 1e-6
@@ -76,6 +77,29 @@ def test_pipeline_with_normals_of_the_fitted_shape_and_camera(geometry, scene):
         f32(colours.albedo_basis), tf.fill([NUM_ALBEDO], TINY),
     )
     assert_recovers(outputs, colours)
+
+
+def test_compiled_sample_normals_match_the_graph_with_gradients(geometry, scene):
+    shapes, _ = scene
+    rng = np.random.default_rng(22)
+    vertices = f32(geometry.mean + rng.normal(0.0, 2.0, (3, *geometry.mean.shape)))
+    rotation = f32(np.stack([synthetic.random_rotation(rng, 40.0) for _ in range(3)]))
+    barycentrics = f32(shapes.barycentrics)
+    directions = f32(rng.normal(size=(*shapes.barycentrics.shape[:2], 3)))
+
+    def value_and_gradients(function):
+        with tf.GradientTape() as tape:
+            tape.watch([vertices, barycentrics, rotation])
+            normals = function(vertices, tf.constant(geometry.triangles), tf.constant(shapes.vertex_ids),
+                               barycentrics, rotation)
+            projection = tf.reduce_sum(normals * directions)
+        return [normals, *tape.gradient(projection, [vertices, barycentrics, rotation])]
+
+    graph = value_and_gradients(tf.function(sample_normals))
+    for compiled, reference in zip(value_and_gradients(sample_normals_compiled), graph):
+        assert np.abs(reference.numpy()).max() > 0
+        np.testing.assert_allclose(compiled.numpy(), reference.numpy(), rtol=1e-4,
+                                   atol=1e-5 * np.abs(reference.numpy()).max())
 
 
 def test_sample_normals_of_a_tilted_plane():

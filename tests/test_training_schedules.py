@@ -1,4 +1,4 @@
-"""Schedules of the training loop: the cosine learning-rate decay over steps or a time budget."""
+"""Schedules of the training loop: the learning-rate warm-up and cosine decay over steps or a time budget."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from tfface.errors import InputError
 from tfface.training.callbacks import CosineLearningRate, run_fraction
 
 
@@ -58,3 +59,21 @@ def test_time_budget_anneals_to_the_final_rate():
     # A budget of a microsecond is used up before the first step: every step runs at the final rate.
     rates = fit(CosineLearningRate(1e-3, 2e-5, total_steps=1_000_000, time_limit=1e-6), 4)
     np.testing.assert_allclose(rates, 2e-5, rtol=1e-6)
+
+
+def test_warm_up_ramps_linearly_into_the_cosine():
+    schedule = CosineLearningRate(1e-3, 1e-5, total_steps=20, warmup_steps=4)
+    rates = fit(schedule, 8)
+    cosine = [1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * s / 20)) for s in range(8)]
+    np.testing.assert_allclose(rates, [c * min(s + 1, 4) / 4 for s, c in enumerate(cosine)], rtol=1e-6)
+    assert rates[0] < rates[1] < rates[2] < rates[3] > rates[4]
+
+
+def test_resumed_run_continues_the_warm_up():
+    rates = fit(CosineLearningRate(1e-3, 1e-3, total_steps=100, warmup_steps=10), 2, start_step=4)
+    np.testing.assert_allclose(rates, [0.5e-3, 0.6e-3], rtol=1e-6)
+
+
+def test_negative_warm_up_raises():
+    with pytest.raises(InputError, match="warmup_steps"):
+        CosineLearningRate(1e-3, 1e-5, total_steps=10, warmup_steps=-1)

@@ -83,10 +83,11 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None, ge
 
     With ``num_samples``, the inference lattice (:class:`LatticePixelSampler`) gets that many
     pixels instead of the configuration's ``inference_samples``; selects the ``"gauss_jordan"``
-    solver in both least-squares layers and runs the UV-3DMM sampler without XLA. With
-    ``geometry`` (a subclass of the geometric layer, e.g. from :mod:`tfface.inference_variants`),
-    the geometric layer is replaced by one of that class with the same settings plus
-    ``geometry_options``. Returns ``model``. For a trained (built) model use :func:`inference_model`.
+    solver in both least-squares layers and runs the UV-3DMM sampling and the normals without
+    XLA (``use_xla``). With ``geometry`` (a subclass of the geometric layer, e.g. from
+    :mod:`tfface.inference_variants`), the geometric layer is replaced by one of that class
+    with the same settings plus ``geometry_options``. Returns ``model``. For a trained (built)
+    model use :func:`inference_model`.
 
     Raises:
         InputError: if ``model`` is already built (Keras forbids new sub-layers then).
@@ -101,7 +102,7 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None, ge
         model.geometric = geometry.from_config({**model.geometric.get_config(), **geometry_options})
     model.geometric.solver = "gauss_jordan"
     model.photometric.solver = "gauss_jordan"
-    model.uv_sampling.jit_compile = False  # no XLA cluster in exported graphs
+    model.use_xla = False  # no XLA cluster in exported graphs
     model(tf.zeros([1, model.config.image_size, model.config.image_size, 3]))
     return model
 
@@ -272,7 +273,7 @@ def export_model(model: FaceModel, root: str | Path, name: str, version: int, tf
     Raises:
         InputError: bad name/version, an existing version folder, or an unconfigured model.
     """
-    if model.geometric.solver != "gauss_jordan" or model.uv_sampling.jit_compile:
+    if model.geometric.solver != "gauss_jordan" or model.use_xla:
         raise InputError("configure the model with configure_for_inference before exporting")
     if not name or "/" in name or name.startswith("."):
         raise InputError(f"invalid model name {name!r}")

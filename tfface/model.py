@@ -44,7 +44,7 @@ from tfface import losses
 from tfface.errors import InputError
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
-from tfface.layers.photometric import PhotometricLeastSquares, sample_normals
+from tfface.layers.photometric import PhotometricLeastSquares, sample_normals, sample_normals_compiled
 from tfface.layers.pixel_sampling import LatticePixelSampler, PixelSampler, gather_pixels, pixel_centres
 from tfface.layers.preprocessing import SoftplusPreprocessing
 from tfface.layers.uv_sampling import UVSampling
@@ -169,6 +169,17 @@ class FaceModel(keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
 
     # ------------------------------------------------------------------ pipeline
+    @property
+    def use_xla(self) -> bool:
+        """Whether the UV-3DMM sampling and the normals of the fit run compiled with XLA (the
+        default, faster in training); :func:`tfface.export.configure_for_inference` turns it off,
+        since exported graphs must not hold XLA clusters."""
+        return self.uv_sampling.jit_compile
+
+    @use_xla.setter
+    def use_xla(self, value: bool) -> None:
+        self.uv_sampling.jit_compile = bool(value)
+
     def fitted_vertices(self, coefficients):
         """``(B, V, 3)`` vertices of the fitted shape+expression (mm)."""
         return self.uv_sampling.vertex_values(coefficients)
@@ -234,8 +245,8 @@ class FaceModel(keras.Model):
             geometric = solve(self.inlier_weights(geometric_weights, geometric["residual"]))
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])
-        normals = sample_normals(vertices, self._triangles, uv_sample.vertex_ids, uv_sample.barycentrics,
-                                 camera["R"])
+        normals = (sample_normals_compiled if self.use_xla else sample_normals)(
+            vertices, self._triangles, uv_sample.vertex_ids, uv_sample.barycentrics, camera["R"])
         photometric = self.photometric(colours, normals, samples[..., 4] * weights, uv_sample.albedo_mean,
                                        uv_sample.albedo_basis, self._albedo_weights)
         return {

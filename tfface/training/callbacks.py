@@ -12,6 +12,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfface import losses
+from tfface.errors import InputError
 from tfface.geometry.normals import vertex_normals
 from tfface.layers.preprocessing import inverse_softplus_preprocess
 from tfface.render.rasterizer import interpolate, rasterize
@@ -44,35 +45,46 @@ def run_fraction(step: int, total_steps: int, elapsed: float, time_limit: float 
 
 
 class CosineLearningRate(keras.callbacks.Callback):
-    """Cosine decay of the optimizer's learning rate over a run bounded by steps or time.
+    """Linear warm-up, then cosine decay of the optimizer's learning rate over a run bounded by
+    steps or time.
 
     Before every step the rate is ``final + (initial - final) (1 + cos(pi f)) / 2`` with ``f``
     the :func:`run_fraction` used: of ``total_steps`` (the optimizer's iteration count, so a
     resumed run continues the schedule) or of ``time_limit`` seconds since this fit began,
     whichever is further. A time-bounded run (``tfface demo``) thus anneals to ``final`` by the
     end of its budget whatever the machine's speed; resumed after a kill, it gets a new budget
-    and decays anew from the rate its step count gives.
+    and decays anew from the rate its step count gives. During the first ``warmup_steps``
+    optimizer steps the rate is further scaled by ``(step + 1) / warmup_steps``, so Adam's first,
+    full-size updates do not throw a pretrained network off its solution.
     """
 
-    def __init__(self, initial: float, final: float, total_steps: int, time_limit: float | None = None):
+    def __init__(self, initial: float, final: float, total_steps: int, time_limit: float | None = None,
+                 warmup_steps: int = 0):
         super().__init__()
+        if warmup_steps < 0:
+            raise InputError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.initial = float(initial)
         self.final = float(final)
         self.total_steps = int(total_steps)
         self.time_limit = time_limit
+        self.warmup_steps = int(warmup_steps)
         self._start = 0.0
 
     def on_train_begin(self, logs=None):
         self._start = time.monotonic()
 
-    def rate(self, fraction: float) -> float:
-        """The learning rate after ``fraction`` (in [0, 1]) of the run."""
-        return self.final + (self.initial - self.final) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+    def rate(self, fraction: float, step: int | None = None) -> float:
+        """The learning rate after ``fraction`` (in [0, 1]) of the run, at optimizer ``step``
+        (None: past the warm-up)."""
+        cosine = self.final + (self.initial - self.final) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+        if step is None or step >= self.warmup_steps:
+            return cosine
+        return cosine * (step + 1) / self.warmup_steps
 
     def on_train_batch_begin(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         fraction = run_fraction(step, self.total_steps, time.monotonic() - self._start, self.time_limit)
-        self.model.optimizer.learning_rate.assign(self.rate(fraction))
+        self.model.optimizer.learning_rate.assign(self.rate(fraction, step))
 
 
 class ReportStart(keras.callbacks.Callback):

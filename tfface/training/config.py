@@ -68,6 +68,8 @@ class TrainConfig:
             small config: side by side in 24-minute runs it beat 2e-4, while 1e-3 was worse early).
         final_learning_rate: the rate the cosine decay reaches at the end of the run (its
             steps, or its time budget when that ends it first).
+        warmup_steps: main-training steps over which the rate ramps up linearly from
+            ``learning_rate / warmup_steps`` (0: none).
         steps: main-training steps.
         pretrain_steps, pretrain_learning_rate, pretrain_batch_size: supervised pretraining
             (supplement F).
@@ -115,6 +117,7 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 5.0e-4
     final_learning_rate: float = 1.0e-6
+    warmup_steps: int = 0
     steps: int = 4000
     pretrain_steps: int = 4000
     pretrain_learning_rate: float = 1.0e-3
