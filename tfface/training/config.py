@@ -69,7 +69,8 @@ class TrainConfig:
         final_learning_rate: the rate the cosine decay reaches at the end of the run (its
             steps, or its time budget when that ends it first).
         warmup_steps: main-training steps over which the rate ramps up linearly from
-            ``learning_rate / warmup_steps`` (0: none).
+            ``learning_rate / warmup_steps`` (0: none; 500 in the small config: without one,
+            Adam's first full-size steps throw the pretrained network off, see BUILD.md).
         steps: main-training steps.
         pretrain_steps, pretrain_learning_rate, pretrain_batch_size: supervised pretraining
             (supplement F).
@@ -150,8 +151,8 @@ class TrainConfig:
 #: The named configurations.
 CONFIGS: dict[str, TrainConfig] = {
     # CPU: 128 px, quarter-width U-Net in mixed bfloat16, 2,000 samples, all shape and expression modes,
-    # 20 albedo modes, batch 4 (pretraining 8); inference fits every pixel.
-    "small": TrainConfig(),
+    # 20 albedo modes, batch 4 (pretraining 8), 500 warm-up steps; inference fits every pixel.
+    "small": TrainConfig(warmup_steps=500),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
     # basis, batch 5.
     "paper": TrainConfig(
