@@ -214,3 +214,28 @@ def test_evaluation_on_aflw2k3d_mock_data_gives_landmark_nme(default_uv_model, t
     assert {"nme68", "nme5", "direct_nme68", "direct_nme5"} <= set(results)
     assert "correspondence_uv" not in results  # no dense ground truth on real images
     assert all(np.isfinite(results[k]) for k in ("nme68", "direct_nme68"))
+
+
+def test_repeated_evaluations_reuse_one_compiled_fit(default_uv_model, faces):
+    """Periodic evaluation must not trace the fit anew each time (every trace stays in TF's
+    function library and slows later steps); the cache lets the model go."""
+    import gc
+    import weakref
+
+    from tfface.training.evaluation import _COMPILED, compiled_outputs, evaluate_batches
+
+    model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    first = evaluate_batches(model, [faces])
+    second = evaluate_batches(model, [faces])
+    assert first == second and first["count"] == 4
+    function = compiled_outputs(model)
+    assert function is compiled_outputs(model)
+    assert function.experimental_get_tracing_count() == 1
+    assert compiled_outputs(model, "training") is not function
+    with pytest.raises(InputError, match="sampling"):
+        compiled_outputs(model, "bogus")
+    alive = weakref.ref(model)
+    entries = len(_COMPILED)
+    del model, function
+    gc.collect()
+    assert alive() is None and len(_COMPILED) == entries - 1

@@ -165,8 +165,8 @@ def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="the main job: data, pretraining, bounded training, table")
     _add_common(demo)
     demo.add_argument("--minutes", type=float, default=60.0, help="total time budget")
-    demo.add_argument("--pretrain-minutes", type=float, default=12.0, help="pretraining time budget")
-    demo.add_argument("--evaluate-every", type=int, default=500, help="held-out NME every N training steps")
+    demo.add_argument("--pretrain-minutes", type=float, default=8.0, help="pretraining time budget")
+    demo.add_argument("--evaluate-every", type=int, default=1000, help="held-out NME every N training steps")
     demo.add_argument("--steps", type=int, default=None,
                       help="stop the main training after N steps (default: train until the time budget ends)")
     demo.set_defaults(func=run_demo)
