@@ -235,6 +235,7 @@ def test_repeated_evaluations_reuse_one_compiled_fit(default_uv_model, faces):
     with pytest.raises(InputError, match="sampling"):
         compiled_outputs(model, "bogus")
     alive = weakref.ref(model)
+    gc.collect()  # let models of earlier tests leave the cache first
     entries = len(_COMPILED)
     del model, function
     gc.collect()
