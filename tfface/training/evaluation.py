@@ -57,9 +57,8 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def compiled_outputs(model, sampling: str = "inference") -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """``images -> outputs`` of a FaceModel as one ``tf.function`` per model, reused by every call.
 
-    A new function per evaluation would trace the whole fit anew, and every trace stays in
-    TensorFlow's function library: in a 60-minute run evaluating every 1,000 steps, later
-    evaluations took twice as long and training steps slowed from 7.5 to 4.4 per second.
+    A new function per evaluation would trace the whole fit anew: about 2.5 s each time, against
+    0.3-0.5 s for evaluating 4 images with the reused function (periodic evaluation in training).
 
     Args:
         model: a FaceModel (held weakly: the cache entry goes with the model).
