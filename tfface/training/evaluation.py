@@ -59,6 +59,8 @@ def compiled_outputs(model, sampling: str = "inference") -> Callable[[tf.Tensor]
 
     A new function per evaluation would trace the whole fit anew: about 2.5 s each time, against
     0.3-0.5 s for evaluating 4 images with the reused function (periodic evaluation in training).
+    Python-side settings of the model other than ``use_xla`` are read once, at the first trace:
+    build another model to evaluate another configuration.
 
     Args:
         model: a FaceModel (held weakly: the cache entry goes with the model).
