@@ -73,11 +73,9 @@ def compiled_outputs(model, sampling: str = "inference") -> Callable[[tf.Tensor]
     key = (sampling, model.use_xla)
     if key not in functions:
         owner = weakref.ref(model)  # the function must not keep its own cache key alive
-        if sampling == "inference":
-            functions[key] = tf.function(lambda images: owner().infer(images), reduce_retracing=True)
-        else:
-            functions[key] = tf.function(lambda images: owner().outputs_of(owner().fit_images(images)),
-                                         reduce_retracing=True)
+        run = ((lambda images: owner().infer(images)) if sampling == "inference" else
+               (lambda images: owner().outputs_of(owner().fit_images(images))))
+        functions[key] = tf.function(run, reduce_retracing=True)
     return functions[key]
 
 
