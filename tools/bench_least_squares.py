@@ -7,7 +7,11 @@ rounds that time every case and the matmul peak in turn (other processes share t
 The achieved GFLOP/s (analytic count of the products that form and refine the normal
 equations and of the analytic backward pass, see ``structured_flops``) is printed as a ratio to
 this machine's large-matmul rate (2048 x 2048 float32 ``tf.matmul``), measured in the same
-rounds.
+rounds. A roofline column puts each case against its own bound, ``min(peak, intensity x
+bandwidth)``: ``intensity`` is the FLOPs per byte of basis traffic (``basis_passes``), and
+``bandwidth`` is the read rate of a 256 MB ``tf.reduce_sum``, also measured in the same rounds.
+A case whose bound is the bandwidth cannot reach 50% of the matmul peak however its products
+are arranged.
 
 Noise curve (``--noise-curve``): synthetic problems from the default ICT geometry with known
 answers; pixels and depths get Gaussian noise of a given fraction of their spread (pixel colours
@@ -51,6 +55,23 @@ def matmul_peak_function(size: int = 2048):
     a = tf.random.normal([size, size])
     b = tf.random.normal([size, size])
     return tf.function(lambda: tf.reduce_sum(tf.matmul(a, b))), 2 * size**3
+
+
+def bandwidth_function(megabytes: int = 256):
+    """A ``tf.reduce_sum`` over ``megabytes`` of float32 and the bytes it reads."""
+    values = tf.random.normal([megabytes * 2**18])
+    return tf.function(lambda: tf.reduce_sum(values)), megabytes * 2**20
+
+
+def basis_passes(refinement_steps: int = 1) -> tuple[int, int]:
+    """Passes over the sampled basis (B, P, 3, K) of a structured solve: forward, forward+backward.
+
+    Forward: forming the normal equations (one read), two per refinement step (``M x`` and
+    ``M^T W e``) and the output residual (one). Backward: ``A^T g_e`` and ``A z`` (two reads)
+    and the basis gradient (one write).
+    """
+    forward = 2 + 2 * refinement_steps
+    return forward, forward + 3
 
 
 def structured_flops(samples: int, q: int, shared: bool, modes: int, refinement_steps: int = 1) -> tuple[float, float]:
@@ -122,8 +143,12 @@ def benchmark(args: argparse.Namespace) -> None:
             structured_flops(args.samples, 9, False, NUM_ALBEDO, steps),
         )
     peak_function, peak_flops = matmul_peak_function()
-    timed = {"peak": (lambda: peak_function(), peak_flops)}
+    stream_function, stream_bytes = bandwidth_function()
+    timed = {"peak": (lambda: peak_function(), peak_flops), "bandwidth": (lambda: stream_function(), stream_bytes)}
+    basis_bytes = {}
     for name, (call, steps, keys, (forward_flops, total_flops)) in cases.items():
+        modes = x[keys[-1]].shape[-1]
+        basis_bytes[name] = [passes * args.samples * 3 * modes * 4 for passes in basis_passes(steps)]
         inputs = [x[k] for k in keys]
 
         @tf.function
@@ -148,14 +173,21 @@ def benchmark(args: argparse.Namespace) -> None:
         for key, (function, _) in timed.items():
             best[key] = min(best[key], run_once(function))
     peak = peak_flops / best.pop("peak") / 1e9
-    results = [(name, label, seconds, timed[(name, label)][1] / seconds / 1e9) for (name, label), seconds in best.items()]
+    bandwidth = stream_bytes / best.pop("bandwidth") / 1e9
     print(f"large-matmul peak (2048^2 float32 tf.matmul, best of the same round robin): {peak:.1f} GFLOP/s")
+    print(f"read bandwidth (tf.reduce_sum over 256 MB float32, same round robin): {bandwidth:.1f} GB/s")
     print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}; rN = N refinement steps "
           "(r1 is the layers' default; r0 skips refinement: on exact data ~5e-3 instead of ~1e-5 relative "
           "coefficient error with the full basis)")
-    print(f"{'solve':15s} {'pass':17s} {'ms/image':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
-    for name, label, seconds, rate in results:
-        print(f"{name:15s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%}")
+    print(f"{'solve':15s} {'pass':17s} {'ms/image':>9s} {'GFLOP/s':>8s} {'of peak':>8s} {'FLOP/B':>7s} "
+          f"{'roof':>6s} {'of roof':>8s}")
+    for (name, label), seconds in best.items():
+        flops = timed[(name, label)][1] / args.batch
+        rate = flops / (seconds / args.batch) / 1e9
+        intensity = flops / basis_bytes[name][label == "forward+backward"]
+        roof = min(peak, intensity * bandwidth)
+        print(f"{name:15s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%} "
+              f"{intensity:7.1f} {roof:6.0f} {rate / roof:8.1%}")
 
 
 NOISE_LEVELS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
