@@ -147,8 +147,11 @@ def benchmark(args: argparse.Namespace) -> None:
     timed = {"peak": (lambda: peak_function(), peak_flops), "bandwidth": (lambda: stream_function(), stream_bytes)}
     basis_bytes = {}
     for name, (call, steps, keys, (forward_flops, total_flops)) in cases.items():
-        modes = x[keys[-1]].shape[-1]
-        basis_bytes[name] = [passes * args.samples * 3 * modes * 4 for passes in basis_passes(steps)]
+        basis = x[keys[-1]]  # (B, P, 3, K)
+        basis_bytes[name] = {
+            label: passes * args.samples * 3 * basis.shape[-1] * basis.dtype.size
+            for label, passes in zip(("forward", "forward+backward"), basis_passes(steps))
+        }
         inputs = [x[k] for k in keys]
 
         @tf.function
@@ -184,7 +187,7 @@ def benchmark(args: argparse.Namespace) -> None:
     for (name, label), seconds in best.items():
         flops = timed[(name, label)][1] / args.batch
         rate = flops / (seconds / args.batch) / 1e9
-        intensity = flops / basis_bytes[name][label == "forward+backward"]
+        intensity = flops / basis_bytes[name][label]
         roof = min(peak, intensity * bandwidth)
         print(f"{name:15s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%} "
               f"{intensity:7.1f} {roof:6.0f} {rate / roof:8.1%}")
