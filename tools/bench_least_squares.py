@@ -10,8 +10,8 @@ this machine's large-matmul rate (2048 x 2048 float32 ``tf.matmul``), measured i
 rounds. A roofline column puts each case against its own bound, ``min(peak, intensity x
 bandwidth)``: ``intensity`` is the FLOPs per byte of basis traffic (``basis_passes``), and
 ``bandwidth`` is the read rate of a 256 MB ``tf.reduce_sum``, also measured in the same rounds.
-A case whose bound is the bandwidth cannot reach 50% of the matmul peak however its products
-are arranged.
+No arrangement of the products lifts a case above its roof, so a case whose roof is below half
+the matmul peak cannot reach 50% of it without moving fewer bytes.
 
 Noise curve (``--noise-curve``): synthetic problems from the default ICT geometry with known
 answers; pixels and depths get Gaussian noise of a given fraction of their spread (pixel colours
@@ -145,13 +145,12 @@ def benchmark(args: argparse.Namespace) -> None:
     peak_function, peak_flops = matmul_peak_function()
     stream_function, stream_bytes = bandwidth_function()
     timed = {"peak": (lambda: peak_function(), peak_flops), "bandwidth": (lambda: stream_function(), stream_bytes)}
-    basis_bytes = {}
+    intensity = {}  # FLOPs per byte of basis traffic, by case
     for name, (call, steps, keys, (forward_flops, total_flops)) in cases.items():
         basis = x[keys[-1]]  # (B, P, 3, K)
-        basis_bytes[name] = {
-            label: passes * args.samples * 3 * basis.shape[-1] * basis.dtype.size
-            for label, passes in zip(("forward", "forward+backward"), basis_passes(steps))
-        }
+        forward_bytes, total_bytes = (
+            passes * args.samples * 3 * basis.shape[-1] * basis.dtype.size for passes in basis_passes(steps)
+        )
         inputs = [x[k] for k in keys]
 
         @tf.function
@@ -167,6 +166,8 @@ def benchmark(args: argparse.Namespace) -> None:
 
         timed[(name, "forward")] = (lambda f=forward, i=inputs: f(*i), forward_flops * args.batch)
         timed[(name, "forward+backward")] = (lambda f=forward_backward, i=inputs: f(*i), total_flops * args.batch)
+        intensity[(name, "forward")] = forward_flops / forward_bytes
+        intensity[(name, "forward+backward")] = total_flops / total_bytes
     # Round robin over all cases and the matmul peak, best of the repeats for each: other
     # processes share the machine, so every case gets the same chances at a quiet moment.
     for function, _ in timed.values():
@@ -185,12 +186,10 @@ def benchmark(args: argparse.Namespace) -> None:
     print(f"{'solve':15s} {'pass':17s} {'ms/image':>9s} {'GFLOP/s':>8s} {'of peak':>8s} {'FLOP/B':>7s} "
           f"{'roof':>6s} {'of roof':>8s}")
     for (name, label), seconds in best.items():
-        flops = timed[(name, label)][1] / args.batch
-        rate = flops / (seconds / args.batch) / 1e9
-        intensity = flops / basis_bytes[name][label]
-        roof = min(peak, intensity * bandwidth)
+        rate = timed[(name, label)][1] / seconds / 1e9
+        roof = min(peak, intensity[(name, label)] * bandwidth)
         print(f"{name:15s} {label:17s} {1e3 * seconds / args.batch:9.2f} {rate:8.1f} {rate / peak:8.1%} "
-              f"{intensity:7.1f} {roof:6.0f} {rate / roof:8.1%}")
+              f"{intensity[(name, label)]:7.1f} {roof:6.0f} {rate / roof:8.1%}")
 
 
 NOISE_LEVELS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
