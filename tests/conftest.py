@@ -17,6 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 
 from tfface import paths
+from tfface.runtime import use_pooled_cpu_allocator
+
+use_pooled_cpu_allocator()  # as the ``tfface`` command runs
 
 #: Source files whose content decides the cached default model and UV-3DMM.
 _BUILD_SOURCES = ("tfface/albedo.py", "tfface/morphable")

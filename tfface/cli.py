@@ -3,6 +3,7 @@
 Every module named in :data:`COMMAND_MODULES` exposes ``register(subparsers)``, which adds its
 sub-commands with ``parser.set_defaults(func=...)``; ``func(args)`` returns the exit status.
 Bad input raises :class:`tfface.errors.TffaceError`, which is printed as one clear line.
+Every command runs with TensorFlow's pooling CPU allocator (:mod:`tfface.runtime`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from tfface.errors import TffaceError
+from tfface.runtime import use_pooled_cpu_allocator
 
 #: Modules that contribute sub-commands, in the order they appear in ``tfface --help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    use_pooled_cpu_allocator()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -25,6 +25,7 @@ from PIL import Image
 from tfface.data.augment import augment_dataset
 from tfface.data.images import image_folder_dataset
 from tfface.data.tfrecords import read_tfrecords
+from tfface.runtime import use_pooled_cpu_allocator
 
 
 def write_jpegs(folder: Path, count: int, side: int = 250, seed: int = 0) -> None:
@@ -52,6 +53,7 @@ def throughput(dataset: tf.data.Dataset, images: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    use_pooled_cpu_allocator()  # as the tfface command runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, help="folder of JPEG/PNG images (default: generate 256)")
     parser.add_argument("--tfrecords", type=Path, help="read synthetic TFRecords from this folder instead")

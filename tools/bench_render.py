@@ -20,6 +20,7 @@ from tfface.morphable.loaders import load_default_model
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import rasterize
 from tfface.render.shader import render
+from tfface.runtime import use_pooled_cpu_allocator
 
 
 def best_time(function, repeats: int) -> float:
@@ -34,6 +35,7 @@ def best_time(function, repeats: int) -> float:
 
 
 def main() -> None:
+    use_pooled_cpu_allocator()  # as the tfface command runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)

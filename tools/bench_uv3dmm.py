@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 from tfface.morphable import sampling  # noqa: E402
 from tfface.morphable.loaders import load_default_model  # noqa: E402
 from tfface.morphable.uv3dmm import UVMorphableModel  # noqa: E402
+from tfface.runtime import use_pooled_cpu_allocator  # noqa: E402
 
 
 def best_of(repeats: int, function, *args) -> float:
@@ -41,6 +42,7 @@ def best_of(repeats: int, function, *args) -> float:
 
 
 def main() -> None:
+    use_pooled_cpu_allocator()  # as the tfface command runs
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resolution", type=int, default=320)
     parser.add_argument("--points", type=int, default=10_000)
