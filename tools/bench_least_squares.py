@@ -11,7 +11,9 @@ rounds. A roofline column puts each case against its own bound, ``min(peak, inte
 bandwidth)``: ``intensity`` is the FLOPs per byte of basis traffic (``basis_passes``), and
 ``bandwidth`` is the read rate of a 256 MB ``tf.reduce_sum``, also measured in the same rounds.
 No arrangement of the products lifts a case above its roof, so a case whose roof is below half
-the matmul peak cannot reach 50% of it without moving fewer bytes.
+the matmul peak cannot reach 50% of it without moving fewer bytes. Like the ``tfface`` command,
+the benchmark runs with TensorFlow's pooling CPU allocator (:mod:`tfface.runtime`);
+``TF_CPU_ALLOCATOR_USE_BFC=false`` measures the default one.
 
 Noise curve (``--noise-curve``): synthetic problems from the default ICT geometry with known
 answers; pixels and depths get Gaussian noise of a given fraction of their spread (pixel colours
@@ -39,14 +41,19 @@ from tqdm import tqdm
 from tfface.layers import least_squares_synthetic as synthetic
 from tfface.layers.geometric import solve_geometry
 from tfface.layers.photometric import solve_photometry
+from tfface.runtime import pooled_cpu_allocator_active, use_pooled_cpu_allocator
 
 NUM_IDENTITY, NUM_EXPRESSION, NUM_ALBEDO = 100, 53, 40
 
 
 def run_once(function) -> float:
-    """Wall time (s) of one call, results fetched."""
+    """Wall time (s) of one call, one element of each result fetched.
+
+    Not ``numpy()`` of every result: that copies the basis-sized gradient (147 MB at batch 8)
+    into fresh host memory, which is no part of a solve.
+    """
     start = time.perf_counter()
-    tf.nest.map_structure(lambda t: t.numpy(), function())
+    tf.nest.map_structure(lambda t: tf.reshape(t, [-1])[:1].numpy(), function())
     return time.perf_counter() - start
 
 
@@ -180,6 +187,8 @@ def benchmark(args: argparse.Namespace) -> None:
     bandwidth = stream_bytes / best.pop("bandwidth") / 1e9
     print(f"large-matmul peak (2048^2 float32 tf.matmul, best of the same round robin): {peak:.1f} GFLOP/s")
     print(f"read bandwidth (tf.reduce_sum over 256 MB float32, same round robin): {bandwidth:.1f} GB/s")
+    allocator = "pooled" if pooled_cpu_allocator_active() else "default"
+    print(f"CPU allocator: {allocator} (tfface.runtime)")
     print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}; rN = N refinement steps "
           "(r1 is the layers' default; r0 skips refinement: on exact data ~5e-3 instead of ~1e-5 relative "
           "coefficient error with the full basis)")
@@ -214,6 +223,7 @@ def noise_curve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    use_pooled_cpu_allocator()  # as the tfface command runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=10_000)
