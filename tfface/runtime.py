@@ -4,10 +4,11 @@ TensorFlow's default CPU allocator returns large buffers to the operating system
 freed, so every tensor of more than 32 MB (glibc's largest ``mmap`` threshold) is fresh memory
 that page-faults on its first write. The sampled 3DMM basis and its gradient are such tensors
 (8 x 10,000 samples x 3 x 153 modes: 147 MB). TensorFlow's pooling (BFC) CPU allocator keeps
-them. Measured side by side on a 2-core AVX2 machine: writing a basis-sized product 3.7 times
-faster, a small-config training step 1.2-1.3 times faster, the geometric solve's
-forward+backward 1.2 times faster (``tools/bench_least_squares.py``, run with
-``TF_CPU_ALLOCATOR_USE_BFC=false`` for the default allocator).
+them. Measured on a 2-core AVX2 machine, in alternating processes: writing a basis-sized
+product 3.7 times faster, a small-config training step 1.2-1.3 times faster, forward+backward of
+the geometric solve 1.1-1.5 and of the photometric solve 1.2-1.8 times faster
+(``tools/bench_least_squares.py``; ``TF_CPU_ALLOCATOR_USE_BFC=false`` selects the default
+allocator).
 
 The setting is read once, at TensorFlow's first CPU allocation (importing TensorFlow allocates
 nothing): call :func:`use_pooled_cpu_allocator` before any tensor is made. The ``tfface``

@@ -45,8 +45,8 @@ from tfface.layers.linear_solve import solve_normal_equations
 from tfface.layers.normal_equations import solve_refined
 
 #: Samples per chunk of :func:`_basis_products` (153 modes: 1.9 MB per chunk). On a 2-core AVX2
-#: machine the geometric forming is 1.3-1.5 times faster than with 256 samples (512-4,096 side by
-#: side, 1,024 best for both solves); on an AVX-512 machine 256-2,048 were within noise.
+#: machine the geometric forward solve is 1.5 times faster than with 256 samples (256-4,096 side
+#: by side, 1,024 best for both solves); on an AVX-512 machine 256-2,048 were within noise.
 CHUNK_SAMPLES = 1024
 
 
