@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfface.errors import InputError
 from tfface.morphable.model import landmarks5_from_68
+from tfface.runtime import native_bfloat16
 from tfface.training import metrics
 from tfface.training.config import CONFIGS, load_config
 from tfface.training.data import mean_landmarks5, prepare_synthetic_data
@@ -48,16 +49,31 @@ def test_named_and_file_configs(tmp_path):
         load_config("no-such-config")
 
 
-@pytest.mark.parametrize("flags, expected", [([], True), (["--no-mixed-precision"], False),
+@pytest.mark.parametrize("flags, expected", [([], native_bfloat16()), (["--no-mixed-precision"], False),
                                              (["--mixed-precision"], True)])
-def test_mixed_precision_is_the_small_default_and_can_be_turned_off(flags, expected, tmp_path):
+def test_mixed_precision_follows_the_cpu_unless_set(flags, expected, tmp_path, capsys):
     from tfface.cli import build_parser
     from tfface.training.commands import _resolve
 
     args = build_parser().parse_args(["train", "--config", "small", "--workdir", str(tmp_path), *flags])
-    assert _resolve(args)[0].mixed_precision is expected
+    config = _resolve(args)[0]
+    assert config.mixed_precision is (None if not flags else expected)
+    assert config.uses_mixed_precision() is expected
+    assert capsys.readouterr().out.startswith("U-Net precision: " + ("mixed bfloat16" if expected else "float32"))
     args = build_parser().parse_args(["train", "--config", "tiny", "--workdir", str(tmp_path), *flags])
-    assert _resolve(args)[0].mixed_precision is (expected if flags else False)
+    assert _resolve(args)[0].uses_mixed_precision() is (expected if flags else False)
+
+
+@pytest.mark.parametrize(("cpuinfo", "native"), [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile\n", True),
+    ("flags\t\t: fpu sse2 avx2 fma amx_bf16\n", True),
+    ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw\n", False),  # AVX-512 without BF16
+    ("model name\t: bf16 in a name is no flag\nflags\t\t: avx2\n", False),
+    ("", False),
+])
+def test_native_bfloat16_reads_cpu_flags(cpuinfo, native):
+    assert native_bfloat16(cpuinfo) is native
 
 
 def test_nme_and_dense_metrics_exact():

@@ -145,7 +145,7 @@ class FaceModel(keras.Model):
         self.num_vertices = m.num_vertices
         self.preprocessing = SoftplusPreprocessing(name="preprocessing")
         self.unet = build_unet(cfg.image_size, cfg.variant, cfg.width, depth_offset=cfg.depth_offset,
-                               dtype="mixed_bfloat16" if cfg.mixed_precision else None,
+                               dtype="mixed_bfloat16" if cfg.uses_mixed_precision() else None,
                                synchronized_batchnorm=cfg.synchronized_batchnorm)
         self.sampler = PixelSampler(cfg.num_samples, cfg.sample_threshold, seed=cfg.seed, name="sampler")
         self.inference_sampler = LatticePixelSampler(cfg.inference_samples or cfg.image_size ** 2, cfg.num_samples,

@@ -35,6 +35,9 @@ def _resolve(args) -> tuple:
     overrides = {k: getattr(args, k) for k in ("steps", "pretrain_steps", "mixed_precision")
                  if getattr(args, k, None) is not None}
     config = config.replace(**overrides)
+    precision = "mixed bfloat16" if config.uses_mixed_precision() else "float32"
+    chosen = "" if config.mixed_precision is not None else " (chosen for this CPU; --[no-]mixed-precision overrides)"
+    print(f"U-Net precision: {precision}{chosen}", flush=True)
     workdir = Path(args.workdir)
     data_dir = Path(args.data) if args.data else workdir / "data"
     return config, workdir, data_dir
@@ -148,7 +151,8 @@ def register(subparsers) -> None:
     train.add_argument("--steps", type=int, default=None, help="main-training steps (overrides the config)")
     train.add_argument("--pretrain-steps", type=int, default=None, help="pretraining steps (overrides)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                       help="mixed bfloat16 U-Net (default: the config's, on for small and paper)")
+                       help="mixed bfloat16 U-Net (default: the config's; small and paper: "
+                            "on where the CPU computes bfloat16 natively)")
     train.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
     train.add_argument("--time-limit", type=float, default=None, help="stop the main training after SECONDS")
     train.add_argument("--evaluate-every", type=int, default=None, help="held-out NME every N steps")
