@@ -36,7 +36,7 @@ def _resolve(args) -> tuple:
                  if getattr(args, k, None) is not None}
     config = config.replace(**overrides)
     precision = "mixed bfloat16" if config.uses_mixed_precision() else "float32"
-    chosen = "" if config.mixed_precision is not None else " (chosen for this CPU; --[no-]mixed-precision overrides)"
+    chosen = "" if config.mixed_precision is not None else " (chosen for this CPU)"
     print(f"U-Net precision: {precision}{chosen}", flush=True)
     workdir = Path(args.workdir)
     data_dir = Path(args.data) if args.data else workdir / "data"
