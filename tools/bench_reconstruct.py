@@ -39,6 +39,7 @@ from PIL import Image
 from tfface import export
 from tfface.io.images import fit_to_square, read_image
 from tfface.reconstruct import DEFAULT_MODEL, face_evidence, is_face
+from tfface.runtime import use_pooled_cpu_allocator
 
 MEDIAPIPE_VERSION = "0.10.14"
 
@@ -145,6 +146,7 @@ def _row(name: str, timing: dict, count: int) -> str:
 
 
 def main(argv=None) -> int:
+    use_pooled_cpu_allocator()  # as the tfface command runs
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, help="folder of JPEG/PNG images (default: synthetic faces)")
     parser.add_argument("--count", type=int, default=8, help="synthetic images (default 8)")
