@@ -17,8 +17,8 @@ try:
     main(["--help"])
 except SystemExit:
     pass
-from tfface.runtime import pooled_cpu_allocator_active
-print(pooled_cpu_allocator_active())
+from tfface.runtime import cpu_allocator_name
+print(cpu_allocator_name())
 """
 
 
@@ -30,6 +30,6 @@ def _allocator_in_fresh_process(setting: str | None) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, "True"), ("false", "False")])
+@pytest.mark.parametrize(("setting", "expected"), [(None, "pooled"), ("false", "default")])
 def test_command_uses_pooled_allocator_unless_told_not_to(setting, expected):
     assert _allocator_in_fresh_process(setting) == expected

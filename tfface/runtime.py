@@ -18,6 +18,7 @@ itself.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -36,8 +37,8 @@ def use_pooled_cpu_allocator() -> None:
     os.environ.setdefault(POOLED_CPU_ALLOCATOR, "true")
 
 
-def pooled_cpu_allocator_active() -> bool:
-    """Whether this process's TensorFlow CPU allocator is the pooling one.
+def cpu_allocator_name() -> str:
+    """``"pooled"`` or ``"default"``: this process's TensorFlow CPU allocator.
 
     Only the pooling allocator keeps statistics; asking for them creates the allocator, so
     call this after :func:`use_pooled_cpu_allocator`.
@@ -47,8 +48,8 @@ def pooled_cpu_allocator_active() -> bool:
     try:
         tf.config.experimental.get_memory_info("CPU:0")
     except ValueError:
-        return False
-    return True
+        return "default"
+    return "pooled"
 
 
 def native_bfloat16(cpuinfo: str | None = None) -> bool:
@@ -61,16 +62,18 @@ def native_bfloat16(cpuinfo: str | None = None) -> bool:
     Parameters
     ----------
     cpuinfo : str, optional
-        Text in the format of Linux's ``/proc/cpuinfo`` (default: read it; ``False`` where it
-        does not exist).
+        Text in the format of Linux's ``/proc/cpuinfo`` (default: this machine's, read once;
+        empty, so ``False``, where it does not exist).
     """
-    if cpuinfo is None:
-        source = Path("/proc/cpuinfo")
-        if not source.is_file():
-            return False
-        cpuinfo = source.read_text(errors="replace")
+    cpuinfo = _system_cpuinfo() if cpuinfo is None else cpuinfo
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features") and BFLOAT16_CPU_FLAGS & set(value.split()):
             return True
     return False
+
+
+@functools.cache
+def _system_cpuinfo() -> str:
+    source = Path("/proc/cpuinfo")
+    return source.read_text(errors="replace") if source.is_file() else ""

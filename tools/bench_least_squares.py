@@ -41,7 +41,7 @@ from tqdm import tqdm
 from tfface.layers import least_squares_synthetic as synthetic
 from tfface.layers.geometric import solve_geometry
 from tfface.layers.photometric import solve_photometry
-from tfface.runtime import pooled_cpu_allocator_active, use_pooled_cpu_allocator
+from tfface.runtime import cpu_allocator_name, use_pooled_cpu_allocator
 
 NUM_IDENTITY, NUM_EXPRESSION, NUM_ALBEDO = 100, 53, 40
 
@@ -187,8 +187,7 @@ def benchmark(args: argparse.Namespace) -> None:
     bandwidth = stream_bytes / best.pop("bandwidth") / 1e9
     print(f"large-matmul peak (2048^2 float32 tf.matmul, best of the same round robin): {peak:.1f} GFLOP/s")
     print(f"read bandwidth (tf.reduce_sum over 256 MB float32, same round robin): {bandwidth:.1f} GB/s")
-    allocator = "pooled" if pooled_cpu_allocator_active() else "default"
-    print(f"CPU allocator: {allocator} (tfface.runtime)")
+    print(f"CPU allocator: {cpu_allocator_name()} (tfface.runtime)")
     print(f"batch {args.batch}, Np = {args.samples}, best of {args.repeats}; rN = N refinement steps "
           "(r1 is the layers' default; r0 skips refinement: on exact data ~5e-3 instead of ~1e-5 relative "
           "coefficient error with the full basis)")

@@ -25,7 +25,7 @@ from tfface.data.synthetic import SynthesisConfig, SyntheticFaces  # noqa: E402
 from tfface.model import FaceModel  # noqa: E402
 from tfface.morphable.loaders import load_default_model  # noqa: E402
 from tfface.morphable.uv3dmm import UVMorphableModel  # noqa: E402
-from tfface.runtime import pooled_cpu_allocator_active, use_pooled_cpu_allocator  # noqa: E402
+from tfface.runtime import cpu_allocator_name, use_pooled_cpu_allocator  # noqa: E402
 from tfface.training.config import CONFIGS  # noqa: E402
 
 
@@ -69,8 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     uv_model = UVMorphableModel.build(load_default_model())
-    allocator = "pooled" if pooled_cpu_allocator_active() else "default"
-    print(f"batch {args.batch}, median of {args.repeats} steps, {os.cpu_count()} CPU cores, {allocator} CPU allocator")
+    print(f"batch {args.batch}, median of {args.repeats} steps, {os.cpu_count()} CPU cores, {cpu_allocator_name()} CPU allocator")
     print(f"{'config':<8} {'size':>5} {'samples':>8} {'variant':<22} {'train step (s)':>15} {'U-Net only (s)':>15}")
     variants = {"float32": (False, True), "mixed_bfloat16": (True, True), "mixed_bfloat16, no XLA": (True, False)}
     for name in args.configs:
