@@ -10,23 +10,37 @@ the geometric solve 1.1-1.5 and of the photometric solve 1.2-1.8 times faster
 (``tools/bench_least_squares.py``; ``TF_CPU_ALLOCATOR_USE_BFC=false`` selects the default
 allocator).
 
-The setting is read once, at TensorFlow's first CPU allocation (importing TensorFlow allocates
-nothing): call :func:`use_pooled_cpu_allocator` before any tensor is made. The ``tfface``
-command and the benchmarks do; a program that uses :mod:`tfface` as a library decides for
-itself.
+The setting is the environment variable :data:`POOLED_CPU_ALLOCATOR`, read once, at TensorFlow's
+first CPU allocation (importing TensorFlow allocates nothing): call
+:func:`use_pooled_cpu_allocator` before any tensor is made. The ``tfface`` command and the
+benchmarks do; a program that uses :mod:`tfface` as a library decides for itself.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 #: TensorFlow's switch to its BFC (pooling) CPU allocator.
 POOLED_CPU_ALLOCATOR = "TF_CPU_ALLOCATOR_USE_BFC"
 
-#: ``/proc/cpuinfo`` flags of native bfloat16 arithmetic: x86 AVX512-BF16 and AMX-BF16, Arm BF16.
-BFLOAT16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+#: Values TensorFlow reads as true and as false in a boolean environment variable, compared in
+#: lower case (``ReadBoolFromEnvVar`` in tensorflow/core/util/env_var.cc); any other value is
+#: rejected with a logged error and the default applies (for the allocator: not pooled).
+TF_TRUE_VALUES = frozenset({"1", "true"})
+TF_FALSE_VALUES = frozenset({"0", "false"})
+
+#: Per ``/proc/cpuinfo`` key, the flags of native bfloat16 arithmetic: x86 lists AVX512-BF16 and
+#: AMX-BF16 under ``flags``, 64-bit Arm lists FEAT_BF16 under ``Features``.
+BFLOAT16_CPU_FLAGS: Mapping[str, frozenset[str]] = {
+    "flags": frozenset({"avx512_bf16", "amx_bf16"}),
+    "Features": frozenset({"bf16"}),
+}
+
+#: Where Linux describes the CPU.
+CPUINFO_PATH = Path("/proc/cpuinfo")
 
 
 def use_pooled_cpu_allocator() -> None:
@@ -37,43 +51,64 @@ def use_pooled_cpu_allocator() -> None:
     os.environ.setdefault(POOLED_CPU_ALLOCATOR, "true")
 
 
-def cpu_allocator_name() -> str:
-    """``"pooled"`` or ``"default"``: this process's TensorFlow CPU allocator.
+def tf_bool_env(value: str | None, default: bool) -> bool:
+    """An environment variable's value as TensorFlow's C++ runtime reads a boolean.
 
-    Only the pooling allocator keeps statistics; asking for them creates the allocator, so
-    call this after :func:`use_pooled_cpu_allocator`.
+    Args:
+        value: the variable's value, ``None`` when unset.
+        default: what TensorFlow uses when the variable is unset or not a boolean.
     """
-    import tensorflow as tf  # here: the rest of this module is read before TensorFlow is needed
+    if value is None:
+        return default
+    if value.lower() in TF_TRUE_VALUES:
+        return True
+    if value.lower() in TF_FALSE_VALUES:
+        return False
+    return default
 
-    try:
-        tf.config.experimental.get_memory_info("CPU:0")
-    except ValueError:
-        return "default"
-    return "pooled"
+
+def cpu_allocator_name(environ: Mapping[str, str] | None = None) -> str:
+    """``"pooled"`` or ``"default"``: the TensorFlow CPU allocator the environment selects.
+
+    Decided by :data:`POOLED_CPU_ALLOCATOR` as TensorFlow parses it (unset or unparsable: the
+    default allocator), so it is right whatever the CPU and build. It names this process's
+    allocator when the variable has not changed since TensorFlow's first CPU allocation.
+
+    Args:
+        environ: the environment (default: this process's).
+    """
+    environ = os.environ if environ is None else environ
+    return "pooled" if tf_bool_env(environ.get(POOLED_CPU_ALLOCATOR), default=False) else "default"
 
 
 def native_bfloat16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes in bfloat16 natively (one of :data:`BFLOAT16_CPU_FLAGS`).
+    """Whether the CPU computes in bfloat16 natively (see :data:`BFLOAT16_CPU_FLAGS`).
 
     Without it TensorFlow emulates bfloat16 and a mixed-bfloat16 U-Net is slow: on a 2-core AVX2
     machine a small-config training step took 2.0-2.3 s against 0.38-0.49 s in float32
     (``tools/bench_train_step.py``); on an AVX-512 machine mixed bfloat16 was 11-12% faster.
 
-    Parameters
-    ----------
-    cpuinfo : str, optional
-        Text in the format of Linux's ``/proc/cpuinfo`` (default: this machine's, read once;
-        empty, so ``False``, where it does not exist).
+    Args:
+        cpuinfo: text in the format of Linux's ``/proc/cpuinfo``, one block per logical CPU
+            (default: this machine's, read once; empty, so ``False``, where it cannot be read,
+            as on macOS and Windows). Every block's flag line must list a bfloat16 flag.
     """
-    cpuinfo = _system_cpuinfo() if cpuinfo is None else cpuinfo
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features") and BFLOAT16_CPU_FLAGS & set(value.split()):
-            return True
-    return False
+    cpuinfo = system_cpuinfo() if cpuinfo is None else cpuinfo
+    flag_lines = [(key.strip(), set(value.split()))
+                  for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())
+                  if key.strip() in BFLOAT16_CPU_FLAGS]
+    return bool(flag_lines) and all(BFLOAT16_CPU_FLAGS[key] & flags for key, flags in flag_lines)
+
+
+def read_cpuinfo(path: Path = CPUINFO_PATH) -> str:
+    """The text of ``path``; empty where it does not exist or cannot be read."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 @functools.cache
-def _system_cpuinfo() -> str:
-    source = Path("/proc/cpuinfo")
-    return source.read_text(errors="replace") if source.is_file() else ""
+def system_cpuinfo() -> str:
+    """This machine's ``/proc/cpuinfo`` (read once per process; empty where there is none)."""
+    return read_cpuinfo()
