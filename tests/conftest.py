@@ -1,5 +1,7 @@
-"""Shared fixtures: the open default model and its UV-3DMM, built once per session and cached.
+"""Shared fixtures: the open default model and its UV-3DMM, built once per session and cached;
+the optional shared research data, which tests needing it skip without.
 
+The default model is the compact copy shipped in the package, so the suite runs on a bare clone.
 The cache lives in ``$TFFACE_CACHE`` (default ``~/.cache/tfface``), keyed by a hash of the
 default model file and of the source of the code that builds it, so an edit to that code or a new
 model file rebuilds. Files are written atomically, so concurrent test sessions can share the cache.
@@ -67,10 +69,30 @@ def _cached(name: str, build, save, load, *inputs: Path):
     return value
 
 
+def shared_or_skip(*parts: str) -> Path:
+    """``paths.shared_path(*parts)``, or skip the calling test, saying what is missing and where.
+
+    Args:
+        parts: path components below the shared research-data folder, e.g. ``("data", "celeba")``.
+    """
+    path = paths.shared_path(*parts)
+    if path is None:
+        pytest.skip(f"needs {Path(*parts)} of the shared research data, absent from {paths.shared_dir()} "
+                    f"(set {paths.SHARED_ENV} to the folder holding it)")
+    return path
+
+
 @pytest.fixture(scope="session")
-def default_model_path():
+def shared_data() -> Path:
+    """The shared research data's ``data/`` folder (real photos); tests using it skip without it."""
+    return shared_or_skip("data")
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The compact ICT-FaceKit Light npz shipped in the package."""
     path = paths.default_model_path()
-    assert path.exists(), f"the default model is expected at {path} (../shared/models)"
+    assert path.is_file(), f"the default model is missing from the package at {path}"
     return path
 
 

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                     "default: the open ICT narrow face with the albedo prior), flatten it and write the "
                     "UV-3DMM file that training, synthesis and evaluation read.")
     build.add_argument("--model", type=Path, default=None,
-                       help="morphable model file (default: ../shared/models/ict_face_light.npz, narrow face)")
+                       help="morphable model file (default: ICT-FaceKit Light shipped in tfface/assets, narrow face)")
     build.add_argument("--landmarks", type=Path, default=None,
                        help="BFM 2017: file of 68 landmark vertex indices (.npy or text)")
     build.add_argument("--out", type=Path, required=True, help="output UV-3DMM file (.npz)")

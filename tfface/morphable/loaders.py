@@ -2,8 +2,9 @@
 
 :func:`load_model` recognises the format from the file's content, not its name:
 
-* **ICT-FaceKit Light npz** (``../shared/models/ict_face_light.npz``, see its README): identity
-  modes already scaled by their standard deviation; expression blendshapes are one-sided
+* **ICT-FaceKit Light npz** (the copy shipped in ``tfface/assets`` with float16 bases, see its
+  README, or the original with float32 bases; both load in float32): identity modes already
+  scaled by their standard deviation; expression blendshapes are one-sided
   (weight 1 = full expression), so they are scaled by :data:`ICT_EXPRESSION_SIGMA` to make
   coefficients roughly N(0, 1) (a coefficient of 1 is 30 % of the full blendshape; negative
   coefficients extrapolate to the "opposite" expression). By default only the narrow face area is
@@ -88,11 +89,15 @@ def load_model(path: str | Path, *, narrow: bool = True, landmarks=None) -> Morp
 
 
 def load_default_model(narrow: bool = True) -> MorphableModel:
-    """The open default model: ICT-FaceKit Light (narrow face area) with the albedo prior."""
+    """The open default model shipped with the package: ICT-FaceKit Light with the albedo prior.
+
+    Args:
+        narrow: keep the narrow face area (6,706 vertices) rather than the full one (9,409).
+    """
     path = paths.default_model_path()
     if not path.is_file():
-        raise ModelFileError(f"the default model is expected at {path} (set TFFACE_SHARED to the folder "
-                             f"holding models/ict_face_light.npz)")
+        raise ModelFileError(f"the default model is missing from the package at {path}; reinstall tfface or "
+                             f"rebuild it with tools/make_compact_ict.py from the original ICT-FaceKit npz")
     return load_ict(path, narrow=narrow)
 
 
@@ -121,7 +126,7 @@ def load_ict(path: str | Path, narrow: bool = True) -> MorphableModel:
     name = "ict-face-light-narrow" if narrow else "ict-face-light"
     model = MorphableModel(
         mean=mean[:n], shape_basis=arrays["identity_basis"][:, :n],
-        expression_basis=ICT_EXPRESSION_SIGMA * arrays["expression_basis"][:, :n],
+        expression_basis=ICT_EXPRESSION_SIGMA * arrays["expression_basis"][:, :n].astype(np.float32),
         albedo_mean=np.zeros((n, 3)), albedo_basis=np.zeros((0, n, 3)),
         triangles=triangles, landmarks68=arrays["landmarks68"], name=name)
     return with_albedo_prior(model)
