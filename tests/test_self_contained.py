@@ -1,5 +1,5 @@
-"""The repository works alone: the shipped compact default geometry, and how close it is to the
-original ICT-FaceKit file (where the shared data has it).
+"""The repository works alone: the README's first command on the shipped sample, the shipped compact
+default geometry and how close it is to the original ICT-FaceKit file (where the shared data has it).
 
 Tolerances of the compact model (float16 bases), against the original: every basis entry within
 :data:`BASIS_TOLERANCE_MM`; the 68 landmarks of random shapes, and of shapes fitted to the same
@@ -9,6 +9,11 @@ samples, within :data:`LANDMARK_TOLERANCE_MM`. Measured: 0.0019 mm (identity) an
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -28,6 +33,32 @@ BASIS_TOLERANCE_MM = 0.005
 LANDMARK_TOLERANCE_MM = 0.05
 #: A shared folder that does not exist: a clone with nothing beside it.
 NO_SHARED = {paths.SHARED_ENV: "/nonexistent/tfface-shared"}
+
+
+def readme_try_it_command() -> list[str]:
+    """The command of the README's "Try it" section, split into words."""
+    readme = (paths.REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Try it", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("tfface ")]
+    assert len(lines) == 1, "the Try it section shows one tfface command"
+    return shlex.split(lines[0])
+
+
+@pytest.mark.slow
+def test_readme_first_command_runs_on_a_bare_clone(tmp_path):
+    command = readme_try_it_command()
+    assert command[:2] == ["tfface", "reconstruct"] and command[-2] == "--out"
+    images = command[2:-2]
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "tfface", *command[1:-1], str(out)], cwd=paths.REPO_ROOT,
+                          env={**os.environ, **NO_SHARED}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for image in images:
+        stem = os.path.splitext(os.path.basename(image))[0]
+        assert (paths.REPO_ROOT / image).is_file(), f"{image} is not shipped"
+        assert "source" in json.loads((out / f"{stem}.json").read_text())
+        for suffix in (".obj", ".png"):
+            assert (out / f"{stem}{suffix}").stat().st_size > 0
 
 
 def test_default_model_needs_no_shared_folder(monkeypatch):
