@@ -1,9 +1,10 @@
 """``tfface train``, ``tfface evaluate`` and ``tfface demo`` (the main job).
 
-``tfface demo`` runs the whole method on a fresh machine within a time budget: build the default
-UV-3DMM, synthesise training/held-out/aligned images, pretrain (supplement F), evaluate the
-pretrained network, train without supervision while tracking held-out NME against steps, then
-evaluate again and print the table.
+``tfface demo`` runs the whole method within a time budget: build the default UV-3DMM, read the
+photos (../shared/data by default, ``--images`` otherwise; ``--synthetic`` for renders), pretrain
+(supplement F), evaluate the pretrained network, train without supervision while tracking
+held-out NME against steps, then evaluate again and print the real-photo table (AFLW2000-3D
+protocol) beside the synthetic regression table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ UNBOUNDED_STEPS = 10_000_000
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="small", help="named config (small, paper, tiny) or JSON file")
     parser.add_argument("--workdir", default="runs/small", help="run folder (checkpoints, logs)")
-    parser.add_argument("--data", default=None, help="synthetic TFRecord folder (default: <workdir>/data)")
+    parser.add_argument("--data", default=None,
+                        help="synthetic TFRecord folder (default: <workdir>/data); with --synthetic or given, "
+                             "the run trains on synthetic renders instead of photos")
     parser.add_argument("--uv-model", default=None,
                         help="UV-3DMM file (default: <workdir>/uv3dmm.npz, built from the default model)")
 
@@ -43,6 +46,84 @@ def _resolve(args) -> tuple:
     return config, workdir, data_dir
 
 
+def _add_eval_photos(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-photos", default=None,
+                        help="annotated photos for evaluation: an AFLW2000-3D dev folder (landmarks.npz) or "
+                             "photos with .pts files (default: <shared>/data/aflw2000-3d-dev where present)")
+
+
+def _add_photo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", action="append", default=None, metavar="DIR[:FRAMING[:WEIGHT]]",
+                        help="a folder of face photos to train on (repeatable); FRAMING is how its faces are "
+                             "framed (celeba, aflw-crops, canonical; default canonical). Default: "
+                             "<shared>/data/celeba and aflw-crops (set TFFACE_SHARED)")
+    parser.add_argument("--aligned", action="append", default=None, metavar="DIR[:FRAMING]",
+                        help="roughly aligned photos for pretraining (default: the celeba-framed --images, "
+                             "else the first)")
+    _add_eval_photos(parser)
+    parser.add_argument("--synthetic", action="store_true",
+                        help="train and evaluate on synthetic renders (the test harness) instead of photos")
+
+
+def photo_sources(args) -> tuple[list, list]:
+    """The ``(training, aligned)`` photo sources of the command line or the shared data.
+
+    Raises:
+        InputError: no photo folder given and none in the shared data, with what to do.
+    """
+    from tfface.data.framing import CELEBA
+    from tfface.data.photos import PhotoSource
+    from tfface.paths import shared_dir
+
+    if args.images:
+        sources = [PhotoSource.parse(text) for text in args.images]
+    else:
+        root = shared_dir() / "data"
+        sources = [PhotoSource.parse(f"{root / name}:{name}") for name in ("celeba", "aflw-crops")
+                   if (root / name).is_dir()]
+        if not sources:
+            raise InputError(
+                f"no photos to train on: {root} has no celeba/ or aflw-crops/ folder. Pass --images DIR "
+                "(a folder of face photos, repeatable; DIR:celeba or DIR:aflw-crops says how they are framed), "
+                "point TFFACE_SHARED at a folder holding data/celeba, or train on renders with --synthetic")
+    if args.aligned:
+        aligned = [PhotoSource.parse(text) for text in args.aligned]
+    else:
+        aligned = [source for source in sources if source.framing is CELEBA] or sources[:1]
+    return sources, aligned
+
+
+def evaluation_photos(args, size: int, limit: int | None = None):
+    """The annotated evaluation photos (``--eval-photos`` or the shared AFLW2000-3D dev half), or
+    None where there are none."""
+    from tfface.data.annotated import load_annotated
+    from tfface.paths import shared_dir
+
+    folder = Path(args.eval_photos) if args.eval_photos else shared_dir() / "data" / "aflw2000-3d-dev"
+    if not folder.is_dir():
+        if args.eval_photos:
+            raise InputError(f"--eval-photos {folder}: no such folder")
+        return None
+    return load_annotated(folder, size, limit)
+
+
+def training_data(args, config, uv_model, data_dir: Path):
+    """The run's :class:`~tfface.training.sources.TrainingData`: renders with ``--synthetic`` or
+    ``--data``, photos otherwise (synthetic held-out renders evaluated beside them when
+    ``data_dir`` holds them)."""
+    from tfface.training.data import prepare_synthetic_data
+    from tfface.training.sources import PhotoData, SyntheticData
+
+    if args.synthetic or args.data:
+        prepare_synthetic_data(uv_model, config, data_dir)
+        return SyntheticData(data_dir)
+    sources, aligned = photo_sources(args)
+    prepare_synthetic_data(uv_model, config, data_dir, splits=("heldout",))
+    print("training photos: " + ", ".join(f"{s.folder} ({s.framing.name})" for s in sources), flush=True)
+    return PhotoData.for_config(uv_model, config, sources, aligned, evaluation_photos(args, config.image_size),
+                                data_dir)
+
+
 def uv_model_for(path: str | Path | None, workdir: Path):
     """Load the UV-3DMM at ``path``, or build the default one once into ``<workdir>/uv3dmm.npz``."""
     from tfface.morphable.loaders import load_default_model
@@ -60,7 +141,6 @@ def uv_model_for(path: str | Path | None, workdir: Path):
 
 def run_train(args) -> int:
     from tfface.training import loop
-    from tfface.training.data import prepare_synthetic_data
     from tfface.training.distribute import make_strategy
 
     config, workdir, data_dir = _resolve(args)
@@ -69,12 +149,17 @@ def run_train(args) -> int:
         config = config.replace(synchronized_batchnorm=True)
     loop.save_config(config, workdir)
     uv_model, uv_path = uv_model_for(args.uv_model, workdir)
-    prepare_synthetic_data(uv_model, config, data_dir)
+    source = training_data(args, config, uv_model, data_dir)
     model = loop.build_model(uv_path, config, strategy)
     if not args.skip_pretrain:
-        loop.pretrain(model, config, data_dir, workdir, strategy=strategy)
-    result = loop.train(model, config, data_dir, workdir, time_limit=args.time_limit,
+        loop.pretrain(model, config, source, workdir, strategy=strategy)
+    result = loop.train(model, config, source, workdir, time_limit=args.time_limit,
                         evaluate_every=args.evaluate_every, strategy=strategy)
+    photos = getattr(source, "evaluation", None)
+    if photos is not None:
+        from tfface.training.photo_evaluation import format_photo_table
+
+        print(format_photo_table(photo_rows(model, photos, uv_model, "trained"), f"{len(photos)} annotated photos"))
     history = result["history"]
     summary = {"steps": result["steps"], **{k: float(v[-1]) for k, v in history.items() if v},
                "epoch_losses": [float(v) for v in history.get("loss", [])]}
@@ -82,14 +167,42 @@ def run_train(args) -> int:
     return 0
 
 
+def photo_rows(run, photos, uv_model, label: str) -> dict:
+    """The real-photo table rows: the mean shape in the box, then ``label``'s figures."""
+    from tfface.data.framing import template_landmarks68
+    from tfface.training.photo_evaluation import evaluate_photos, mean_shape_in_box
+
+    return {"mean shape in box": mean_shape_in_box(photos, template_landmarks68(uv_model.model)),
+            label: evaluate_photos(run, photos)}
+
+
 def run_evaluate(args) -> int:
     from tfface.training import data, loop
     from tfface.training.evaluation import evaluate_batches, format_table
+    from tfface.training.photo_evaluation import format_photo_table
 
     config, workdir, data_dir = _resolve(args)
-    uv_model, uv_path = uv_model_for(args.uv_model, workdir)
-    model = loop.load_trained(uv_path, config, workdir, args.weights)
-    if args.dataset == "synthetic":
+    dataset = args.dataset or ("synthetic" if args.data else "photos")
+    if args.model:
+        from tfface.export import ExportedModel
+
+        model = ExportedModel(args.model, args.backend)
+        size, label = model.image_size, f"exported {Path(args.model).name}"
+        uv_model, _ = uv_model_for(args.uv_model, workdir)
+    else:
+        uv_model, uv_path = uv_model_for(args.uv_model, workdir)
+        model = loop.load_trained(uv_path, config, workdir, args.weights)
+        size, label = config.image_size, "this model"
+    if dataset == "photos":
+        photos = evaluation_photos(args, size, args.limit)
+        if photos is None:
+            raise InputError("no annotated photos: pass --eval-photos DIR (an AFLW2000-3D dev folder or photos "
+                             "with .pts files) or set TFFACE_SHARED")
+        print(format_photo_table(photo_rows(model, photos, uv_model, label), f"{len(photos)} photos"))
+        return 0
+    if args.model:
+        raise InputError(f"--model evaluates on photos only, not on --dataset {dataset}")
+    if dataset == "synthetic":
         batches = data.heldout_batches(data_dir, 25, limit=args.limit)
         results = evaluate_batches(model, batches, uv_model)
     else:
@@ -99,46 +212,65 @@ def run_evaluate(args) -> int:
         if args.limit:
             dataset = dataset.take(args.limit)
         results = evaluate_batches(model, dataset.batch(25))
-    print(format_table({args.dataset: results}))
+    print(format_table({dataset: results}))
     return 0
 
 
+def _curve(evaluations: list[dict], photos_key: str | None) -> str:
+    """Periodic evaluations as text: step, real-photo box NME and yaw-bin mean, synthetic NME."""
+    lines = [f"{'step':>8} {'photos':>8} {'yaw-bins':>9} {'synth68':>8} {'direct68':>9}"]
+    for entry in evaluations:
+        cells = [entry.get(f"{photos_key}/nme", float("nan")), entry.get(f"{photos_key}/nme_yaw_mean", float("nan")),
+                 entry.get("nme68", float("nan")), entry.get("direct_nme68", float("nan"))]
+        lines.append(f"{entry['step']:>8d} " + " ".join(f"{100 * v:{w}.2f}" for v, w in zip(cells, (8, 9, 8, 9))))
+    return "\n".join(lines)
+
+
 def run_demo(args) -> int:
-    """The main job: data, pretraining, bounded training with NME-vs-steps, final table."""
+    """The main job: photos (or renders), pretraining, bounded training with NME-vs-steps, tables."""
     from tfface.training import data, loop
-    from tfface.training.data import prepare_synthetic_data
     from tfface.training.evaluation import evaluate_batches, fit_floor, format_table
+    from tfface.training.photo_evaluation import evaluate_photos, format_photo_table
 
     start = time.monotonic()
     config, workdir, data_dir = _resolve(args)
     loop.save_config(config, workdir)
     uv_model, uv_path = uv_model_for(args.uv_model, workdir)
-    prepare_synthetic_data(uv_model, config, data_dir)
+    source = training_data(args, config, uv_model, data_dir)
+    photos = getattr(source, "evaluation", None)
     model = loop.build_model(uv_path, config)
-    loop.pretrain(model, config, data_dir, workdir, time_limit=60.0 * args.pretrain_minutes)
+    loop.pretrain(model, config, source, workdir, time_limit=60.0 * args.pretrain_minutes)
     heldout = lambda: data.heldout_batches(data_dir, 25)  # noqa: E731
     rows = {"pretrained": evaluate_batches(model, heldout(), uv_model)}
+    photo_table = photo_rows(model, photos, uv_model, "pretrained") if photos is not None else {}
+    if photo_table:
+        print(format_photo_table(photo_table, f"{len(photos)} annotated photos"), flush=True)
     print(format_table(rows), flush=True)
     remaining = 60.0 * args.minutes - (time.monotonic() - start) - 120.0
     if remaining <= 0:
         raise InputError(f"--minutes {args.minutes} leaves no time for training after data and pretraining")
     # Train for the rest of the budget unless --steps caps the run.
     budget_config = config if args.steps is not None else config.replace(steps=UNBOUNDED_STEPS)
-    result = loop.train(model, budget_config, data_dir, workdir, time_limit=remaining,
+    result = loop.train(model, budget_config, source, workdir, time_limit=remaining,
                         evaluate_every=args.evaluate_every)
     rows["trained"] = evaluate_batches(model, heldout(), uv_model)
-    print("\nheld-out NME (%) against main-training steps:")
-    print(f"{'step':>8} {'fitted68':>9} {'direct68':>9} {'fitted5':>8} {'direct5':>8}")
-    for entry in result["evaluations"]:
-        print(f"{entry['step']:>8d} {100 * entry['nme68']:9.2f} {100 * entry['direct_nme68']:9.2f} "
-              f"{100 * entry['nme5']:8.2f} {100 * entry['direct_nme5']:8.2f}")
+    if photo_table:
+        photo_table["trained"] = evaluate_photos(model, photos)
+    photos_key = f"photos/{next(iter(photos.annotations))}" if photos is not None else None
+    print("\nheld-out NME (%) against main-training steps (photos: box NME; synth68: synthetic renders, "
+          "% inter-ocular):")
+    print(_curve(result["evaluations"], photos_key))
     floor = fit_floor(model, heldout())
     print(f"\nsteps trained: {result['steps']}, wall time {(time.monotonic() - start) / 60:.1f} min\n")
+    if photo_table:
+        print(format_photo_table(photo_table, f"{len(photos)} annotated photos") + "\n")
+    print("synthetic held-out renders (the regression harness):")
     print(format_table(rows))
     print(f"fit floor: fed ground-truth maps, the trained model's fit scores 68-landmark NME "
           f"{100 * floor['nme68']:.2f}% (what a perfect U-Net would leave)")
-    (workdir / "results.json").write_text(json.dumps({"table": rows, "curve": result["evaluations"],
-                                                       "steps": result["steps"], "fit_floor": floor}, indent=1))
+    (workdir / "results.json").write_text(json.dumps({"table": rows, "photos": photo_table,
+                                                       "curve": result["evaluations"], "steps": result["steps"],
+                                                       "fit_floor": floor}, indent=1))
     return 0
 
 
@@ -156,12 +288,20 @@ def register(subparsers) -> None:
     train.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
     train.add_argument("--time-limit", type=float, default=None, help="stop the main training after SECONDS")
     train.add_argument("--evaluate-every", type=int, default=None, help="held-out NME every N steps")
+    _add_photo_options(train)
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser("evaluate", help="landmark NME and dense errors on held-out data")
     _add_common(evaluate)
     evaluate.add_argument("--weights", default=None, help="weights file (default: <workdir>/train/final.weights.h5)")
-    evaluate.add_argument("--dataset", default="synthetic", choices=("synthetic", "aflw2k3d"))
+    evaluate.add_argument("--dataset", default=None, choices=("photos", "synthetic", "aflw2k3d"),
+                          help="photos: annotated real photos (--eval-photos; AFLW2000-3D protocol; the default "
+                               "without --data); synthetic: held-out renders (the default with --data); "
+                               "aflw2k3d: the tfds dataset")
+    _add_eval_photos(evaluate)
+    evaluate.add_argument("--model", default=None, help="evaluate an exported model folder instead of --workdir's")
+    evaluate.add_argument("--backend", default="savedmodel", choices=("savedmodel", "tflite"),
+                          help="runtime of --model")
     evaluate.add_argument("--tfds-dir", default=None, help="tensorflow-datasets folder for aflw2k3d")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate at most N images")
     evaluate.set_defaults(func=run_evaluate)
@@ -173,4 +313,5 @@ def register(subparsers) -> None:
     demo.add_argument("--evaluate-every", type=int, default=1000, help="held-out NME every N training steps")
     demo.add_argument("--steps", type=int, default=None,
                       help="stop the main training after N steps (default: train until the time budget ends)")
+    _add_photo_options(demo)
     demo.set_defaults(func=run_demo)

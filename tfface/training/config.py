@@ -93,6 +93,9 @@ class TrainConfig:
         max_yaw, max_pitch, max_roll: pose ranges (degrees) of the synthetic training and
             held-out images; ``augment_rotation`` is the in-plane rotation range (degrees) of
             the pretraining augmentation.
+        photo_rotation, photo_scale, photo_translation: the random similarity of the main
+            training on real photos (supplement K): in-plane rotation range (degrees), scale
+            range and shift (fraction of the side), on top of each collection's framing.
         seed: random seed of sampling, data and initialisation.
     """
 
@@ -140,7 +143,13 @@ class TrainConfig:
     max_pitch: float = 15.0
     max_roll: float = 30.0
     augment_rotation: float = 30.0
+    photo_rotation: float = 15.0
+    photo_scale: tuple[float, float] = (0.9, 1.1)
+    photo_translation: float = 0.05
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "photo_scale", tuple(float(v) for v in self.photo_scale))  # JSON gives a list
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (unknown fields raise :class:`InputError`)."""

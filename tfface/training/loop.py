@@ -29,11 +29,10 @@ from tfface.errors import InputError
 from tfface.model import FaceModel
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.training import callbacks as cb
-from tfface.training import data
 from tfface.training.config import TrainConfig
 from tfface.training.distribute import distribute_batches
-from tfface.training.evaluation import evaluate_batches
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
+from tfface.training.sources import SyntheticData, TrainingData
 from tfface.data.augment import SimilarityRange
 
 
@@ -79,23 +78,32 @@ def _epochs(steps: int, every: int) -> tuple[int, int]:
     return math.ceil(steps / every), every
 
 
-def pretrain(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: str | Path,
+def _training_data(source: TrainingData | str | Path) -> TrainingData:
+    return source if isinstance(source, TrainingData) else SyntheticData(Path(source))
+
+
+def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str | Path, workdir: str | Path,
              time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None) -> Path:
     """Supervised pretraining of the U-Net (supplement F); returns the saved U-Net weights path.
 
     The target maps are rendered once from the mean shape placed at the mean 5-landmark position
     of the aligned images; images and maps share one random similarity per example.
+
+    Args:
+        source: the run's data (:class:`TrainingData`, or a synthetic TFRecord folder).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    source = _training_data(source)
     out = Path(workdir) / "pretrain"
     weights = out / "unet.weights.h5"
     if weights.exists():
         model.unet.load_weights(weights)
         return weights
-    targets = pretraining_targets(model.uv_model, data.mean_landmarks5(data_dir), config.image_size)
+    targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
     rotation = math.radians(config.augment_rotation)
     ranges = SimilarityRange(rotation=(-rotation, rotation), scale=(0.85, 1.15), translation=0.06)
-    dataset = pretraining_dataset(data.images(data_dir, "aligned").cache().shuffle(1024, seed=config.seed),
+    dataset = pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
+                                  .shuffle(1024, seed=config.seed),
                                   targets, config.pretrain_batch_size, ranges, seed=config.seed,
                                   no_face_fraction=config.no_face_fraction)
     with strategy.scope():
@@ -115,7 +123,7 @@ def pretrain(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdi
     return weights
 
 
-def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: str | Path,
+def train(model: FaceModel, config: TrainConfig, source: TrainingData | str | Path, workdir: str | Path,
           time_limit: float | None = None, evaluate_every: int | None = None,
           strategy: tf.distribute.Strategy | None = None,
           extra_callbacks: list | None = None) -> dict:
@@ -124,7 +132,7 @@ def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: 
     Args:
         model: a built FaceModel (its U-Net usually pretrained).
         config: the configuration.
-        data_dir: folder of :mod:`tfface.training.data`.
+        source: the run's data (:class:`TrainingData`, or a synthetic TFRecord folder).
         workdir: run folder (see module docstring).
         time_limit: stop after this many seconds (the state stays resumable).
         evaluate_every: evaluate held-out landmark NME every N steps (ground truth read for
@@ -136,12 +144,12 @@ def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: 
         dict with ``steps`` (optimizer steps done), ``history`` (Keras logs) and ``evaluations``.
     """
     strategy = strategy or tf.distribute.get_strategy()
+    source = _training_data(source)
     out = Path(workdir) / "train"
     logs = Path(workdir) / "logs" / "train"
-    dataset = distribute_batches(strategy, lambda: data.training_images(data_dir),
-                                 config.batch_size)
+    dataset = distribute_batches(strategy, source.training_images, config.batch_size)
     epochs, per_epoch = _epochs(config.steps, config.checkpoint_every)
-    preview = next(iter(data.images(data_dir, "heldout").batch(4))).numpy()
+    preview = source.preview_images(4)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq="epoch", double_checkpoint=True,
                                          delete_checkpoint=False),
@@ -156,9 +164,9 @@ def train(model: FaceModel, config: TrainConfig, data_dir: str | Path, workdir: 
                         time_limit=time_limit),
     ]
     evaluation = None
-    if evaluate_every:
-        evaluation = cb.PeriodicEvaluation(
-            lambda m: evaluate_batches(m, data.heldout_batches(data_dir, 25, limit=100)), evaluate_every, str(logs))
+    evaluate = source.evaluator() if evaluate_every else None
+    if evaluate is not None:
+        evaluation = cb.PeriodicEvaluation(evaluate, evaluate_every, str(logs))
         callbacks.append(evaluation)
     callbacks += extra_callbacks or []
     callbacks.append(cb.ReportStart("main training", config.steps))
