@@ -99,8 +99,10 @@ def _x86(*extra: str) -> str:
 
 _AVX2 = ("ssse3", "fma", "sse4_1", "sse4_2", "avx", "f16c", "avx2", "bmi2")
 _AVX512 = (*_AVX2, "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512_vnni")
-_ARM_NEOVERSE_N1 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs"
-_ARM_NEOVERSE_V1 = _ARM_NEOVERSE_N1 + " sve sha3 sm3 sm4 asimdfhm dit uscat ilrcpc flagm sb paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng"
+_ARM_NEOVERSE_N1 = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop"
+                    " asimddp ssbs")
+_ARM_NEOVERSE_V1 = (_ARM_NEOVERSE_N1 + " sve sha3 sm3 sm4 asimdfhm dit uscat ilrcpc flagm sb paca pacg dcpodp"
+                    " svei8mm svebf16 i8mm bf16 dgh rng")
 
 
 def _arm(features: str, processors: int = 2) -> str:
