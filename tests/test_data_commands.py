@@ -21,6 +21,7 @@ def run(argv):
     return args.func(args)
 
 
+@pytest.mark.slow
 def test_synth_writes_shards_readable_back(tmp_path, capsys):
     backgrounds = tmp_path / "backgrounds"
     backgrounds.mkdir()
@@ -44,6 +45,7 @@ def test_synth_rejects_bad_count(tmp_path):
         run(["data", "synth", "--count", "0", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_sheet_command_writes_png(tmp_path):
     out = tmp_path / "sheet.png"
     assert run(["data", "sheet", "--out", str(out), "--size", "32"]) == 0
@@ -67,6 +69,7 @@ def test_contact_sheet_layout_and_dots():
         contact_sheet(images, landmarks[:2])
 
 
+@pytest.mark.slow
 def test_synth_from_a_saved_uv_model(tmp_path):
     from tfface.morphable.loaders import load_default_model
     from tfface.morphable.uv3dmm import UVMorphableModel

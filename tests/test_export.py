@@ -167,6 +167,7 @@ def test_exported_model_rejects_bad_input_and_bad_folders(toy_export, tmp_path):
         export.ExportedModel(folder, "onnx")
 
 
+@pytest.mark.slow
 def test_load_trained_model_restores_weights_and_reports_bad_files(toy_export, tmp_path):
     model, _ = toy_export
     weights = tmp_path / "toy.weights.h5"
@@ -187,6 +188,7 @@ def test_load_trained_model_restores_weights_and_reports_bad_files(toy_export, t
         export.load_trained_model(tmp_path / "bad.weights.h5", model.uv_model_path, TOY_CONFIG)
 
 
+@pytest.mark.slow
 def test_export_command_finds_config_and_uv_model_in_the_work_folder(toy_export, toy_images, tmp_path):
     import argparse
     import shutil

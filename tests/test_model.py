@@ -201,6 +201,7 @@ def test_tensorboard_panels_are_images_in_unit_range(default_uv_model, faces):
         assert np.all(np.isfinite(values)) and values.min() >= 0.0 and values.max() <= 1.0, name
 
 
+@pytest.mark.slow
 def test_evaluation_on_aflw2k3d_mock_data_gives_landmark_nme(default_uv_model, tmp_path):
     import tensorflow_datasets as tfds
 

@@ -62,6 +62,7 @@ def _probe_result(probe: subprocess.Popen) -> tuple[str, bool]:
     return name, capped == "True"
 
 
+@pytest.mark.slow
 def test_command_uses_pooled_allocator_unless_told_not_to():
     # concurrently: the pooled allocator retries a refused allocation for 10 s before it fails
     probes = {setting: _start_probe(setting) for setting in _SETTINGS}
