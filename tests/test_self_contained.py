@@ -76,8 +76,9 @@ def test_package_data_carries_every_asset():
         patterns = tomllib.load(handle)["tool"]["setuptools"]["package-data"]["tfface"]
     package = paths.ASSETS_DIR.parent
     declared = {path for pattern in patterns for path in package.glob(pattern)}
-    assert set(paths.ASSETS_DIR.iterdir()) <= declared
-    assert {"ict_face_light.npz", "LICENSE-ICT-FaceKit.txt"} <= {path.name for path in declared}
+    assert {path for path in paths.ASSETS_DIR.rglob("*") if path.is_file()} <= declared
+    assert {"ict_face_light.npz", "LICENSE-ICT-FaceKit.txt", "face_detection_short_range.tflite",
+            "face_detection_full_range_sparse.tflite", "LICENSE-mediapipe.txt"} <= {path.name for path in declared}
 
 
 def test_compact_asset_is_small():

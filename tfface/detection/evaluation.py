@@ -1,0 +1,65 @@
+"""Judging face detections against annotated landmarks (e.g. the AFLW2000-3D dev photos).
+
+A detection *finds* an annotated face when its box encloses at least :data:`MIN_ENCLOSED` of the
+face's 68 landmarks and the box's longer side lies within :data:`SIZE_RANGE` times that of the
+landmarks' bounding box (a box around the whole picture encloses every landmark but finds
+nothing). Of several such detections the one enclosing most landmarks is the match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfface.detection.blazeface import Detection
+from tfface.training.photo_evaluation import YAW_BINS
+
+#: Least share of a face's landmarks its detection box must enclose.
+MIN_ENCLOSED = 0.5
+#: Allowed ratio of the detection box's longer side to the landmark box's longer side.
+SIZE_RANGE = (0.5, 2.0)
+
+
+def enclosed_share(box: np.ndarray, points: np.ndarray) -> float:
+    """Share of ``(P, 2)`` points inside the ``(4,)`` box (x0, y0, x1, y1), edges included."""
+    points = np.asarray(points, np.float64)
+    return float(((points >= box[:2]) & (points <= box[2:])).all(axis=-1).mean())
+
+
+def match(detections: Sequence[Detection], points: np.ndarray) -> Detection | None:
+    """The detection that finds the face with landmarks ``points`` ``(P, 2)``, or None.
+
+    Args:
+        detections: detections of the picture (any order).
+        points: the face's annotated landmarks, picture pixels.
+    """
+    points = np.asarray(points, np.float64)
+    size = float((points.max(0) - points.min(0)).max())
+    candidates = [(enclosed_share(d.box, points), d.score, i) for i, d in enumerate(detections)
+                  if SIZE_RANGE[0] * size <= d.size <= SIZE_RANGE[1] * size]
+    share, _, best = max(candidates, default=(0.0, 0.0, -1))
+    return detections[best] if share >= MIN_ENCLOSED else None
+
+
+def yaw_bin_masks(yaw: np.ndarray) -> dict[str, np.ndarray]:
+    """``"[0,30)"`` ... ``"[60,90]"`` -> boolean masks of ``(N,)`` yaw angles (degrees, sign ignored)."""
+    yaw = np.abs(np.asarray(yaw, np.float64))
+    return {f"[{low:.0f},{high:.0f}{']' if high >= 90 else ')'}": (yaw >= low) & ((yaw <= high) if high >= 90 else (yaw < high))
+            for low, high in YAW_BINS}
+
+
+def found_by_yaw(found: np.ndarray, yaw: np.ndarray) -> dict[str, tuple[float, int]]:
+    """Share of faces found per yaw bin and overall.
+
+    Args:
+        found: ``(N,)`` whether each face was found.
+        yaw: ``(N,)`` its yaw in degrees.
+
+    Returns:
+        bin label (and ``"all"``) -> (share found in [0, 1], number of faces in the bin).
+    """
+    found = np.asarray(found, bool)
+    masks = {**yaw_bin_masks(yaw), "all": np.ones(len(found), bool)}
+    return {label: (float(found[mask].mean()) if mask.any() else float("nan"), int(mask.sum()))
+            for label, mask in masks.items()}
