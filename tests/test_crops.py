@@ -39,7 +39,9 @@ SQUARE_K, CENTRED_T = np.array([[500.0, 0.0, 64.0], [0.0, 500.0, 64.0], [0.0, 0.
 
 @pytest.fixture(scope="module")
 def template(default_model) -> np.ndarray:
-    return crops.detection_template(default_model)
+    template = crops.detection_template(default_model)
+    np.testing.assert_allclose(crops.default_detection_template(), template)
+    return template
 
 
 def test_framing_matrix_maps_centre_side_and_angle():
@@ -154,10 +156,9 @@ def test_outputs_to_original(default_model):
     K, R, t = _camera(rng, yaw=30.0)
     vertices = default_model.mean[None]
     landmarks = crops.project_to_original(vertices[0][default_model.landmarks68], K, R, t)
-    outputs = {"K": K[None], "R": R[None], "t": t[None], "vertices": vertices, "landmarks68": landmarks[None],
-               "landmarks5": landmarks[None, :5]}
+    outputs = {"K": K, "R": R, "t": t, "vertices": vertices[0], "landmarks68": landmarks, "landmarks5": landmarks[:5]}
     matrix = crops.Framing(np.array([400.0, 300.0]), 250.0, 0.2).matrix(128)
-    mapped = crops.outputs_to_original(outputs, 0, matrix)
+    mapped = crops.outputs_to_original(outputs, matrix)
     np.testing.assert_allclose(mapped["landmarks68"], crops.to_original(landmarks, matrix))
     np.testing.assert_allclose(mapped["mesh2d"][default_model.landmarks68], mapped["landmarks68"], atol=1e-8)
 

@@ -21,18 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tfface.detection import blazeface
-from tfface.detection.evaluation import found_by_yaw, match
-from tfface.io.images import read_image
+from tfface.detection.evaluation import found_by_yaw, load_dev_pictures, match
 from tfface.paths import shared_dir
-
-
-def load_dev(folder: Path, limit: int | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Pictures, ``(N, 68, 2)`` landmarks and ``(N,)`` yaw (degrees) of an AFLW2000-3D dev folder."""
-    with np.load(folder / "landmarks.npz") as data:
-        names = data["names"][:limit]
-        landmarks = data["landmarks68"][:limit].astype(np.float64)
-        yaw = data["yaw_pitch_roll_degrees"][:limit, 0]
-    return [read_image(folder / "images" / f"{name}.jpg") for name in names], landmarks, yaw
 
 
 def run(detector: blazeface.FaceDetector, pictures, landmarks) -> tuple[np.ndarray, int, list[float]]:
@@ -55,7 +45,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not (args.photos / "landmarks.npz").is_file():
         parser.error(f"{args.photos} is not an AFLW2000-3D dev folder (set TFFACE_SHARED or pass --photos)")
-    pictures, landmarks, yaw = load_dev(args.photos, args.limit)
+    dev = load_dev_pictures(args.photos, args.limit)
+    pictures, landmarks, yaw = dev.pictures, dev.landmarks, dev.yaw
     systems = {p.name: blazeface.FaceDetector([p]) for p in blazeface.DEFAULT_PASSES}
     systems["default (all passes merged)"] = blazeface.FaceDetector()
     rows, latency = {}, {}

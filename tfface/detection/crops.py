@@ -34,6 +34,7 @@ from the previous frame's fitted landmarks, turned by its roll.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -65,6 +66,15 @@ def detection_template(model: MorphableModel) -> np.ndarray:
     """
     template5 = template_landmarks5(model).astype(np.float64)
     return np.vstack([template5[:3], template5[3:].mean(0, keepdims=True)])
+
+
+@functools.cache
+def default_detection_template() -> np.ndarray:
+    """:func:`detection_template` of the default model (:func:`tfface.morphable.loaders.load_default_model`),
+    loaded once per process."""
+    from tfface.morphable.loaders import load_default_model
+
+    return detection_template(load_default_model())
 
 
 def _turn(angle: float) -> np.ndarray:
@@ -229,21 +239,20 @@ def project_to_original(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.
                    np.asarray(t, np.float64))[0].numpy()
 
 
-def outputs_to_original(outputs: dict[str, np.ndarray], index: int, matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """What the model returned for crop ``index``, in the picture's pixels and camera.
+def outputs_to_original(outputs: dict[str, np.ndarray], matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """What the model returned for one crop, in the picture's pixels and camera.
 
     Args:
-        outputs: numpy outputs of an exported model (:data:`tfface.export.OUTPUT_DOCS`) for a
-            batch of crops.
-        index: the crop's index in the batch.
-        matrix: ``(3, 3)`` picture-to-crop matrix ``A`` of that crop.
+        outputs: numpy outputs of an exported model (:data:`tfface.export.OUTPUT_DOCS`) for
+            one crop (no batch axis).
+        matrix: ``(3, 3)`` picture-to-crop matrix ``A`` of the crop.
 
     Returns:
         ``landmarks68`` ``(68, 2)`` and ``landmarks5`` ``(5, 2)`` picture pixels, the picture
         camera ``K``, ``R``, ``t`` (:func:`camera_to_original`) and ``mesh2d`` ``(V, 2)``: the
         fitted vertices projected into the picture.
     """
-    K, R, t = camera_to_original(outputs["K"][index], outputs["R"][index], outputs["t"][index], matrix)
-    return {"landmarks68": to_original(outputs["landmarks68"][index], matrix),
-            "landmarks5": to_original(outputs["landmarks5"][index], matrix),
-            "K": K, "R": R, "t": t, "mesh2d": project_to_original(outputs["vertices"][index], K, R, t)}
+    K, R, t = camera_to_original(outputs["K"], outputs["R"], outputs["t"], matrix)
+    return {"landmarks68": to_original(outputs["landmarks68"], matrix),
+            "landmarks5": to_original(outputs["landmarks5"], matrix),
+            "K": K, "R": R, "t": t, "mesh2d": project_to_original(outputs["vertices"], K, R, t)}

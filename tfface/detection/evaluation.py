@@ -8,11 +8,15 @@ nothing). Of several such detections the one enclosing most landmarks is the mat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from tfface.detection.blazeface import Detection
+from tfface.errors import InputError
+from tfface.io.images import read_image
 from tfface.training.photo_evaluation import YAW_BINS
 
 #: Least share of a face's landmarks its detection box must enclose.
@@ -63,3 +67,47 @@ def found_by_yaw(found: np.ndarray, yaw: np.ndarray) -> dict[str, tuple[float, i
     masks = {**yaw_bin_masks(yaw), "all": np.ones(len(found), bool)}
     return {label: (float(found[mask].mean()) if mask.any() else float("nan"), int(mask.sum()))
             for label, mask in masks.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class DevPictures:
+    """Whole annotated pictures of an AFLW2000-3D dev folder.
+
+    Attributes:
+        names: ``(N,)`` picture names.
+        pictures: N ``(H, W, 3)`` uint8 pictures.
+        annotations: annotation name -> ``(N, 68, 2)`` landmarks in picture pixels
+            (``landmarks68`` first: the 3DDFA re-annotation).
+        yaw: ``(N,)`` head yaw in degrees.
+    """
+
+    names: np.ndarray
+    pictures: list[np.ndarray]
+    annotations: dict[str, np.ndarray]
+    yaw: np.ndarray
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """``(N, 68, 2)`` the first annotation."""
+        return next(iter(self.annotations.values()))
+
+
+def load_dev_pictures(folder: str | Path, limit: int | None = None) -> DevPictures:
+    """The whole pictures of an AFLW2000-3D dev folder (``images/``, ``landmarks.npz``).
+
+    Args:
+        folder: the dev folder.
+        limit: read only the first N pictures (by name, as stored).
+
+    Raises:
+        InputError: no ``landmarks.npz`` in the folder.
+    """
+    folder = Path(folder)
+    if not (folder / "landmarks.npz").is_file():
+        raise InputError(f"no landmarks.npz in {folder}: not an AFLW2000-3D dev folder")
+    with np.load(folder / "landmarks.npz") as data:
+        names = data["names"][:limit]
+        annotations = {key: data[key][:limit].astype(np.float64) for key in ("landmarks68", "landmarks68_original")
+                       if key in data.files}
+        yaw = data["yaw_pitch_roll_degrees"][:limit, 0].astype(np.float64)
+    return DevPictures(names, [read_image(folder / "images" / f"{name}.jpg") for name in names], annotations, yaw)

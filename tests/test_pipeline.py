@@ -1,0 +1,72 @@
+"""Whole pictures through detection, crops and the shipped model, mapped back to the picture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfface.detection import crops, pipeline
+from tfface.detection.blazeface import FaceDetector
+from tfface.export import ExportedModel
+from tfface.io.images import read_image
+from tfface.paths import REPO_ROOT
+from tfface.reconstruct import DEFAULT_MODEL
+
+#: The public-domain photo the repository ships (one face, in a scene).
+ASTRONAUT = REPO_ROOT / "samples" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def runner() -> ExportedModel:
+    return ExportedModel(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+def test_every_output_maps_back_exactly_with_the_crop(runner):
+    """The same crop out of a shifted picture: same outputs, picture coordinates shifted."""
+    picture = read_image(ASTRONAUT)
+    framing = crops.Framing(np.array([225.0, 135.0]), 140.0, 0.3)
+    shifted = np.zeros((600, 700, 3), np.uint8)
+    shifted[40:552, 70:582] = picture
+    moved = crops.Framing(framing.centre + [70.0, 40.0], framing.side, framing.angle)
+    face, face_moved = (pipeline.reconstruct_framings(p, [f], runner)[0]
+                        for p, f in ((picture, framing), (shifted, moved)))
+    np.testing.assert_array_equal(face.crop, face_moved.crop)
+    for name in ("landmarks68", "landmarks5", "mesh2d"):
+        np.testing.assert_allclose(face_moved.picture[name], face.picture[name] + [70.0, 40.0], atol=1e-3)
+    np.testing.assert_allclose(face_moved.picture["R"], face.picture["R"], atol=1e-6)
+    # the picture camera projects the fitted landmark vertices onto the mapped-back landmarks
+    landmark_ids = runner.mesh.landmarks68
+    np.testing.assert_allclose(face.picture["mesh2d"][landmark_ids], face.picture["landmarks68"], atol=0.05)
+
+
+def test_the_astronauts_face_is_found_and_reconstructed(runner, detector):
+    picture = read_image(ASTRONAUT)
+    faces = pipeline.reconstruct_picture(picture, detector, runner)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.detection is not None and face.detection.score > 0.8
+    assert face.framing.method == "keypoints" and face.crop.shape == (runner.image_size, runner.image_size, 3)
+    # her face, by eye: about x 180-270, y 80-175
+    np.testing.assert_allclose(face.detection.box, [177.0, 79.0, 273.0, 175.0], atol=8.0)
+    assert face.fit_valid and np.isfinite(face.picture["landmarks68"]).all()
+    assert set(face.picture) == {"landmarks68", "landmarks5", "mesh2d", "K", "R", "t"}
+
+
+def test_no_face_gives_no_faces(runner, detector):
+    assert pipeline.reconstruct_picture(np.full((300, 400, 3), 90, np.uint8), detector, runner) == []
+
+
+def test_batches_keep_the_order(runner):
+    picture = read_image(ASTRONAUT)
+    framings = [crops.Framing(np.array([225.0, 135.0]), side, 0.0) for side in (120.0, 140.0, 160.0)]
+    one_by_one = [pipeline.reconstruct_framings(picture, [f], runner)[0] for f in framings]
+    batched = pipeline.reconstruct_framings(picture, framings, runner, batch_size=2)
+    for single, face in zip(one_by_one, batched):
+        np.testing.assert_allclose(face.picture["landmarks68"], single.picture["landmarks68"], atol=0.05)
+    with pytest.raises(Exception, match="detections"):
+        pipeline.reconstruct_framings(picture, framings, runner, detections=[None])

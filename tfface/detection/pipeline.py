@@ -1,0 +1,108 @@
+"""Whole pictures in, every face out: detect, crop the way the network was trained, run, map back.
+
+:func:`reconstruct_picture` finds the faces of a picture (:class:`~tfface.detection.blazeface.FaceDetector`),
+frames each (:func:`~tfface.detection.crops.detection_framing`), runs the crops through a model
+in batches and returns one :class:`Face` per detection, with the model's outputs in crop pixels
+and, in ``picture``, what they mean in the original picture: landmarks, camera and the projected
+mesh (:func:`~tfface.detection.crops.outputs_to_original`). :func:`reconstruct_framings` does the
+same for crops framed otherwise (tracking, a refinement pass).
+
+The model is any *runner*: a callable taking ``(B, S, S, 3)`` uint8 crops and returning numpy
+outputs (:data:`tfface.export.OUTPUT_DOCS`), with ``image_size`` = S, e.g.
+:class:`tfface.export.ExportedModel` or a model served by TF Serving
+(:class:`tfface.serving.pictures.ServedModel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tfface.detection import crops
+from tfface.detection.blazeface import Detection, FaceDetector
+from tfface.errors import InputError
+
+#: ``(B, S, S, 3)`` uint8 crops -> numpy outputs of :data:`tfface.export.OUTPUT_DOCS` (has ``image_size``).
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+    """One face of a picture, reconstructed from its crop.
+
+    Attributes:
+        framing: where the crop lies in the picture.
+        matrix: ``(3, 3)`` picture-to-crop pixel map ``A``.
+        crop: ``(S, S, 3)`` uint8 crop the model saw.
+        outputs: the model's outputs for the crop (crop pixels and camera; no batch axis).
+        picture: :func:`~tfface.detection.crops.outputs_to_original`: ``landmarks68``,
+            ``landmarks5``, ``mesh2d`` in picture pixels and the picture camera ``K``, ``R``, ``t``.
+        detection: the detection it was framed from, if any.
+    """
+
+    framing: crops.Framing
+    matrix: np.ndarray
+    crop: np.ndarray
+    outputs: dict[str, np.ndarray]
+    picture: dict[str, np.ndarray]
+    detection: Detection | None = None
+
+    @property
+    def fit_valid(self) -> bool:
+        """Whether the model's fit is valid (``fit_valid``; an export without it: finite landmarks)."""
+        if "fit_valid" in self.outputs:
+            return bool(self.outputs["fit_valid"])
+        return bool(np.isfinite(self.outputs["landmarks68"]).all())
+
+
+def reconstruct_framings(picture: np.ndarray, framings: Sequence[crops.Framing], runner: Runner,
+                         detections: Sequence[Detection | None] | None = None, batch_size: int = 8) -> list[Face]:
+    """Crop ``framings`` out of ``picture``, run them through ``runner`` and map the results back.
+
+    Args:
+        picture: ``(H, W, 3)`` uint8 RGB.
+        framings: the crops.
+        runner: the model (see the module docstring).
+        detections: the detection behind each framing (recorded in the faces), or None.
+        batch_size: crops per model call.
+
+    Returns:
+        One :class:`Face` per framing, in order.
+    """
+    if detections is not None and len(detections) != len(framings):
+        raise InputError(f"{len(framings)} framings but {len(detections)} detections")
+    size = int(runner.image_size)
+    faces: list[Face] = []
+    for start in range(0, len(framings), batch_size):
+        chunk = framings[start:start + batch_size]
+        cropped = [crops.crop(picture, framing, size) for framing in chunk]
+        outputs = runner(np.stack([image for image, _ in cropped]))
+        for i, (framing, (image, matrix)) in enumerate(zip(chunk, cropped)):
+            own = {name: np.asarray(value[i]) for name, value in outputs.items()}
+            faces.append(Face(framing, matrix, image, own, crops.outputs_to_original(own, matrix),
+                              None if detections is None else detections[start + i]))
+    return faces
+
+
+def reconstruct_picture(picture: np.ndarray, detector: FaceDetector, runner: Runner, max_faces: int | None = None,
+                        template: np.ndarray | None = None, batch_size: int = 8) -> list[Face]:
+    """Every face of a picture: detected, framed, reconstructed and mapped back.
+
+    Args:
+        picture: ``(H, W, 3)`` uint8 RGB.
+        detector: the face detector (its ``min_score`` is the detection threshold).
+        runner: the model.
+        max_faces: reconstruct at most this many faces (the best detections).
+        template: :func:`~tfface.detection.crops.detection_template` of the model's 3DMM
+            (default: the default model's).
+        batch_size: crops per model call.
+
+    Returns:
+        The faces, best detection score first; empty when no face is detected.
+    """
+    template = crops.default_detection_template() if template is None else template
+    detections = detector(picture, max_faces)
+    framings = [crops.detection_framing(detection, template) for detection in detections]
+    return reconstruct_framings(picture, framings, runner, detections, batch_size)
