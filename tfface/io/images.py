@@ -15,9 +15,6 @@ padded (black) to a square around the centre, then resized (bilinear, antialiase
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,29 +168,22 @@ def frame_folder(folder: str | Path) -> list[Path]:
 def read_video_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Decode a video frame by frame as ``(H, W, 3)`` uint8 RGB.
 
-    Multi-frame GIF/WebP/TIFF are decoded by Pillow; other videos by the ``ffmpeg`` program if it
-    is installed. Without a decoder this raises :class:`InputError` telling how to extract the
-    frames to a folder instead.
+    Multi-frame GIF/WebP/TIFF are decoded by Pillow; videos (:data:`VIDEO_EXTENSIONS`) by
+    FFmpeg's libraries through PyAV (:func:`tfface.io.video.read_frames`, which raises
+    :class:`InputError` for missing, empty, corrupt or frameless files).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if path.suffix.lower() not in VIDEO_EXTENSIONS:
-        try:
-            with Image.open(path) as image:
-                check_size(image.width, image.height, str(path))
-                for frame in ImageSequence.Iterator(image):
-                    yield _to_rgb(frame)
-            return
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise InputError(f"{path}: corrupt or unreadable animation ({error})") from error
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise InputError(f"{path}: no video decoder is available (ffmpeg not found); extract the frames to a "
-                         "folder (e.g. `ffmpeg -i VIDEO frames/%06d.png`) and pass the folder")
-    with tempfile.TemporaryDirectory() as folder:
-        result = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), f"{folder}/%06d.png"], capture_output=True)
-        if result.returncode != 0:
-            raise InputError(f"{path}: ffmpeg could not decode the video: {result.stderr.decode(errors='replace')[-300:]}")
-        for frame in frame_folder(folder):
-            yield read_image(frame)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        from tfface.io.video import read_frames
+
+        yield from read_frames(path)
+        return
+    try:
+        with Image.open(path) as image:
+            check_size(image.width, image.height, str(path))
+            for frame in ImageSequence.Iterator(image):
+                yield _to_rgb(frame)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise InputError(f"{path}: corrupt or unreadable animation ({error})") from error
