@@ -1,4 +1,5 @@
-"""Inverse camera: compose / decompose round trip, projection identities, degenerate input."""
+"""Inverse camera: compose / decompose round trip, projection identities, degenerate input, the
+plausibility rule of real cameras."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import tensorflow as tf
 
 from tfface.errors import InputError, SolveError
 from tfface.paths import REPO_ROOT
+from tfface.geometry import camera
 from tfface.geometry.camera import (
+    adjugate,
+    camera_is_plausible,
     compose_inverse_camera,
     decompose_inverse_camera,
     inverse_camera_is_valid,
@@ -119,6 +123,53 @@ def test_degenerate_input_raises_in_eager_and_falls_back_in_graph(p_hat):
     np.testing.assert_array_equal(t[0], -q_hat)
     np.testing.assert_allclose(psi[1], 100.0)
     np.testing.assert_array_equal(inverse_camera_is_valid(batch, np.stack([q_hat, q_hat])).numpy(), [False, True])
+
+
+def test_non_strict_decomposition_flags_instead_of_raising():
+    p_hat = np.stack([np.zeros((3, 3)), np.eye(3) * 0.01])
+    K, R, t, psi = decompose_inverse_camera(p_hat, np.zeros((2, 3)), strict=False)
+    np.testing.assert_array_equal(K.numpy()[0], np.eye(3))  # the placeholder, told apart by validity
+    np.testing.assert_array_equal(inverse_camera_is_valid(p_hat, np.zeros((2, 3))).numpy(), [False, True])
+
+
+def test_adjugate_is_determinant_times_inverse_and_finite_when_singular():
+    matrices = np.random.default_rng(2).normal(size=(4, 3, 3))
+    np.testing.assert_allclose(adjugate(matrices).numpy(),
+                               np.linalg.det(matrices)[:, None, None] * np.linalg.inv(matrices), atol=1e-12)
+    np.testing.assert_array_equal(adjugate(np.zeros((3, 3))).numpy(), np.zeros((3, 3)))
+
+
+def _frontal_camera(focal_widths=2.0, depth=600.0, yaw=0.0, pitch=0.0, width=128.0):
+    """``K, R, t`` of a camera ``depth`` mm in front of the model origin, turned by ``yaw`` and
+    ``pitch`` (degrees, the camera moving around the head) from the frontal view."""
+    a, b = np.radians(yaw), np.radians(pitch)
+    turn_y = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    turn_x = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    K = np.array([[focal_widths * width, 0, width / 2], [0, focal_widths * width, width / 2], [0, 0, 1]])
+    return K, np.diag([1.0, -1, -1]) @ turn_y @ turn_x, np.array([0.0, 0, depth])
+
+
+@pytest.mark.parametrize(("camera_args", "plausible"), [
+    ({}, True),
+    ({"focal_widths": 0.25}, True), ({"focal_widths": 90.0}, True),  # ultra-wide, long telephoto
+    ({"focal_widths": 0.1}, False), ({"focal_widths": 1e8}, False),  # no lens (1e8: issue 22's 1.2e10 px)
+    ({"depth": 150.0}, True), ({"depth": 50_000.0}, True),
+    ({"depth": 50.0}, False), ({"depth": -600.0}, False), ({"depth": 2e5}, False),
+    ({"yaw": 90.0}, True), ({"yaw": -95.0}, True), ({"yaw": 120.0}, False), ({"yaw": 180.0}, False),
+    ({"pitch": 60.0}, True), ({"pitch": -75.0}, True), ({"pitch": 85.0}, False), ({"pitch": -89.0}, False),
+    ({"yaw": 90.0, "pitch": 70.0}, True),  # a profile seen from above: no gimbal lock in the rule
+])
+def test_camera_plausibility_ranges(camera_args, plausible):
+    K, R, t = _frontal_camera(**camera_args)
+    assert bool(camera_is_plausible(K, R, t, 128.0)) is plausible
+
+
+def test_placeholder_and_non_finite_cameras_are_implausible():
+    K, R, t = _frontal_camera()
+    cameras = [(np.eye(3), np.eye(3), -np.array([0.0, 0, 600])), (K * np.nan, R, t), (K, R, t + np.inf)]
+    result = camera_is_plausible(*(np.stack(parts) for parts in zip(*cameras)), 128.0).numpy()
+    np.testing.assert_array_equal(result, [False, False, False])
+    assert camera.MIN_FOCAL_WIDTHS < camera.MAX_FOCAL_WIDTHS and camera.MIN_FACE_DEPTH_MM < camera.MAX_FACE_DEPTH_MM
 
 
 def test_non_finite_translation_falls_back_to_zero_in_graph():

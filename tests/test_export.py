@@ -1,10 +1,11 @@
 """Export: SavedModel and TFLite, run in a fresh process, match the Keras model to 1e-4.
 
-The test model is tiny (64 x 64 input, quarter-width U-Net, the toy UV-3DMM, 500 samples). An
-untrained U-Net predicts nearly constant correspondences, which makes the least-squares fit
-degenerate (every sample on one model point); so the last 1x1 convolution is set in closed
-form (least squares on the penultimate features) to predict a correspondence ramp across the
-image, constant depth and high confidence, giving a well-posed fit with a valid camera.
+The test model is tiny (64 x 64 input, quarter-width U-Net, the toy UV-3DMM, 500 samples). Its
+U-Net is made transparent (:func:`transparent_toy_model`): every pixel's colour passes straight to
+the output layer, so the predicted maps are a fixed function of each pixel and an image can
+encode any maps (:func:`encode_maps`). The toy images encode the correspondence and depth of the
+toy mesh rendered by known plausible cameras (:func:`rendered_toy_faces`), so their fits are well
+posed with plausible cameras; a black pixel encodes zero confidence (no face).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import tensorflow as tf
 
 from tfface import export
 from tfface.errors import InputError, ModelFileError
-from tfface.model import FaceModel
+from tfface.geometry.camera import project
+from tfface.layers.preprocessing import inverse_softplus_preprocess, softplus_preprocess
+from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FIT_OK, FaceModel
+from tfface.render.rasterizer import interpolate, rasterize
 from tfface.training.config import CONFIGS
 
 IMAGE_SIZE = 64
@@ -30,34 +34,96 @@ IMAGE_SIZE = 64
 TOY_CONFIG = CONFIGS["tiny"].replace(name="toy", image_size=IMAGE_SIZE, width=0.25, num_samples=500, num_shape=4,
                                      num_expression=3, num_albedo=2, lighting_weight=1.0)
 
+# The transparent network's output logits, affine in the preprocessed colour p = (p_r, p_g, p_b):
+# u = sigmoid(UV_GAIN (p_r - UV_CENTRE)), v likewise from p_g; depth = softplus(DEPTH_GAIN p_b +
+# DEPTH_BIAS) + depth_offset; both confidences sigmoid(CONFIDENCE_GAIN (p_b - CONFIDENCE_CENTRE)).
+UV_GAIN, UV_CENTRE = 6.0, 0.6
+DEPTH_GAIN, DEPTH_BIAS = 2.0, 4.2
+CONFIDENCE_GAIN, CONFIDENCE_CENTRE = 30.0, 0.45
+#: Rendered depth (mm) per unit of network depth.
+DEPTH_UNIT_MM = 100.0
+
+#: Cameras of the two toy faces: (focal length px, principal point px, yaw degrees, t mm).
+TOY_CAMERAS = ((512.0, (32.0, 32.0), 0.0, (0.0, 0.0, 600.0)), (480.0, (30.0, 34.0), 12.0, (10.0, -5.0, 620.0)))
+
+
+def transparent_toy_model(uv_path) -> FaceModel:
+    """A configured toy :class:`FaceModel` whose U-Net passes each pixel's preprocessed colour
+    through its first and last scale (identity 3x3 taps, unit batch norm, every deeper path zero)
+    to the output layer, which applies the affine map of the constants above."""
+    model = FaceModel(str(uv_path), TOY_CONFIG)
+    model(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
+    unet = model.unet
+    for layer in unet.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):  # (x - 0) / sqrt(1 - eps + eps): identity
+            ones = np.ones(layer.gamma.shape, np.float32)
+            layer.set_weights([ones, 0 * ones, 0 * ones, (1 - layer.epsilon) * ones])
+        elif isinstance(layer, keras.layers.Conv2D):
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    last_up = max(layer.name for layer in unet.layers if layer.name.startswith("up") and "_conv" in layer.name)[:-6]
+    for name in ("down0_conv0", "down0_conv1", f"{last_up}_conv0", f"{last_up}_conv1"):
+        layer = unet.get_layer(name)
+        kernel = np.zeros(layer.kernel.shape, np.float32)
+        first = kernel.shape[2] - unet.get_layer("down0_conv1").filters if name == f"{last_up}_conv0" else 0
+        kernel[1, 1, first + np.arange(3), np.arange(3)] = 1.0  # skip connection's colour channels
+        layer.set_weights([kernel])
+    logits = unet.get_layer("logits")
+    kernel = np.zeros(logits.kernel.shape, np.float32)
+    kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = UV_GAIN
+    kernel[0, 0, 2, 2] = DEPTH_GAIN
+    kernel[0, 0, 2, 3] = kernel[0, 0, 2, 4] = CONFIDENCE_GAIN
+    bias = np.array([-UV_GAIN * UV_CENTRE] * 2 + [DEPTH_BIAS] + [-CONFIDENCE_GAIN * CONFIDENCE_CENTRE] * 2, np.float32)
+    logits.set_weights([kernel, bias])
+    return export.inference_model(model)
+
 
 def _logit(p):
     return np.log(p / (1.0 - p))
 
 
-def ramp_model(uv_path, images: np.ndarray, confidence: float = 0.9) -> FaceModel:
-    """A configured toy :class:`FaceModel` whose output layer is fitted to ramp correspondences and
-    constant ``confidence`` on ``images``."""
-    model = FaceModel(str(uv_path), TOY_CONFIG)
-    model(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
-    logits = model.unet.get_layer("logits")
-    features = keras.Model(model.unet.inputs, logits.input)(model.preprocessing(images.astype(np.float32) / 255.0))
-    features = features.numpy().reshape(-1, logits.input.shape[-1])
-    y, x = np.meshgrid((np.arange(IMAGE_SIZE) + 0.5) / IMAGE_SIZE, (np.arange(IMAGE_SIZE) + 0.5) / IMAGE_SIZE,
-                       indexing="ij")
-    flat = np.zeros_like(x)
-    target = np.stack([_logit(0.85 - 0.7 * x), _logit(0.15 + 0.7 * (1 - y)), np.log(np.expm1(4.9)) + flat,
-                       _logit(confidence) + flat, _logit(confidence) + flat], axis=-1).reshape(-1, 5)
-    design = np.c_[features, np.ones(len(features))]
-    weights, *_ = np.linalg.lstsq(design, np.tile(target, (len(images), 1)), rcond=None)
-    logits.set_weights([weights[:-1].reshape(1, 1, -1, 5).astype(np.float32), weights[-1].astype(np.float32)])
-    return export.inference_model(model)
+def encode_maps(uv: np.ndarray, depth: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """uint8 images ``(..., H, W, 3)`` for which the transparent network predicts correspondence
+    ``uv`` ``(..., H, W, 2)`` (within [0.1, 0.9]) and network depth ``depth`` ``(..., H, W)``
+    with high confidence where ``face`` ``(..., H, W)`` is true; black (zero confidence) elsewhere."""
+    xi = softplus_preprocess(1.0).numpy()  # brightest preprocessed value
+    p_uv = UV_CENTRE + _logit(np.clip(uv, 0.1, 0.9)) / UV_GAIN
+    p_depth = (np.log(np.expm1(depth - TOY_CONFIG.depth_offset)) - DEPTH_BIAS) / DEPTH_GAIN
+    preprocessed = np.clip(np.concatenate([p_uv, p_depth[..., None]], -1), softplus_preprocess(0.0).numpy(), xi)
+    colour = inverse_softplus_preprocess(tf.constant(preprocessed, tf.float32)).numpy()
+    return np.where(face[..., None], np.round(255 * np.clip(colour, 0.0, 1.0)), 0).astype(np.uint8)
+
+
+def toy_camera(focal: float, centre, yaw_degrees: float, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``K, R, t`` of a camera ``yaw_degrees`` around the frontal view (``R = diag(1, -1, -1)``)."""
+    angle = np.radians(yaw_degrees)
+    yaw = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    K = np.array([[focal, 0, centre[0]], [0, focal, centre[1]], [0, 0, 1]])
+    return K, np.diag([1.0, -1.0, -1.0]) @ yaw, np.asarray(t, np.float64)
+
+
+def rendered_toy_faces(uv_model, cameras=TOY_CAMERAS, size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """The toy mesh (mean shape) rendered by ``cameras`` (see :data:`TOY_CAMERAS`), encoded for the
+    transparent network: ``images`` (N, S, S, 3) uint8, the true ``K``, ``R``, ``t`` and ``landmarks68``
+    (N, 68, 2) pixels."""
+    K, R, t = (np.stack(parts).astype(np.float32) for parts in zip(*(toy_camera(*c) for c in cameras)))
+    mesh = uv_model.model
+    vertices = np.broadcast_to(mesh.mean, (len(cameras), *mesh.mean.shape)).astype(np.float32)
+    fragments = rasterize(vertices, mesh.triangles, K, R, t, size, size)
+    uv = interpolate(uv_model.vertex_uv.astype(np.float32), mesh.triangles, fragments).numpy()
+    depth = fragments.depth.numpy() / DEPTH_UNIT_MM
+    images = encode_maps(uv, np.where(fragments.mask.numpy() > 0, depth, 1.0), fragments.mask.numpy() > 0)
+    landmarks, _ = project(vertices[:, mesh.landmarks68], K, R, t)
+    return {"images": images, "K": K, "R": R, "t": t, "landmarks68": landmarks.numpy()}
 
 
 @pytest.fixture(scope="session")
-def toy_images():
-    rng = np.random.default_rng(0)
-    return (rng.uniform(size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)) * 255).astype(np.uint8)
+def toy_faces(toy_uv_model):
+    return rendered_toy_faces(toy_uv_model)
+
+
+@pytest.fixture(scope="session")
+def toy_images(toy_faces):
+    return toy_faces["images"]
 
 
 #: The toy export, built once per session even though several test modules import the fixture.
@@ -65,13 +131,13 @@ _TOY_EXPORT: dict[str, tuple] = {}
 
 
 @pytest.fixture(scope="session")
-def toy_export(toy_uv_model, toy_images, tmp_path_factory):
-    """``(keras_model, version_folder)`` of the toy model exported with TFLite."""
+def toy_export(toy_uv_model, tmp_path_factory):
+    """``(keras_model, version_folder)`` of the transparent toy model exported with TFLite."""
     if "toy" not in _TOY_EXPORT:
         root = tmp_path_factory.mktemp("export")
         uv_path = root / "toy_uv.npz"
         toy_uv_model.save(uv_path)
-        model = ramp_model(uv_path, toy_images)
+        model = transparent_toy_model(uv_path)
         _TOY_EXPORT["toy"] = model, export.export_model(model, root / "savedmodel", "toy", 1)
     return _TOY_EXPORT["toy"]
 
@@ -92,25 +158,61 @@ RUN_EXPORTED = textwrap.dedent("""
 """)
 
 
+def failing_images(toy_faces) -> np.ndarray:
+    """Two images whose fits fail: black (no confident pixel) and the first toy face with every
+    pixel given one correspondence (all samples on one model point: a singular solve)."""
+    constant = toy_faces["images"][:1].copy()
+    constant[..., :2] = constant[0, IMAGE_SIZE // 2, IMAGE_SIZE // 2, :2]
+    return np.concatenate([np.zeros_like(constant), constant])
+
+
 @pytest.mark.slow
-def test_exported_models_in_fresh_process_match_keras(toy_export, toy_images, tmp_path):
+def test_exported_models_in_fresh_process_match_keras(toy_export, toy_faces, tmp_path):
     model, folder = toy_export
-    np.save(tmp_path / "images.npy", toy_images)
+    images = np.concatenate([toy_faces["images"], failing_images(toy_faces)])
+    np.save(tmp_path / "images.npy", images)
     subprocess.run([sys.executable, "-c", RUN_EXPORTED, str(folder), str(tmp_path / "images.npy"),
                     str(tmp_path / "out")], check=True, capture_output=True)
-    reference = export.KerasInference(model)(toy_images)
+    reference = export.KerasInference(model)(images)
+    # Two faces with valid fits, two failed fits (no confident pixel, one correspondence): the
+    # validity agrees exactly across Keras, SavedModel and TFLite like every other output.
+    np.testing.assert_array_equal(reference["fit_valid"], [1, 1, 0, 0])
+    np.testing.assert_array_equal(reference["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED])
+    # A failed fit's camera and mesh are no face and may differ between runtimes: compared are
+    # every output of the valid fits, and the network's outputs and the validity of all images.
+    network = ("correspondence", "depth", "confidence", "face_score", "fit_valid", "fit_status")
     for backend in ("savedmodel", "tflite"):
         with np.load(tmp_path / f"out-{backend}.npz") as exported:
             assert sorted(exported.files) == sorted(export.OUTPUT_DOCS)
             for name in export.OUTPUT_DOCS:
                 assert exported[name].shape == reference[name].shape, name
-                assert_close_scaled(exported[name], reference[name], f"{backend} {name}")
-                worst = np.abs(exported[name] - reference[name]).max() / max(1.0, np.abs(reference[name]).max())
+                assert np.all(np.isfinite(exported[name])), f"{backend} {name}"
+                compared = slice(None) if name in network else slice(0, 2)
+                actual, desired = exported[name][compared], reference[name][compared]
+                assert_close_scaled(actual, desired, f"{backend} {name}")
+                worst = np.abs(actual - desired).max() / max(1.0, np.abs(desired).max())
                 print(f"{backend:10s} {name:24s} max |difference| / scale = {worst:.1e}")
-    # The fit is well posed: a proper rotation and a non-trivial camera in front of the face.
-    np.testing.assert_allclose(np.linalg.det(reference["R"]), 1.0, atol=1e-4)
-    assert np.all(reference["K"][:, 0, 0] > 10) and np.all(reference["K"][:, 1, 1] > 10)
-    assert np.all(np.isfinite(reference["vertices"]))
+            np.testing.assert_array_equal(exported["fit_valid"], reference["fit_valid"], err_msg=backend)
+            np.testing.assert_array_equal(exported["fit_status"], reference["fit_status"], err_msg=backend)
+    # The valid fits find the rendering cameras (the second one within the pull of the translation
+    # prior towards a camera centre at (0, 0, z0)): a proper rotation, the focal length and depth.
+    np.testing.assert_allclose(np.linalg.det(reference["R"][:2]), 1.0, atol=1e-4)
+    np.testing.assert_allclose(reference["K"][0], toy_faces["K"][0], rtol=1e-2, atol=0.5)
+    np.testing.assert_allclose(reference["t"][0], toy_faces["t"][0], atol=1.0)
+    np.testing.assert_allclose(reference["t"][1, 2], toy_faces["t"][1, 2], rtol=0.1)
+
+
+def test_fit_validity_is_computed_for_exports_without_it():
+    """An export older than fit_valid returns only the camera: the same rule applies to it."""
+    K, R, t = (np.stack(parts).astype(np.float32) for parts in zip(*(toy_camera(*c) for c in TOY_CAMERAS)))
+    eye = np.eye(3, dtype=np.float32)
+    outputs = {"K": np.stack([K[0], K[1], eye, K[0] * [[1e8], [1e8], [1]]]),
+               "R": np.stack([R[0], R[1], eye, R[0]]), "t": np.stack([t[0], t[1], t[0], t[0]])}
+    completed = export.with_fit_validity(outputs, IMAGE_SIZE)
+    np.testing.assert_array_equal(completed["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA])
+    np.testing.assert_array_equal(completed["fit_valid"], [1, 1, 0, 0])
+    new = {**outputs, "fit_status": np.zeros(4, np.float32), "fit_valid": np.ones(4, np.float32)}
+    assert export.with_fit_validity(new, IMAGE_SIZE) is new  # a new export's own status is kept
 
 
 def test_tflite_model_uses_builtin_ops_only(toy_export):

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tfface.data.synthetic import SynthesisConfig, SyntheticFaces
 from tfface.errors import InputError
 from tfface.geometry.camera import compose_inverse_camera, project
-from tfface.model import FaceModel, direct_landmarks, project_points
+from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FaceModel, direct_landmarks, project_points
 from tfface.training import metrics
 from tfface.training.config import CONFIGS
 from tfface.training.evaluation import GROUND_TRUTH_DEPTH_UNIT, fit_floor, ground_truth_maps
@@ -59,10 +59,48 @@ def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
                 "K": (4, 3, 3), "R": (4, 3, 3), "t": (4, 3), "psi": (4,), "shape_coefficients": (4, m.num_shape),
                 "expression_coefficients": (4, m.num_expression), "albedo_coefficients": (4, m.num_albedo),
                 "lighting": (4, 3, 9), "vertices": (4, m.num_vertices, 3), "landmarks68": (4, 68, 2),
-                "landmarks5": (4, 5, 2), "direct_landmarks68": (4, 68, 2), "direct_landmarks5": (4, 5, 2)}
+                "landmarks5": (4, 5, 2), "direct_landmarks68": (4, 68, 2), "direct_landmarks5": (4, 5, 2),
+                "fit_valid": (4,), "fit_status": (4,)}
     for key, shape in expected.items():
         assert tuple(out[key].shape) == shape, key
         assert np.all(np.isfinite(out[key].numpy())), key
+
+
+def zero_confidence_model(uv_model) -> FaceModel:
+    """A tiny model whose network predicts confidence 0 (sigmoid(-100)) at every pixel."""
+    model = FaceModel(uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
+    logits = model.unet.get_layer("logits")
+    kernel, _ = logits.get_weights()
+    logits.set_weights([np.zeros_like(kernel), np.array([0.0, 0.0, 1.0, -100.0, -100.0], np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_network_without_confidence_gives_a_failed_fit_not_an_error(default_uv_model, faces, compiled):
+    """Issue 22, finding 3: FaceModel.infer raised "Input matrix is not invertible" (compiled) or
+    SolveError (eagerly) on images without confident pixels. Now each says its fit failed."""
+    model = zero_confidence_model(default_uv_model)
+    out = (tf.function(model.infer) if compiled else model.infer)(faces["image"])
+    assert all(np.all(np.isfinite(value.numpy())) for value in out.values())
+    np.testing.assert_array_equal(out["fit_valid"].numpy(), 0.0)
+    np.testing.assert_array_equal(out["fit_status"].numpy(), FIT_ILL_POSED)
+
+
+def test_degenerate_maps_fail_alone_in_a_batch(default_uv_model, faces):
+    """Ground-truth maps of four faces, image 1 without confidence and image 2 with one
+    correspondence everywhere (issue 22, finding 1: all samples on one model point, a singular
+    system): their fits fail, the others are exact, and every output is finite."""
+    maps = ground_truth_maps(faces).numpy()
+    maps[1, ..., 3:5] = 0.0
+    maps[2, ..., 0:2] = maps[2, SIZE // 2, SIZE // 2, 0:2]
+    model = tiny_full_model(default_uv_model, 1e-4, num_samples=400)
+    out = tf.function(lambda images, m: model.outputs_of(model.fit_maps(images, m, inference=True)))(
+        faces["image"], tf.constant(maps))
+    assert all(np.all(np.isfinite(value.numpy())) for value in out.values())
+    np.testing.assert_array_equal(out["fit_valid"].numpy(), [1, 0, 0, 1])
+    status = out["fit_status"].numpy()
+    assert status[1] == FIT_ILL_POSED and status[2] in (FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA)
+    assert np.all(metrics.nme68(out["landmarks68"].numpy()[[0, 3]], faces["landmarks68"].numpy()[[0, 3]]) < 2e-3)
 
 
 def tiny_full_model(uv_model, omega, **overrides) -> FaceModel:
@@ -163,6 +201,12 @@ def test_bad_images_raise_input_error(default_uv_model, images):
     model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE))
     with pytest.raises(InputError):
         model.infer(images)
+
+
+def test_project_points_of_a_singular_inverse_camera_are_finite():
+    points = np.random.default_rng(0).normal(scale=50.0, size=(2, 5, 3)).astype(np.float32)
+    p_hat = np.stack([np.zeros((3, 3)), [[1.0, 2, 3], [2, 4, 6], [0, 0, 1]]]).astype(np.float32)  # rank 0 and 2
+    assert np.all(np.isfinite(project_points(points, p_hat, np.zeros((2, 3), np.float32)).numpy()))
 
 
 def test_project_points_matches_the_camera_projection():

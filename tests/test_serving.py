@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from test_export import assert_close_scaled, loaded_export, toy_export, toy_images  # noqa: F401 (fixtures)
+from test_export import assert_close_scaled, loaded_export, toy_export, toy_faces, toy_images  # noqa: F401 (fixtures)
 from tfface import export
 from tfface.errors import InputError
 from tfface.serving import client
@@ -92,11 +92,13 @@ def test_predict_request_carries_uint8_images_and_model_spec(toy_images):
         client.predict_request(toy_images.astype(np.float32), "toy")
 
 
-def test_rest_client_round_trip(loaded_export, toy_images, reference):
+@pytest.fixture(scope="module")
+def rest_server(loaded_export):
+    """``host:port`` of a stand-in for the REST predict API serving the toy export as "toy"."""
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server API)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/models/toy/versions/1:predict"
+            assert self.path in ("/v1/models/toy/versions/1:predict", "/v1/models/toy:predict")
             images = tf.constant(np.asarray(body["inputs"]["images"], np.uint8))
             outputs = loaded_export.signatures[body["signature_name"]](images=images)
             payload = json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}).encode()
@@ -111,14 +113,32 @@ def test_rest_client_round_trip(loaded_export, toy_images, reference):
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    try:
-        outputs = client.predict_rest(f"127.0.0.1:{server.server_port}", toy_images, "toy", version=1)
-    finally:
-        server.shutdown()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_rest_client_round_trip(rest_server, toy_images, reference):
+    outputs = client.predict_rest(rest_server, toy_images, "toy", version=1)
     for name, value in reference.items():
         assert_close_scaled(outputs[name], value, name, tolerance=1e-6)  # JSON keeps float32 to ~1e-7
     with pytest.raises(InputError, match="model server error"):
         client.decode_rest_response({"error": "Servable not found"})
+
+
+def test_client_command_prints_face_score_fit_validity_and_landmarks(rest_server, toy_export, toy_images, tmp_path,
+                                                                     capsys):
+    from PIL import Image
+
+    _, folder = toy_export
+    Image.fromarray(toy_images[0]).save(tmp_path / "face.png")
+    black = np.zeros_like(toy_images[0])
+    Image.fromarray(black).save(tmp_path / "black.png")
+    for name, valid, status in (("face", True, "ok"), ("black", False, "ill_posed_fit")):
+        assert client.main([str(tmp_path / f"{name}.png"), "--protocol", "rest", "--target", rest_server,
+                            "--model", "toy", "--export", str(folder)]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert (printed["fit_valid"], printed["fit_status"]) == (valid, status), name
+        assert len(printed["landmarks5"]) == 5 and 0.0 <= printed["face_score"] <= 1.0
 
 
 def test_repository_models_config_serves_the_default_model():

@@ -62,11 +62,32 @@ def test_tables_kept_out_of_weights_when_the_owner_rebuilds_them(tmp_path, toy_u
 
 
 def test_layer_gradient_flows_to_uv(toy_uv_model):
-    layer = UVSampling.from_uv_model(toy_uv_model)
-    x = tf.Variable(np.full((1, 4, 2), 0.4, np.float32))
+    """The gradient of the sampled mean and basis with respect to the correspondence is that of
+    the barycentric blend: non-zero, and equal to central differences inside the triangles."""
+    layer = UVSampling.from_uv_model(toy_uv_model, jit_compile=False)
+    triangles = toy_uv_model.model.triangles[::7][:6]
+    uv = toy_uv_model.vertex_uv[triangles].mean(axis=1)[None].astype(np.float32)  # triangle centroids
+    rng = np.random.default_rng(4)
+    mean_weights = rng.normal(size=(1, len(uv[0]), 3)).astype(np.float32)
+    basis_weights = rng.normal(size=layer(uv).basis.shape).astype(np.float32)
+
+    def value(x):
+        sample = layer(x)
+        assert np.all(sample.valid.numpy() == 1)
+        return tf.reduce_sum(sample.mean * mean_weights) + tf.reduce_sum(sample.basis * basis_weights)
+
+    x = tf.Variable(uv)
     with tf.GradientTape() as tape:
-        value = tf.reduce_sum(layer(x).mean)
-    assert np.all(np.isfinite(tape.gradient(value, x).numpy()))
+        total = value(x)
+    gradient = tape.gradient(total, x).numpy()
+    step = 1e-3
+    numeric = np.zeros_like(uv)
+    for index in np.ndindex(uv.shape):
+        shift = np.zeros_like(uv)
+        shift[index] = step
+        numeric[index] = (value(uv + shift).numpy() - value(uv - shift).numpy()) / (2 * step)
+    assert np.all(np.abs(gradient) > 1.0)  # mm per UV unit: the face spans about 100 mm
+    np.testing.assert_allclose(gradient, numeric, rtol=2e-2, atol=1e-2 * np.abs(numeric).max())
 
 
 def test_layer_rejects_bad_uv(toy_uv_model):

@@ -44,7 +44,8 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from tfface.errors import InputError, ModelFileError
 from tfface.geometry.camera import project
 from tfface.layers.pixel_sampling import LatticePixelSampler
-from tfface.model import FaceModel, face_confidence, landmarks5_from_68_tf
+from tfface.model import (FIT_STATUS_NAMES, FaceModel, face_confidence, failed_fits_zeroed, fit_validity,
+                          landmarks5_from_68_tf)
 from tfface.morphable.texel_map import build_locator
 from tfface.morphable.uv3dmm import UVMorphableModel
 
@@ -68,6 +69,11 @@ OUTPUT_DOCS: dict[str, str] = {
     "landmarks68": "(B, 68, 2) iBUG landmarks, pixels (x right, y down, centres at +0.5)",
     "landmarks5": "(B, 5, 2) eye centres, nose tip, mouth corners, pixels",
     "face_score": "(B,) share of pixels whose joint confidence (geometric x photometric) > 0.5 (low: no face)",
+    "fit_valid": "(B,) 1 where the fit is valid (fit_status 0), else 0: then camera, landmarks, coefficients and "
+                 "vertices are no face",
+    "fit_status": "(B,) 0 valid; 1 ill-posed fit (too little confident data, a non-finite or singular solve: K, R, t "
+                  "are no camera, often the placeholder K = R = I); 2 implausible camera (focal length, depth or "
+                  "viewpoint out of range, see tfface.geometry.camera.camera_is_plausible)",
 }
 
 #: Joint (geometric x photometric) confidence above which a pixel counts towards ``face_score``.
@@ -177,7 +183,9 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
 
     Built from the fit :meth:`FaceModel.infer` makes; landmarks are projected with the decomposed
     camera ``K, R, t`` (no matrix inverse), ``vertex_albedo`` evaluates the albedo model at the fitted
-    coefficients from the UV-3DMM sampler's per-vertex tables (no second copy in the graph).
+    coefficients from the UV-3DMM sampler's per-vertex tables (no second copy in the graph);
+    ``fit_valid`` and ``fit_status`` are those of :meth:`FaceModel.fit_validity`, and a failed fit's
+    outputs are made finite (:func:`tfface.model.failed_fits_zeroed`).
     """
     fit = model.fit_maps(images, model.predict_maps(images), inference=True)
     mesh = model.uv_model.model
@@ -186,7 +194,8 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
     albedo = model.uv_sampling.vertex_values(fit["albedo_coefficients"], "albedo")
     maps = fit["maps"]
     ks = mesh.num_shape
-    return {
+    validity = model.fit_validity(fit)
+    return failed_fits_zeroed({
         "correspondence": maps[..., 0:2], "depth": maps[..., 2], "confidence": maps[..., 3:5],
         "K": fit["K"], "R": fit["R"], "t": fit["t"],
         "shape_coefficients": fit["coefficients"][:, :ks], "expression_coefficients": fit["coefficients"][:, ks:],
@@ -194,7 +203,31 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
         "vertices": vertices, "vertex_albedo": tf.clip_by_value(albedo, 0.0, 1.0),
         "landmarks68": landmarks68, "landmarks5": landmarks5_from_68_tf(landmarks68),
         "face_score": tf.reduce_mean(tf.cast(face_confidence(maps) > FACE_PIXEL_CONFIDENCE, tf.float32), axis=[1, 2]),
-    }
+        **validity,
+    }, validity["fit_valid"])
+
+
+def with_fit_validity(outputs: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
+    """``outputs`` of an exported model, with ``fit_valid`` and ``fit_status`` computed here if it
+    lacks them (exported before they existed).
+
+    The same rule as in the graph (:func:`tfface.model.fit_validity`), from what such a model
+    returns: its fit counts as ill posed where the camera is not finite or is the placeholder
+    ``K = R = I`` its decomposition gives a failed solve (no real fit lands on it exactly), and the
+    camera must be plausible.
+
+    Args:
+        outputs: numpy outputs (:data:`OUTPUT_DOCS`) of a batch, at least ``K``, ``R``, ``t``.
+        image_size: the model's input side (pixels), the width ``K`` refers to.
+    """
+    if "fit_status" in outputs:
+        return outputs
+    K, R, t = (np.asarray(outputs[name], np.float32) for name in ("K", "R", "t"))
+    eye = np.eye(3, dtype=np.float32)
+    placeholder = np.all(K == eye, axis=(-2, -1)) & np.all(R == eye, axis=(-2, -1))
+    well_posed = np.isfinite(K).all((-2, -1)) & np.isfinite(R).all((-2, -1)) & np.isfinite(t).all(-1) & ~placeholder
+    validity = fit_validity(well_posed.astype(np.float32), K, R, t, float(image_size))
+    return {**outputs, **{name: value.numpy() for name, value in validity.items()}}
 
 
 # ---------------------------------------------------------------------------- export
@@ -223,6 +256,7 @@ def export_metadata(model: FaceModel) -> dict:
         "tflite_outputs": None,
         "num_samples": model.inference_sampler.num_samples,
         "face_pixel_confidence": FACE_PIXEL_CONFIDENCE,
+        "fit_status_names": list(FIT_STATUS_NAMES),
         "num_vertices": mesh.num_vertices,
         "model_name": mesh.name,
         "config": dataclasses.asdict(model.config),
@@ -316,7 +350,8 @@ class ExportedModel:
     backend : {"savedmodel", "tflite"}
 
     Call with ``(B, H, W, 3)`` uint8 RGB images; returns a dict of numpy arrays
-    (:data:`OUTPUT_DOCS`). The TFLite backend runs the batch one image at a time with
+    (:data:`OUTPUT_DOCS`; ``fit_valid`` and ``fit_status`` computed by :func:`with_fit_validity`
+    for an export older than them). The TFLite backend runs the batch one image at a time with
     ``tf.lite.Interpreter`` (it warns that it is deprecated in favour of ``ai_edge_litert``, which is
     not installed here; in TF 2.21 it works, with the XNNPACK delegate).
     """
@@ -366,9 +401,11 @@ class ExportedModel:
             raise InputError(f"expected uint8 images of shape (B, {self.image_size}, {self.image_size}, 3), "
                              f"got {images.dtype} {images.shape}")
         if self.backend == "savedmodel":
-            return {k: v.numpy() for k, v in self._signature(images=tf.constant(images)).items()}
-        per_image = [self._run_tflite(image) for image in images]
-        return {name: np.concatenate([p[name] for p in per_image]) for name in per_image[0]}
+            outputs = {k: v.numpy() for k, v in self._signature(images=tf.constant(images)).items()}
+        else:
+            per_image = [self._run_tflite(image) for image in images]
+            outputs = {name: np.concatenate([p[name] for p in per_image]) for name in per_image[0]}
+        return with_fit_validity(outputs, self.image_size)
 
 
 class KerasInference:

@@ -21,7 +21,8 @@ image batches (anything else in the batch, e.g. ground truth, is ignored). Per i
    by :class:`tfface.training.callbacks.TranslationSchedule`).
 
 :meth:`FaceModel.infer` is the inference path: a pure function of an image batch returning
-correspondence, depth, confidence, camera, coefficients, fitted vertices and landmarks. It
+correspondence, depth, confidence, camera, coefficients, fitted vertices, landmarks and whether
+each image's fit is valid (``fit_valid``, ``fit_status``: :func:`fit_validity`). It
 fits a fixed lattice of pixels (every pixel by default) instead of random samples, weighted so
 that the fit estimates the training fit with less sampling noise, with the shape and expression
 prior ``inference_prior_scale`` times heavier, and re-solves the geometry ``robust_refits`` times
@@ -42,6 +43,7 @@ import tensorflow as tf
 
 from tfface import losses
 from tfface.errors import InputError
+from tfface.geometry.camera import adjugate, camera_is_plausible
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
 from tfface.layers.photometric import PhotometricLeastSquares, sample_normals, sample_normals_compiled
@@ -56,6 +58,22 @@ from tfface.training.config import TrainConfig
 #: Names of the scalar losses the train/test steps report.
 LOSS_NAMES = ("loss", "geometric", "photometric", "statistical", "confidence", "inliers")
 
+#: ``fit_status`` codes of :func:`fit_validity`: a valid fit; an ill-posed one (too little confident
+#: data, :data:`MIN_FIT_WEIGHT`, or a non-finite or singular solve: its camera is no camera, often
+#: the placeholder ``K = R = I``); a well-posed fit whose camera no real photograph could have
+#: (:func:`~tfface.geometry.camera.camera_is_plausible`).
+FIT_OK, FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA = 0, 1, 2
+
+#: Names of the ``fit_status`` codes, by code.
+FIT_STATUS_NAMES = ("ok", "ill_posed_fit", "implausible_camera")
+
+#: Least total weight of a fit's samples (joint confidence times validity, summed; a fully
+#: confident sample weighs 1) for the fit to count as well posed: with less, the priors and not the
+#: image decide the camera (a network's confidence is never exactly 0, so "any weight" would let a
+#: blank image's fit pass as informed). The 12 camera unknowns need at least four 3D
+#: correspondences; ten samples leave a margin.
+MIN_FIT_WEIGHT = 10.0
+
 
 def truncate_uv_model(uv_model: UVMorphableModel, config: TrainConfig) -> UVMorphableModel:
     """The UV-3DMM with only the leading modes the configuration fits."""
@@ -66,6 +84,11 @@ def truncate_uv_model(uv_model: UVMorphableModel, config: TrainConfig) -> UVMorp
 def project_points(points, p_hat, q_hat):
     """Pixels of model points under an inverse camera: ``d x = P_hat^-1 (X - q_hat)``.
 
+    ``P_hat^-1`` is applied as the adjugate of ``P_hat`` (``det(P_hat) P_hat^-1``) scaled to a
+    largest entry of 1: any non-zero factor cancels in the perspective division, and nothing is
+    inverted, so a singular ``P_hat`` (an ill-posed fit, flagged by ``fit_valid``) gives finite
+    pixels instead of an error.
+
     Args:
         points: ``(B, N, 3)`` model points (mm).
         p_hat: ``(B, 3, 3)``; q_hat: ``(B, 3)``.
@@ -73,10 +96,33 @@ def project_points(points, p_hat, q_hat):
     Returns:
         ``(B, N, 2)`` pixel coordinates.
     """
-    homogeneous = tf.linalg.solve(p_hat, tf.transpose(points - q_hat[:, None, :], [0, 2, 1]))
-    z = homogeneous[:, 2]
+    inverse = adjugate(p_hat)
+    largest = tf.reduce_max(tf.abs(inverse), axis=[-2, -1], keepdims=True)
+    inverse = inverse / tf.maximum(largest, 1e-30)
+    homogeneous = tf.einsum("bij,bnj->bni", inverse, points - q_hat[:, None, :])
+    z = homogeneous[..., 2]
     z = tf.where(tf.abs(z) > 1e-12, z, tf.fill(tf.shape(z), 1e-12))
-    return tf.transpose(homogeneous[:, :2] / z[:, None], [0, 2, 1])
+    return homogeneous[..., :2] / z[..., None]
+
+
+def fit_validity(well_posed, K, R, t, image_width) -> dict[str, tf.Tensor]:
+    """Whether each fit is valid: well posed, with a plausible camera.
+
+    Args:
+        well_posed: ``(B,)`` non-zero where the solves were well posed and the inverse camera
+            decomposed.
+        K, R, t: ``(B, 3, 3)``, ``(B, 3, 3)``, ``(B, 3)`` the decomposed camera (pixels, mm).
+        image_width: width (pixels) of the image ``K`` refers to.
+
+    Returns:
+        dict with ``fit_status`` ``(B,)`` float32, one of :data:`FIT_OK`, :data:`FIT_ILL_POSED`
+        and :data:`FIT_IMPLAUSIBLE_CAMERA` (in this order of precedence), and ``fit_valid``
+        ``(B,)`` float32, 1 where the status is :data:`FIT_OK`, else 0.
+    """
+    plausible = camera_is_plausible(K, R, t, image_width)
+    status = tf.where(tf.convert_to_tensor(well_posed) > 0,
+                      tf.where(plausible, float(FIT_OK), float(FIT_IMPLAUSIBLE_CAMERA)), float(FIT_ILL_POSED))
+    return {"fit_status": status, "fit_valid": tf.cast(tf.equal(status, float(FIT_OK)), tf.float32)}
 
 
 def face_confidence(maps):
@@ -113,6 +159,21 @@ def direct_landmarks(maps, landmark_uv, sigma: float = 0.01):
     weights = tf.nn.softmax(logits, axis=1)
     centres = pixel_centres(tf.range(height * width)[None], width)[0]  # (HW, 2)
     return tf.einsum("bpl,pc->blc", weights, centres)
+
+
+def failed_fits_zeroed(outputs: dict[str, tf.Tensor], fit_valid: tf.Tensor) -> dict[str, tf.Tensor]:
+    """``outputs`` (each ``(B, ...)``) with every non-finite entry of an image whose fit failed
+    (``fit_valid`` ``(B,)`` 0) set to 0, so that inference returns finite values only.
+
+    A valid fit has only finite outputs; a failed one (e.g. a singular system whose Cholesky
+    factor is NaN in graph mode) may not, and its camera, mesh and landmarks are no face
+    whatever their values: ``fit_valid`` says so.
+    """
+    def zeroed(value):
+        failed = tf.reshape(fit_valid <= 0, [-1] + [1] * (value.shape.rank - 1))
+        return tf.where(tf.logical_and(failed, tf.logical_not(tf.math.is_finite(value))), tf.zeros_like(value), value)
+
+    return {name: zeroed(value) for name, value in outputs.items()}
 
 
 def landmarks5_from_68_tf(points68):
@@ -158,7 +219,8 @@ class FaceModel(keras.Model):
         self.photometric = PhotometricLeastSquares(lighting_weight=cfg.lighting_weight, ridge=cfg.ridge,
                                                    name="photometric")
         self._albedo_weights = tf.fill([m.num_albedo], float(cfg.albedo_weight))
-        self.decomposition = InverseCameraDecomposition(name="camera")
+        # Not strict: a degenerate camera is flagged (fit_validity), not raised, even eagerly.
+        self.decomposition = InverseCameraDecomposition(strict=False, name="camera")
         self.regularizer = AdaptiveRegularizer(self.num_coefficients, initial_weight=cfg.coefficient_prior,
                                                initial_mean_weight=cfg.coefficient_prior,
                                                name="adaptive_regularizer")
@@ -215,8 +277,10 @@ class FaceModel(keras.Model):
             ``geometric_confidence``/``photometric_confidence`` (B, P), the geometric outputs
             (``p_hat``, ``q_hat``, ``coefficients``, ``geometric_residual`` (B, P, 3) mm), the
             camera (``K``, ``R``, ``t``, ``psi``), the photometric outputs (``lighting``,
-            ``albedo_coefficients``, ``reconstruction`` and ``photometric_residual`` (B, P, 3))
-            and ``vertices`` (B, V, 3).
+            ``albedo_coefficients``, ``reconstruction`` and ``photometric_residual`` (B, P, 3)),
+            ``vertices`` (B, V, 3) and ``well_posed`` (B,): 1 where the samples weigh at least
+            :data:`MIN_FIT_WEIGHT`, both solves were well posed and the inverse camera
+            decomposed, else 0 (the camera may then be a placeholder).
         """
         preprocessed = self.preprocessing(tf.convert_to_tensor(images, tf.float32))
         width = tf.shape(maps)[2]
@@ -258,6 +322,8 @@ class FaceModel(keras.Model):
             "lighting": photometric["lighting"], "albedo_coefficients": photometric["coefficients"],
             "reconstruction": photometric["colour"],
             "photometric_residual": photometric["residual"], "vertices": vertices,
+            "well_posed": (tf.cast(tf.reduce_sum(geometric_weights, -1) >= MIN_FIT_WEIGHT, tf.float32)
+                           * geometric["well_posed"] * camera["valid"] * photometric["well_posed"]),
         }
 
     def inlier_weights(self, weights, residual):
@@ -273,7 +339,10 @@ class FaceModel(keras.Model):
         cfg = self.config
         geometric = losses.truncated_confidence_loss(fit["geometric_residual"], fit["geometric_confidence"],
                                                      cfg.tau_geometric, fit["valid"])
-        photometric = losses.truncated_confidence_loss(fit["photometric_residual"], fit["photometric_confidence"],
+        photometric_confidence = fit["photometric_confidence"]
+        if cfg.joint_photometric_confidence:  # a pixel explains colour only where it explains geometry
+            photometric_confidence = photometric_confidence * fit["geometric_confidence"]
+        photometric = losses.truncated_confidence_loss(fit["photometric_residual"], photometric_confidence,
                                                        cfg.tau_photometric, fit["valid"])
         statistical = losses.statistical_loss(fit["coefficients"], self.regularizer.loss_weights())
         total = (geometric / cfg.tau_geometric ** 2 + cfg.photometric_weight * photometric / cfg.tau_photometric ** 2
@@ -362,7 +431,14 @@ class FaceModel(keras.Model):
             ``lighting`` (B, 3, 9), ``vertices`` (B, V, 3) mm in model space,
             ``landmarks68`` (B, 68, 2) and ``landmarks5`` (B, 5, 2) pixels (the fitted model's
             landmark vertices projected by the fitted camera), ``direct_landmarks68`` and
-            ``direct_landmarks5`` (read off the correspondence map, :func:`direct_landmarks`).
+            ``direct_landmarks5`` (read off the correspondence map, :func:`direct_landmarks`),
+            ``fit_status`` and ``fit_valid`` (B,) (:func:`fit_validity`). An image whose fit
+            failed says so in ``fit_valid``: its fitted outputs (camera, landmarks68/5,
+            coefficients, lighting, vertices) are then no face, and are finite
+            (:func:`failed_fits_zeroed`). Compiled (every product path) this holds for any
+            maps; eagerly, a solve that fails outright (a singular system the priors do not
+            regularise) raises :class:`~tfface.errors.SolveError` as every least-squares layer
+            does, while a fit without confident pixels is reported, not raised.
         """
         return self.outputs_of(self.fit_maps(images, self.predict_maps(images), inference=True))
 
@@ -372,7 +448,8 @@ class FaceModel(keras.Model):
         ks = self.uv_model.model.num_shape
         maps = fit["maps"]
         direct68 = direct_landmarks(maps, self._landmark_uv)
-        return {
+        validity = self.fit_validity(fit)
+        return failed_fits_zeroed({
             "correspondence": maps[..., 0:2], "depth": maps[..., 2], "confidence": maps[..., 3:5],
             "K": fit["K"], "R": fit["R"], "t": fit["t"], "psi": fit["psi"],
             "p_hat": fit["p_hat"], "q_hat": fit["q_hat"],
@@ -382,7 +459,12 @@ class FaceModel(keras.Model):
             "vertices": fit["vertices"], "landmarks68": landmarks68,
             "landmarks5": landmarks5_from_68_tf(landmarks68),
             "direct_landmarks68": direct68, "direct_landmarks5": landmarks5_from_68_tf(direct68),
-        }
+            **validity,
+        }, validity["fit_valid"])
+
+    def fit_validity(self, fit) -> dict[str, tf.Tensor]:
+        """``fit_status`` and ``fit_valid`` (B,) (:func:`fit_validity`) of a :meth:`fit_maps` result."""
+        return fit_validity(fit["well_posed"], fit["K"], fit["R"], fit["t"], tf.shape(fit["maps"])[2])
 
     def get_config(self):
         if self.uv_model_path is None:

@@ -2,19 +2,29 @@
 
 For every input image (every frame of a video or frame folder) ``NAME``, the output folder gets
 
-* ``NAME.json``: landmarks (68 and 5), head pose, camera ``K, R, t``, coefficients, lighting and
-  the face score (:mod:`tfface.io.records`);
+* ``NAME.json``: landmarks (68 and 5), head pose, camera ``K, R, t``, coefficients, lighting, the
+  face score and the fit's status (:mod:`tfface.io.records`); without a face, ``face_detected:
+  false`` and the ``reason``;
 * ``NAME.obj`` and ``NAME.ply``: the fitted mesh with per-vertex albedo colours (only when a
   face is detected);
 * ``NAME.png``: the six-tile panel of :mod:`tfface.visualize`.
 
 No face detector is involved: the network's confidence (geometric x photometric, the product that
-selects the fitted pixels in training) says whether the image holds a face. A face is reported when
-``face_score`` (the share of pixels with that confidence > 0.5) reaches ``face_threshold`` and the
-image varies inside that confident region (``face_contrast``, the standard deviation of luminance
-there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has nothing the photometric fit could
-explain). Otherwise the JSON records ``face_detected: false`` and no mesh is written, rather than
-inventing one. Images are padded to a square and resized to the model's input size
+selects the fitted pixels in training) says whether the image holds a face, and the fit must have
+succeeded. A face is reported when
+
+* ``face_score`` (the share of pixels with that confidence > 0.5) reaches ``face_threshold``
+  (else the ``reason`` is ``low_face_score``),
+* the image varies inside that confident region (``face_contrast``, the standard deviation of
+  luminance there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has nothing the photometric
+  fit could explain; else ``low_contrast``),
+* and the fit is valid (``fit_status`` 0, :func:`tfface.model.fit_validity`: the solve was well
+  posed, else ``ill_posed_fit``, and the camera plausible, else ``implausible_camera``; for an
+  export older than ``fit_status``, :func:`tfface.export.with_fit_validity` applies the same rule
+  to its camera).
+
+Otherwise the JSON records ``face_detected: false`` with the ``reason`` and no mesh is written,
+rather than inventing one. Images are padded to a square and resized to the model's input size
 (:func:`tfface.io.images.fit_to_square`); results are mapped back to original pixels.
 """
 
@@ -31,6 +41,7 @@ from tqdm import tqdm
 
 from tfface.errors import InputError
 from tfface.export import FACE_PIXEL_CONFIDENCE, ExportedModel
+from tfface.model import FIT_OK, FIT_STATUS_NAMES
 from tfface.io import images as io_images
 from tfface.io.mesh import write_obj, write_ply
 from tfface.io.records import face_record, write_json
@@ -48,16 +59,29 @@ MIN_FACE_CONTRAST = 0.02
 
 
 def face_evidence(image: np.ndarray, outputs: dict[str, np.ndarray], index: int) -> dict[str, float]:
-    """``face_score`` and ``face_contrast`` of image ``index`` (``image``: its (S, S, 3) uint8 model input)."""
+    """``face_score``, ``face_contrast`` and ``fit_status`` of image ``index`` (``image``: its
+    (S, S, 3) uint8 model input; ``outputs`` with ``fit_status``, see
+    :func:`tfface.export.with_fit_validity`)."""
     confident = np.prod(outputs["confidence"][index], axis=-1) > FACE_PIXEL_CONFIDENCE  # joint, as face_score
     luminance = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
     return {"face_score": float(outputs["face_score"][index]),
-            "face_contrast": float(luminance[confident].std()) if confident.any() else 0.0}
+            "face_contrast": float(luminance[confident].std()) if confident.any() else 0.0,
+            "fit_status": float(outputs["fit_status"][index])}
+
+
+def no_face_reason(evidence: dict[str, float], face_threshold: float = DEFAULT_FACE_THRESHOLD) -> str | None:
+    """Why :func:`face_evidence` shows no face (see the module docstring), or None for a face."""
+    if not evidence["face_score"] >= face_threshold:
+        return "low_face_score"
+    if not evidence["face_contrast"] >= MIN_FACE_CONTRAST:
+        return "low_contrast"
+    status = int(evidence["fit_status"])
+    return None if status == FIT_OK else FIT_STATUS_NAMES[status]
 
 
 def is_face(evidence: dict[str, float], face_threshold: float = DEFAULT_FACE_THRESHOLD) -> bool:
-    """The detection rule on :func:`face_evidence` (see the module docstring)."""
-    return evidence["face_score"] >= face_threshold and evidence["face_contrast"] >= MIN_FACE_CONTRAST
+    """The detection rule on :func:`face_evidence`: no :func:`no_face_reason`."""
+    return no_face_reason(evidence, face_threshold) is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +141,8 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
 
     Args:
         images: the inputs (e.g. from :func:`iter_inputs`).
-        runner: an :class:`~tfface.export.ExportedModel` or :class:`~tfface.export.KerasInference`.
+        runner: an :class:`~tfface.export.ExportedModel` or :class:`~tfface.export.KerasInference`
+            (any callable returning their outputs, ``fit_status`` included).
         out: output folder (created).
         face_threshold: ``face_score`` below which no face is reported.
         batch_size: images per model call (for a shared-identity model: the images of one person
@@ -149,8 +174,10 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
         for i, (item, (square, fit)) in enumerate(zip(batch, fitted)):
             name = _unique(item.name, used)
             evidence = face_evidence(square, outputs, i)
-            record = face_record(outputs, i, fit, item.name, is_face(evidence, face_threshold),
-                                 {**evidence, "face_threshold": face_threshold})
+            reason = no_face_reason(evidence, face_threshold)
+            record = face_record(outputs, i, fit, item.name, reason is None, {**evidence, "face_threshold": face_threshold})
+            if reason is not None:
+                record["reason"] = reason
             write_json(out / f"{name}.json", record)
             if record["face_detected"]:
                 vertices, colours = outputs["vertices"][i], outputs["vertex_albedo"][i]

@@ -20,6 +20,8 @@ TensorFlow, generic in the float dtype and batched over any leading dimensions.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -27,6 +29,8 @@ from tfface.errors import InputError, SolveError
 from tfface.geometry.vectors import cross, det3
 
 __all__ = [
+    "adjugate",
+    "camera_is_plausible",
     "compose_inverse_camera",
     "decompose_inverse_camera",
     "inverse_camera_is_valid",
@@ -34,6 +38,32 @@ __all__ = [
     "random_cameras",
     "unproject",
 ]
+
+# Plausible cameras of real photographs (:func:`camera_is_plausible`). The ranges are generous:
+# they reject fits no lens and no sitter could produce, not unusual photos.
+
+#: Shortest plausible focal length in image widths: a 136-degree horizontal field of view, wider
+#: than any rectilinear phone or action-camera lens.
+MIN_FOCAL_WIDTHS = 0.2
+
+#: Longest plausible focal length in image widths (a 0.6-degree field of view): a long telephoto
+#: lens, or a face cropped tightly out of a large photograph.
+MAX_FOCAL_WIDTHS = 100.0
+
+#: Nearest plausible depth (mm) of the model origin in front of the camera: nearer, no face fits
+#: in view.
+MIN_FACE_DEPTH_MM = 100.0
+
+#: Farthest plausible depth (mm) of the model origin: 100 m, a face seen through a telephoto lens.
+MAX_FACE_DEPTH_MM = 100_000.0
+
+#: Largest plausible elevation (degrees) of the camera centre above or below the face's horizontal
+#: (model x-z) plane, seen from the model origin: 90 would look straight down on the crown.
+MAX_CAMERA_ELEVATION_DEGREES = 80.0
+
+#: Largest plausible azimuth (degrees) of the camera centre around the head's vertical axis from
+#: straight ahead (model +z): 90 is an exact profile, beyond it the camera sees the back of the head.
+MAX_CAMERA_AZIMUTH_DEGREES = 100.0
 
 
 def _upper_triangular_inverse(K: tf.Tensor) -> tf.Tensor:
@@ -51,6 +81,18 @@ def _upper_triangular_inverse(K: tf.Tensor) -> tf.Tensor:
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(a * b, axis=-1)
+
+
+def adjugate(matrix: tf.Tensor) -> tf.Tensor:
+    r"""Adjugate ``(..., 3, 3)`` of ``(..., 3, 3)`` matrices: :math:`\det(M) M^{-1}`, defined for any ``M``.
+
+    Its rows are the cross products of the columns :math:`c_i` of ``M``:
+    :math:`(c_2 \times c_3, c_3 \times c_1, c_1 \times c_2)`. Elementwise ops only (TFLite
+    built-ins); finite for finite input, singular or not.
+    """
+    matrix = tf.convert_to_tensor(matrix)
+    c1, c2, c3 = matrix[..., :, 0], matrix[..., :, 1], matrix[..., :, 2]
+    return tf.stack([cross(c2, c3), cross(c3, c1), cross(c1, c2)], axis=-2)
 
 
 def compose_inverse_camera(
@@ -128,7 +170,7 @@ def inverse_camera_is_valid(p_hat: tf.Tensor, q_hat: tf.Tensor) -> tf.Tensor:
 
 
 def decompose_inverse_camera(
-    p_hat: tf.Tensor, q_hat: tf.Tensor
+    p_hat: tf.Tensor, q_hat: tf.Tensor, strict: bool = True
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     r"""Recover ``K, R, t, psi`` from an inverse camera (supplement Sec. Q, corrected).
 
@@ -162,9 +204,8 @@ def decompose_inverse_camera(
     :math:`\hat q = -R^T t` gives :math:`t = -R \hat q` (the supplement's eq. 32,
     :math:`t = K^{-1} \hat q / \psi`, applies to :math:`q = \psi K t`, not to :math:`\hat q`).
 
-    :math:`P` is formed without a general matrix inverse: its rows are the cross products of
-    :math:`\hat P`'s columns :math:`c_i`, :math:`(c_2 \times c_3, c_3 \times c_1, c_1 \times
-    c_2) / \det \hat P`, so the result is smooth wherever the input is valid.
+    :math:`P` is formed without a general matrix inverse, as :func:`adjugate` of :math:`\hat P`
+    over :math:`\det \hat P`, so the result is smooth wherever the input is valid.
 
     Parameters
     ----------
@@ -172,6 +213,11 @@ def decompose_inverse_camera(
         :math:`\hat P = P^{-1}`.
     q_hat : (..., 3) float
         :math:`\hat q = -R^T t` (mm).
+    strict : bool
+        Raise eagerly on a degenerate input (below). False: never raise; degenerate entries get
+        the placeholder camera of graph mode, and the caller must flag them with
+        :func:`inverse_camera_is_valid` (as :class:`~tfface.layers.geometric.InverseCameraDecomposition`
+        does in its ``valid`` output).
 
     Returns
     -------
@@ -187,17 +233,17 @@ def decompose_inverse_camera(
     Raises
     ------
     SolveError
-        In eager mode, when any input is degenerate (see :func:`inverse_camera_is_valid`):
-        non-finite, :math:`\det \hat P \le 0` (a reflection, no proper rotation exists) or
-        nearly singular. In graph mode (inside ``tf.function``) no error is raised: degenerate
-        entries fall back to ``K = R = I``, ``psi = 1`` and ``t = -q_hat`` (``t = 0`` when
-        ``q_hat`` is not finite), which are finite and have zero gradient; check
-        :func:`inverse_camera_is_valid` to tell them apart.
+        In eager mode with ``strict``, when any input is degenerate (see
+        :func:`inverse_camera_is_valid`): non-finite, :math:`\det \hat P \le 0` (a reflection, no
+        proper rotation exists) or nearly singular. In graph mode (inside ``tf.function``) or
+        without ``strict`` no error is raised: degenerate entries get the placeholder ``K = R = I``,
+        ``psi = 1`` and ``t = -q_hat`` (``t = 0`` when ``q_hat`` is not finite), which is finite,
+        has zero gradient and is no camera: check :func:`inverse_camera_is_valid` to tell it apart.
     """
     p_hat = tf.convert_to_tensor(p_hat)
     q_hat = tf.convert_to_tensor(q_hat, dtype=p_hat.dtype)
     valid = inverse_camera_is_valid(p_hat, q_hat)
-    if tf.executing_eagerly() and not bool(tf.reduce_all(valid)):
+    if strict and tf.executing_eagerly() and not bool(tf.reduce_all(valid)):
         bad = int(tf.size(valid)) - int(tf.math.count_nonzero(valid))
         raise SolveError(
             f"{bad} inverse camera(s) cannot be decomposed: P_hat must be finite with "
@@ -208,11 +254,8 @@ def decompose_inverse_camera(
     q_finite = tf.reduce_all(tf.math.is_finite(q_hat), axis=-1, keepdims=True)
     q_hat = tf.where(q_finite, q_hat, tf.zeros_like(q_hat))
 
-    c1, c2, c3 = p_hat[..., :, 0], p_hat[..., :, 1], p_hat[..., :, 2]
-    det = _dot(c1, cross(c2, c3))
-    p1 = cross(c2, c3) / det[..., None]
-    p2 = cross(c3, c1) / det[..., None]
-    p3 = cross(c1, c2) / det[..., None]
+    p = adjugate(p_hat) / det3(p_hat)[..., None, None]
+    p1, p2, p3 = p[..., 0, :], p[..., 1, :], p[..., 2, :]
 
     psi = tf.norm(p3, axis=-1)
     r3 = p3 / psi[..., None]
@@ -300,6 +343,53 @@ def unproject(
     rays = tf.linalg.matmul(homogeneous, _upper_triangular_inverse(K), transpose_b=True)
     camera = depth[..., None] * rays - t[..., None, :]
     return tf.linalg.matmul(camera, R)
+
+
+def camera_is_plausible(K: tf.Tensor, R: tf.Tensor, t: tf.Tensor, image_width: tf.Tensor | float) -> tf.Tensor:
+    """Whether each camera could have taken a real photograph of the face.
+
+    A camera is plausible when ``K``, ``R`` and ``t`` are finite and
+
+    * both focal lengths ``k1, k4`` lie in [:data:`MIN_FOCAL_WIDTHS`, :data:`MAX_FOCAL_WIDTHS`]
+      image widths;
+    * the model origin lies in front of the camera at a depth ``t_z`` in
+      [:data:`MIN_FACE_DEPTH_MM`, :data:`MAX_FACE_DEPTH_MM`] mm;
+    * the camera centre ``c = -R^T t``, seen from the model origin, lies at most
+      :data:`MAX_CAMERA_ELEVATION_DEGREES` above or below the face's horizontal plane
+      (``|c_y| <= sin(max) |c|``) and at most :data:`MAX_CAMERA_AZIMUTH_DEGREES` around the
+      head from straight ahead (``c_z >= cos(max) |(c_x, c_z)|``).
+
+    The pose is judged from where the camera stands rather than from Euler angles, which are
+    arbitrary at a profile view (gimbal lock); the roll of the camera is free (a photo may be
+    rotated). Skew, aspect ratio and principal point are not judged. The placeholder camera of a
+    failed decomposition (``K = R = I``) fails: a focal length of 1 pixel and a camera behind the
+    head. Elementwise ops only (TFLite built-ins); batched over leading dimensions.
+
+    Args:
+        K: ``(..., 3, 3)`` intrinsics in pixels of an image ``image_width`` pixels wide.
+        R: ``(..., 3, 3)`` rotation, model to camera space.
+        t: ``(..., 3)`` translation (mm).
+        image_width: width (pixels) of the image ``K`` refers to.
+
+    Returns:
+        ``(...)`` bool.
+    """
+    K = tf.convert_to_tensor(K)
+    R = tf.convert_to_tensor(R, dtype=K.dtype)
+    t = tf.convert_to_tensor(t, dtype=K.dtype)
+    finite = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(tf.concat([K, R], axis=-1)), axis=[-2, -1]),
+        tf.reduce_all(tf.math.is_finite(t), axis=-1),
+    )
+    focal = tf.stack([K[..., 0, 0], K[..., 1, 1]], axis=-1) / tf.cast(image_width, K.dtype)
+    focal_ok = tf.reduce_all(tf.logical_and(focal >= MIN_FOCAL_WIDTHS, focal <= MAX_FOCAL_WIDTHS), axis=-1)
+    depth_ok = tf.logical_and(t[..., 2] >= MIN_FACE_DEPTH_MM, t[..., 2] <= MAX_FACE_DEPTH_MM)
+    centre = -tf.linalg.matvec(R, t, transpose_a=True)
+    c_x, c_y, c_z = centre[..., 0], centre[..., 1], centre[..., 2]
+    elevation_ok = tf.abs(c_y) <= math.sin(math.radians(MAX_CAMERA_ELEVATION_DEGREES)) * tf.norm(centre, axis=-1)
+    azimuth_ok = c_z >= math.cos(math.radians(MAX_CAMERA_AZIMUTH_DEGREES)) * tf.sqrt(c_x * c_x + c_z * c_z)
+    pose_ok = tf.logical_and(elevation_ok, azimuth_ok)
+    return tf.logical_and(tf.logical_and(finite, focal_ok), tf.logical_and(depth_ok, pose_ok))
 
 
 def random_cameras(num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

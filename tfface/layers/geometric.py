@@ -330,15 +330,28 @@ class InverseCameraDecomposition(keras.layers.Layer):
     """Keras layer: ``(p_hat, q_hat) -> K, R, t, psi`` (supplement Q, corrected).
 
     Wraps :func:`tfface.geometry.camera.decompose_inverse_camera`; ``valid`` (B,) float32 marks
-    decomposable inputs (finite, ``det P_hat > 0``). In eager mode a degenerate input raises
-    :class:`~tfface.errors.SolveError`; in graph mode it yields the documented finite fallback.
+    decomposable inputs (finite, ``det P_hat > 0``); the others get a finite placeholder camera
+    (``K = R = I``) that only ``valid`` tells apart.
+
+    Parameters
+    ----------
+    strict : bool
+        In eager mode, raise :class:`~tfface.errors.SolveError` on a degenerate input (default).
+        False: never raise, so that one degenerate image of a batch fails alone (inference).
 
     Returns
     -------
     dict: ``K`` (B, 3, 3), ``R`` (B, 3, 3), ``t`` (B, 3) mm, ``psi`` (B,), ``valid`` (B,).
     """
 
+    def __init__(self, strict: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.strict = bool(strict)
+
     def call(self, p_hat, q_hat):
-        K, R, t, psi = decompose_inverse_camera(p_hat, q_hat)
+        K, R, t, psi = decompose_inverse_camera(p_hat, q_hat, strict=self.strict)
         valid = tf.cast(inverse_camera_is_valid(p_hat, q_hat), K.dtype)
         return {"K": K, "R": R, "t": t, "psi": psi, "valid": valid}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "strict": self.strict}

@@ -12,7 +12,10 @@ Example (a model server started as in :mod:`tfface.serving.config`)::
     python -m tfface.serving.client face.jpg --protocol rest --target localhost:8501 --model tfface_ict
 
 The image is padded to a square and resized to the model's input size (read from the exported
-``tfface.json`` with ``--export``, default the repository's model) and sent as uint8.
+``tfface.json`` with ``--export``, default the repository's model) and sent as uint8. The command
+prints the face score, whether the fit is valid (``fit_valid``, ``fit_status``; computed from the
+returned camera for a model exported before them, :func:`tfface.export.with_fit_validity`) and the
+5 landmarks in the image's pixels.
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ def predict_grpc(target: str, images, model_name: str, version: int | None = Non
 
 
 def main(argv=None) -> int:
+    from tfface.export import with_fit_validity
     from tfface.io.images import fit_to_square, read_image
+    from tfface.model import FIT_STATUS_NAMES
     from tfface.reconstruct import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description="Send an image to a tfface model on TF Serving.")
@@ -110,8 +115,9 @@ def main(argv=None) -> int:
     square, fit = fit_to_square(read_image(args.image), size)
     call = predict_grpc if args.protocol == "grpc" else predict_rest
     target = args.target or ("localhost:8500" if args.protocol == "grpc" else "localhost:8501")
-    outputs = call(target, square[None], args.model)
-    print(json.dumps({"face_score": float(outputs["face_score"][0]),
+    outputs = with_fit_validity(call(target, square[None], args.model), size)
+    print(json.dumps({"face_score": float(outputs["face_score"][0]), "fit_valid": bool(outputs["fit_valid"][0]),
+                      "fit_status": FIT_STATUS_NAMES[int(outputs["fit_status"][0])],
                       "landmarks5": fit.to_original(outputs["landmarks5"][0]).round(1).tolist()}))
     return 0
 
