@@ -81,10 +81,12 @@ def frontal_mean_faces(uv_full, batch, K, centres_cam):
 
 # ---------------------------------------------------------------------------- losses
 def evaluate(model, images, maps):
-    """Loss terms of ``maps`` (mean over the batch) through FaceModel's loss path."""
+    """Loss terms of ``maps`` (mean over the batch) through FaceModel's loss path, and ``failed``:
+    the images whose fit is not valid (``fit_valid`` 0), whose loss terms are in the means."""
     cfg = model.config
-    # In a compiled function, as in training: a degenerate fit then falls back to a finite camera
-    # (see decompose_inverse_camera) instead of raising, and its loss is reported.
+    # In a compiled function, as in training: a degenerate fit then gets a finite placeholder
+    # camera instead of raising (see decompose_inverse_camera); it is counted in ``failed`` and
+    # its loss, which training would see, is reported.
     fit = tf.function(model.fit_maps)(images, tf.constant(maps))
     terms = model.losses_of(fit)
     conf_g, conf_p, valid = fit["geometric_confidence"], fit["photometric_confidence"], fit["valid"]
@@ -104,10 +106,11 @@ def evaluate(model, images, maps):
         "in_g": float(tf.reduce_mean(valid * tf.cast(rg < cfg.tau_geometric, tf.float32))),
         "in_p": float(tf.reduce_mean(valid * tf.cast(rp < cfg.tau_photometric, tf.float32))),
         "valid": float(tf.reduce_mean(valid)),
+        "failed": float(tf.reduce_sum(1.0 - model.fit_validity(fit)["fit_valid"])),
     }
 
 
-COLUMNS = ("loss", "geo", "photo", "stat", "rms_g_mm", "rms_p", "in_g", "in_p", "valid")
+COLUMNS = ("loss", "geo", "photo", "stat", "rms_g_mm", "rms_p", "in_g", "in_p", "valid", "failed")
 
 
 def print_table(title, rows):

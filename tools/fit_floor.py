@@ -2,7 +2,8 @@
 
 Builds ground-truth maps (exact correspondence and depth, confidence 1 on the face) of held-out
 synthetic faces, runs FaceModel's sampling and geometric solve on them and prints the fitted
-68- and 5-landmark NME, once per truncation of the 3DMM. No network is involved: this is the
+68- and 5-landmark NME, once per truncation of the 3DMM, over the images whose fit is valid, with
+the failed fits counted beside them (:func:`tfface.training.metrics.summarise_errors`). No network is involved: this is the
 error a perfect U-Net would still get, the lower bound of ``tfface evaluate``'s fitted NME.
 
 Usage::
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--trained", action="store_true", help="load train/final.weights.h5 (regulariser state)")
     args = parser.parse_args()
     base = load_config(args.workdir / "config.json")
-    print(f"{'shape':>6} {'expr':>5} {'samples':>8} {'fitted68 %':>11} {'fitted5 %':>10} {'images':>7}")
+    print(f"{'shape':>6} {'expr':>5} {'samples':>8} {'fitted68 %':>11} {'fitted5 %':>10} {'images':>7} {'failed':>7}")
     for text in args.modes:
         num_shape, num_expression = parse_modes(text)
         config = base.replace(num_shape=num_shape, num_expression=num_expression)
@@ -55,7 +56,8 @@ def main() -> None:
         result = fit_floor(model, data.heldout_batches(args.workdir / "data", 25, limit=args.limit))
         fitted = model.uv_model.model
         print(f"{fitted.num_shape:>6} {fitted.num_expression:>5} {config.num_samples:>8} "
-              f"{100 * result['nme68']:11.2f} {100 * result['nme5']:10.2f} {result['count']:>7}", flush=True)
+              f"{100 * result['nme68']:11.2f} {100 * result['nme5']:10.2f} {result['count']:>7} {result['failed']:>7}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         results = {"step": step, **self.evaluate(self.model)}
         self.history.append(results)
         shown = [f"{name} {100 * results[name]:.2f}%" for name in ("nme68", "direct_nme68") if name in results]
+        if results.get("failed"):
+            shown.append(f"{results['failed']} of {results['count']} fits failed (not in the means)")
         tqdm.write(f"step {step}: held-out " + ", ".join(shown))
         if self.writer is not None:
             with self.writer.as_default(step=step):

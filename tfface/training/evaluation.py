@@ -2,6 +2,12 @@
 
 Synthetic ground truth (:mod:`tfface.data.synthetic`) gives every metric of
 :mod:`tfface.training.metrics`; annotated real data (aflw2k3d) gives the landmark NMEs only.
+
+Failures count explicitly, by one rule (:func:`tfface.training.metrics.summarise_errors`): an
+image whose fit is not valid (``fit_valid`` 0: an ill-posed solve or an implausible camera) has
+failed in the metrics computed from the fit (:data:`FITTED_METRICS`), and any image has failed in
+a metric whose value is not finite. Every mean excludes its failures, which are reported beside
+it: ``<metric>_failed`` per metric, and ``failed`` / ``failed_share`` for the fits.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from tfface.morphable.model import landmarks5_from_68
 from tfface.morphable.sampling import blend, locate
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.training import metrics
+
+#: Metrics computed from the fitted camera and mesh: a failed fit fails them.
+FITTED_METRICS = ("nme68", "nme5", "shape_mm")
 
 #: Rows of the evaluation table: key, label, unit/scale.
 TABLE_ROWS = (
@@ -93,39 +102,60 @@ def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None,
             outputs of a fit on random samples, as in training).
 
     Returns:
-        dict of mean values over images (fractions for NME, UV units, mm); ``count``.
+        dict with, per metric, its mean over the images that did not fail in it (fractions for
+        NME, UV units, mm) and ``<metric>_failed`` (the images excluded, see the module
+        docstring); ``count`` (images), ``failed`` and ``failed_share`` (images whose fitted
+        68-landmark NME failed: a fit that is not valid).
     """
     infer = compiled_outputs(model, sampling)
     values: dict[str, list[np.ndarray]] = {}
-
-    def add(name, array):
-        values.setdefault(name, []).append(np.asarray(array, np.float64))
-
     for batch in batches:
         out = {k: v.numpy() for k, v in infer(batch["image"]).items()}
-        target68 = batch["landmarks68"].numpy()
-        for prefix in ("", "direct_"):  # fitted, then read off the correspondence map
-            nme68, nme5 = landmark_nmes(out[f"{prefix}landmarks68"], out[f"{prefix}landmarks5"], target68)
-            add(f"{prefix}nme68", nme68)
-            add(f"{prefix}nme5", nme5)
-        if "correspondence" not in batch:
-            continue
-        mask = batch["mask"].numpy()
-        add("correspondence_uv", metrics.correspondence_error_uv(out["correspondence"], batch["correspondence"], mask))
-        add("depth_mm", metrics.scale_aligned_depth_error(out["depth"], batch["depth"].numpy(), mask))
-        if uv_model is None:
-            continue
-        b, h, w = mask.shape
-        predicted_mean, predicted_valid = mean_shape_at(uv_model, out["correspondence"].reshape(b, h * w, 2))
-        target_mean, _ = mean_shape_at(uv_model, batch["correspondence"].numpy().reshape(b, h * w, 2))
-        both = mask * predicted_valid.reshape(b, h, w)
-        distance = np.linalg.norm(predicted_mean - target_mean, axis=-1).reshape(b, h, w)
-        add("correspondence_mm", metrics.masked_mean(distance, both))
-        if "shape_coefficients" in batch:
-            truth = uv_model.model.vertices(batch["shape_coefficients"].numpy(), batch["expression_coefficients"].numpy())
-            add("shape_mm", metrics.shape_error(out["vertices"], truth))
-    results = {name: float(np.nanmean(np.concatenate(parts))) for name, parts in values.items()}
-    results["count"] = int(sum(len(p) for p in values["nme68"]))
+        for name, errors in per_image_metrics(out, batch, uv_model).items():
+            if name in FITTED_METRICS:
+                errors = metrics.failed_fits_as_nan(errors, out["fit_valid"])
+            values.setdefault(name, []).append(errors)
+    return summarised(values)
+
+
+def per_image_metrics(out: dict[str, np.ndarray], batch: dict, uv_model: UVMorphableModel | None
+                      ) -> dict[str, np.ndarray]:
+    """Every metric ``(B,)`` of a batch's inference outputs ``out`` against its ground truth (see
+    :func:`evaluate_batches` for ``batch`` and ``uv_model``), failed fits not yet marked."""
+    errors = {}
+    target68 = batch["landmarks68"].numpy()
+    for prefix in ("", "direct_"):  # fitted, then read off the correspondence map
+        errors[f"{prefix}nme68"], errors[f"{prefix}nme5"] = landmark_nmes(
+            out[f"{prefix}landmarks68"], out[f"{prefix}landmarks5"], target68)
+    if "correspondence" not in batch:
+        return errors
+    mask = batch["mask"].numpy()
+    errors["correspondence_uv"] = metrics.correspondence_error_uv(out["correspondence"], batch["correspondence"], mask)
+    errors["depth_mm"] = metrics.scale_aligned_depth_error(out["depth"], batch["depth"].numpy(), mask)
+    if uv_model is None:
+        return errors
+    b, h, w = mask.shape
+    predicted_mean, predicted_valid = mean_shape_at(uv_model, out["correspondence"].reshape(b, h * w, 2))
+    target_mean, _ = mean_shape_at(uv_model, batch["correspondence"].numpy().reshape(b, h * w, 2))
+    both = mask * predicted_valid.reshape(b, h, w)
+    distance = np.linalg.norm(predicted_mean - target_mean, axis=-1).reshape(b, h, w)
+    errors["correspondence_mm"] = metrics.masked_mean(distance, both)
+    if "shape_coefficients" in batch:
+        truth = uv_model.model.vertices(batch["shape_coefficients"].numpy(), batch["expression_coefficients"].numpy())
+        errors["shape_mm"] = metrics.shape_error(out["vertices"], truth)
+    return errors
+
+
+def summarised(values: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """The results of :func:`evaluate_batches` from per-image values ``{metric: [(B,) arrays]}``,
+    failures marked NaN; ``count``, ``failed`` and ``failed_share`` are those of ``nme68``."""
+    results = {}
+    for name, parts in values.items():
+        summary = metrics.summarise_errors(np.concatenate(parts))
+        results[name] = summary["mean"]
+        results[f"{name}_failed"] = summary["failed"]
+        if name == "nme68":
+            results.update(count=summary["count"], failed=summary["failed"], failed_share=summary["failed_share"])
     return results
 
 
@@ -165,30 +195,53 @@ def fit_floor(model, batches) -> dict[str, float]:
     regularised geometric solve of ``model`` (in its current state) cost by themselves.
 
     Returns:
-        dict with mean ``nme68``, ``nme5`` (fractions of the inter-ocular distance), ``count``.
+        dict with mean ``nme68``, ``nme5`` (fractions of the inter-ocular distance) over the
+        images whose fit did not fail, ``nme68_failed``, ``nme5_failed``, ``count``, ``failed``
+        and ``failed_share`` (the failure rule of :func:`evaluate_batches`).
     """
     fit = tf.function(lambda images, maps: model.outputs_of(model.fit_maps(images, maps, inference=True)),
                       reduce_retracing=True)
-    nme68, nme5 = [], []
+    values: dict[str, list[np.ndarray]] = {"nme68": [], "nme5": []}
     for batch in batches:
-        out = fit(batch["image"], ground_truth_maps(batch))
-        errors = landmark_nmes(out["landmarks68"], out["landmarks5"], batch["landmarks68"])
-        nme68.append(errors[0])
-        nme5.append(errors[1])
-    nme68, nme5 = np.concatenate(nme68), np.concatenate(nme5)
-    return {"nme68": float(nme68.mean()), "nme5": float(nme5.mean()), "count": len(nme68)}
+        out = {k: v.numpy() for k, v in fit(batch["image"], ground_truth_maps(batch)).items()}
+        for name, errors in zip(values, landmark_nmes(out["landmarks68"], out["landmarks5"], batch["landmarks68"])):
+            values[name].append(metrics.failed_fits_as_nan(errors, out["fit_valid"]))
+    return summarised(values)
+
+
+#: Width of a table cell.
+_CELL = 14
+
+#: The failure rule, as the table states it under its rows.
+FAILURE_RULE = ("means exclude failed images (a fit that is not valid, in the fitted rows; a non-finite error, "
+                "in any row); (n) = images a mean excludes")
+
+
+def _cell(result: dict[str, float], key: str, scale: float) -> str:
+    """``mean (failed)`` of ``key`` in one run's results (``-`` if absent)."""
+    if key not in result:
+        return f"{'-':>{_CELL}}"
+    failed = result.get(f"{key}_failed", 0)
+    return f"{result[key] * scale:.3f}{f' ({failed})' if failed else ''}".rjust(_CELL)
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A text table: one column per run (e.g. ``pretrained``, ``trained``), one row per metric."""
+    """A text table: one column per run (e.g. ``pretrained``, ``trained``), one row per metric.
+
+    A cell is the metric's mean over the images that did not fail in it, followed by their count
+    in brackets when some did (the rule of :func:`evaluate_batches`). Below the metrics: the
+    images evaluated, the failed fits with their share, and the rule (:data:`FAILURE_RULE`).
+    """
     names = list(rows)
     width = max(len(label) for _, label, _ in TABLE_ROWS)
-    lines = [f"{'metric':<{width}}  " + "  ".join(f"{n:>12}" for n in names)]
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{n:>{_CELL}}" for n in names)]
     for key, label, scale in TABLE_ROWS:
-        if not any(key in rows[n] for n in names):
-            continue
-        cells = [f"{rows[n][key] * scale:12.3f}" if key in rows[n] else f"{'-':>12}" for n in names]
-        lines.append(f"{label:<{width}}  " + "  ".join(cells))
+        if any(key in rows[n] for n in names):
+            lines.append(f"{label:<{width}}  " + "  ".join(_cell(rows[n], key, scale) for n in names))
     if all("count" in rows[n] for n in names):
-        lines.append(f"{'images':<{width}}  " + "  ".join(f"{rows[n]['count']:>12d}" for n in names))
+        lines.append(f"{'images':<{width}}  " + "  ".join(f"{rows[n]['count']:>{_CELL}d}" for n in names))
+    if all("failed" in rows[n] for n in names):
+        failed = [f"{rows[n]['failed']} ({100 * rows[n]['failed_share']:.1f}%)" for n in names]
+        lines.append(f"{'failed fits':<{width}}  " + "  ".join(f"{cell:>{_CELL}}" for cell in failed))
+        lines.append(FAILURE_RULE)
     return "\n".join(lines)

@@ -80,6 +80,35 @@ def nme5(predicted, target) -> np.ndarray:
     return normalised_mean_error(predicted, target, EYE_CENTRES_5)
 
 
+def summarise_errors(per_image_errors) -> dict[str, float]:
+    """Mean of per-image errors under the failure rule of every reported figure.
+
+    The rule: an image whose error is not finite (NaN or inf) has failed; failures are excluded
+    from the mean and reported beside it, as a count and as a share of all images. Callers mark
+    an image whose fit failed (``fit_valid`` 0) with NaN, so a failure is never averaged as if
+    it were an error, and an average is never taken over fewer images than it claims.
+
+    Args:
+        per_image_errors: ``(N,)`` errors (any unit), NaN or inf for a failed image.
+
+    Returns:
+        dict with ``mean`` (over the ``count - failed`` images that did not fail; NaN if none
+        did), ``count`` (N), ``failed`` (images that failed) and ``failed_share``
+        (``failed / count``; 0 for no image).
+    """
+    errors = np.asarray(per_image_errors, np.float64).reshape(-1)
+    succeeded = np.isfinite(errors)
+    count, failed = int(errors.size), int(errors.size - succeeded.sum())
+    return {"mean": float(errors[succeeded].mean()) if succeeded.any() else float("nan"),
+            "count": count, "failed": failed, "failed_share": failed / count if count else 0.0}
+
+
+def failed_fits_as_nan(per_image_errors, fit_valid) -> np.ndarray:
+    """``per_image_errors`` ``(N,)`` with NaN where ``fit_valid`` ``(N,)`` is 0: the failures of
+    errors computed from a fit, as :func:`summarise_errors` counts them."""
+    return np.where(np.asarray(fit_valid) > 0, np.asarray(per_image_errors, np.float64), np.nan)
+
+
 def masked_mean(values, mask) -> np.ndarray:
     """Per-image mean of ``values`` ``(B, H, W)`` over ``mask`` ``(B, H, W)`` (NaN if empty)."""
     values, mask = np.asarray(values, np.float64), np.asarray(mask, np.float64)
