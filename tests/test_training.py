@@ -241,3 +241,50 @@ def test_two_workers_match_one_worker_on_the_same_global_batch(default_uv_model,
         # later steps follow all-reduced gradients, so rounding differences grow a little
         np.testing.assert_allclose(worker["epoch_losses"][0], results[0]["epoch_losses"][0], rtol=1e-5)
         np.testing.assert_allclose(worker["epoch_losses"], results[0]["epoch_losses"], rtol=3e-3)
+
+
+def test_non_finite_steps_are_skipped_and_a_run_of_them_stops_training(default_uv_model, tmp_path):
+    """Steps 3, 5 and 6 get an injected NaN (the camera-translation prior weight of the geometric
+    solve), which makes their loss and gradient NaN: each is skipped (network weights, batch-norm
+    statistics, adaptive regularisation and optimizer state unchanged; skipped_steps counts it)
+    and the second skipped step in a row ends the run before any checkpoint could store a later
+    state.
+
+    (A NaN pixel would not do: the preprocessing treats non-finite pixels as black.)"""
+    import keras
+
+    from tfface.training.callbacks import NonFiniteTrainingError, StopOnNonFiniteSteps
+    from tfface.training.loop import build_model
+
+    model = build_model(default_uv_model, CONFIGS["tiny"])
+    images = tf.data.Dataset.from_tensors(np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype(np.float32))
+    poisoned_steps = (2, 4, 5)
+    seen, states = [], []
+
+    def poison(batch, logs=None):
+        model.geometric.translation_weight.assign(np.nan if len(seen) in poisoned_steps else 0.0)
+
+    def record(batch, logs=None):
+        seen.append({k: float(np.ravel(v)[0]) for k, v in logs.items()})
+        variables = [*model.unet.weights, *model.regularizer.weights, *model.optimizer.variables]
+        states.append([w.numpy().copy() for w in variables])
+
+    callbacks = [keras.callbacks.ModelCheckpoint(str(tmp_path / "step-{epoch}.weights.h5"), save_weights_only=True,
+                                                 save_freq="epoch"),
+                 keras.callbacks.LambdaCallback(on_train_batch_begin=poison, on_train_batch_end=record),
+                 StopOnNonFiniteSteps(max_consecutive=2)]
+    with pytest.raises(NonFiniteTrainingError, match="2 consecutive steps"):
+        model.fit(images.repeat(), epochs=10, steps_per_epoch=1, callbacks=callbacks, verbose=0)
+    assert [entry["skipped_steps"] for entry in seen] == [0, 0, 1, 1, 2, 3]
+    assert [entry["consecutive_skipped_steps"] for entry in seen] == [0, 0, 1, 0, 1, 2]
+    assert all(np.isfinite(entry["loss"]) for entry in seen)  # the loss trackers leave skipped steps out
+    assert int(model.optimizer.iterations.numpy()) == 3
+    unchanged = [all(np.array_equal(a, b) for a, b in zip(before, after)) for before, after in zip(states, states[1:])]
+    assert unchanged == [False, True, False, True, True]  # steps 2 and 4 trained, 3, 5 and 6 changed nothing
+    assert all(np.all(np.isfinite(w)) for w in states[-1])
+    # The run stopped within epoch 6: the last checkpoint is that of epoch 5, with the last good weights.
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == [f"step-{e}.weights.h5" for e in range(1, 6)]
+    restored = build_model(default_uv_model, CONFIGS["tiny"])
+    restored.load_weights(tmp_path / "step-5.weights.h5")
+    for a, b in zip(restored.unet.weights, model.unet.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

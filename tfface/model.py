@@ -20,6 +20,10 @@ image batches (anything else in the batch, e.g. ground truth, is ignored). Per i
    early camera-translation regulariser inside the geometric solve (its weight is scheduled
    by :class:`tfface.training.callbacks.TranslationSchedule`).
 
+A step whose loss or gradient is not finite changes nothing and is counted (``skipped_steps``,
+:meth:`FaceModel.train_step`); :class:`tfface.training.callbacks.StopOnNonFiniteSteps` ends a run
+of them.
+
 :meth:`FaceModel.infer` is the inference path: a pure function of an image batch returning
 correspondence, depth, confidence, camera, coefficients, fitted vertices, landmarks and whether
 each image's fit is valid (``fit_valid``, ``fit_status``: :func:`fit_validity`). It
@@ -176,6 +180,69 @@ def failed_fits_zeroed(outputs: dict[str, tf.Tensor], fit_valid: tf.Tensor) -> d
     return {name: zeroed(value) for name, value in outputs.items()}
 
 
+def all_finite(tensors) -> tf.Tensor:
+    """Scalar bool: every element of every tensor in ``tensors`` (None entries skipped) is
+    finite, on every replica of the current ``tf.distribute`` replica context."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return finite
+    failures = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    return tf.equal(failures, 0.0)
+
+
+def apply_gradients_if(optimizer, condition, gradients, variables) -> None:
+    """``optimizer.apply_gradients`` where scalar ``condition`` (the same on every replica) holds;
+    otherwise nothing changes: no weight, no optimizer slot, no iteration count.
+
+    Under a strategy that all-reduces gradients through ``merge_call`` (``MirroredStrategy``),
+    the choice is made in cross-replica context, as Keras' ``LossScaleOptimizer`` does: a
+    ``tf.cond`` in replica context cannot hold a ``merge_call``.
+    """
+    def apply(grads):
+        optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(condition, lambda: apply(gradients), lambda: None)
+        return
+
+    def cross_replica(distribution, condition, grads):
+        agreed = distribution.experimental_local_results(condition)[0]
+        tf.cond(agreed, lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)), lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(condition, gradients))
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class SkippedSteps(keras.metrics.Metric):
+    """Training steps skipped for a non-finite loss or gradient: ``skipped_steps`` in all and
+    ``consecutive_skipped_steps`` up to the latest step.
+
+    :class:`FaceModel` keeps it out of its ``metrics``, so Keras does not reset it at every
+    epoch: the counts run over the life of the model object (one process of a run).
+    """
+
+    def __init__(self, name: str = "skipped_steps", **kwargs):
+        super().__init__(name=name, **kwargs)
+        # Every replica counts the same (all-reduced) decision: keep the first replica's count.
+        self.total = self.add_variable((), "zeros", "float32", aggregation="only_first_replica", name="total")
+        self.consecutive = self.add_variable((), "zeros", "float32", aggregation="only_first_replica",
+                                             name="consecutive")
+
+    def update_state(self, skipped):
+        """Count one step, ``skipped`` (scalar bool) or not."""
+        skipped = tf.cast(skipped, tf.float32)
+        self.total.assign_add(skipped)
+        self.consecutive.assign((self.consecutive + 1.0) * skipped)
+
+    def result(self) -> dict[str, tf.Tensor]:
+        return {"skipped_steps": tf.identity(self.total), "consecutive_skipped_steps": tf.identity(self.consecutive)}
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.consecutive.assign(0.0)
+
+
 def landmarks5_from_68_tf(points68):
     """Tensor version of :func:`tfface.morphable.model.landmarks5_from_68`: ``(B, 68, D) -> (B, 5, D)``."""
     return tf.stack([tf.reduce_mean(tf.gather(points68, list(g), axis=1), axis=1) for g in LANDMARK5_GROUPS],
@@ -229,6 +296,7 @@ class FaceModel(keras.Model):
         self._landmarks68 = tf.constant(m.landmarks68)
         self._landmark_uv = tf.constant(self.uv_model.vertex_uv[m.landmarks68])
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        self.skipped_steps = SkippedSteps()
 
     # ------------------------------------------------------------------ pipeline
     @property
@@ -338,7 +406,7 @@ class FaceModel(keras.Model):
         """Per-image loss terms ``(B,)`` of a :meth:`fit_images` result (DESIGN "Training")."""
         cfg = self.config
         geometric = losses.truncated_confidence_loss(fit["geometric_residual"], fit["geometric_confidence"],
-                                                     cfg.tau_geometric, fit["valid"])
+                                                     cfg.tau_geometric, fit["valid"], soft=cfg.soft_geometric_loss)
         photometric_confidence = fit["photometric_confidence"]
         if cfg.joint_photometric_confidence:  # a pixel explains colour only where it explains geometry
             photometric_confidence = photometric_confidence * fit["geometric_confidence"]
@@ -375,28 +443,44 @@ class FaceModel(keras.Model):
             return data[0]
         return data
 
-    def _update_trackers(self, terms, batch_size):
+    def _update_trackers(self, terms, batch_size, finite=True, extra=None):
+        """Add the batch's mean ``terms`` (unless not ``finite``: a skipped step) to the trackers;
+        their results, plus ``extra`` results, as the step's logs."""
+        weight = tf.cast(batch_size, tf.float32) * tf.cast(finite, tf.float32)
         for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(terms[name]), sample_weight=batch_size)
-        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+            tracker.update_state(tf.where(finite, tf.reduce_mean(terms[name]), 0.0), sample_weight=weight)
+        results = {**{name: tracker.result() for name, tracker in self.trackers.items()}, **(extra or {})}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras reduces multi-worker step outputs with strategy.reduce(..., axis=0): give them an axis.
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
     def train_step(self, data):
+        """One optimizer step on a batch; a step whose loss or gradient is not finite (on any
+        replica) is skipped: weights, optimizer state, batch-norm statistics and adaptive
+        regularisation stay as they were, the loss trackers ignore it and ``skipped_steps`` /
+        ``consecutive_skipped_steps`` (:class:`SkippedSteps`) count it in the logs
+        (:class:`tfface.training.callbacks.StopOnNonFiniteSteps` ends a run of them)."""
         images = self._images_of(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trainable_variables
+        if not self.optimizer.built:  # no variable may be created inside apply_gradients_if's branch
+            self.optimizer.build(variables)
+        stateful = [*self.unet.non_trainable_variables, *self.regularizer.variables]
+        before = [tf.identity(variable.value) for variable in stateful]
         with tf.GradientTape() as tape:
             fit = self.fit_images(images, training=True)
             terms = self.losses_of(fit)
             loss = tf.reduce_mean(terms["loss"])
             scaled = self.optimizer.scale_loss(loss / replicas)
-        variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        finite = all_finite([loss, *gradients])
+        apply_gradients_if(self.optimizer, finite, gradients, variables)
         self.regularizer.update(self._global_rms(fit["coefficients"]))
-        return self._update_trackers(terms, tf.shape(images)[0])
+        for variable, value in zip(stateful, before):  # undo the forward pass's updates of a skipped step
+            variable.assign(tf.where(finite, variable.value, value))
+        self.skipped_steps.update_state(tf.logical_not(finite))
+        return self._update_trackers(terms, tf.shape(images)[0], finite, self.skipped_steps.result())
 
     @staticmethod
     def _global_rms(coefficients):

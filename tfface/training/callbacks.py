@@ -1,4 +1,5 @@
-"""Keras callbacks of the training loop: schedule, progress, TensorBoard images, evaluation."""
+"""Keras callbacks of the training loop: schedule, progress, TensorBoard images, evaluation and
+the stop on non-finite steps."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfface import losses
-from tfface.errors import InputError
+from tfface.errors import InputError, SolveError
 from tfface.geometry.normals import vertex_normals
 from tfface.layers.preprocessing import inverse_softplus_preprocess
 from tfface.render.rasterizer import interpolate, rasterize
@@ -85,6 +86,61 @@ class CosineLearningRate(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         fraction = run_fraction(step, self.total_steps, time.monotonic() - self._start, self.time_limit)
         self.model.optimizer.learning_rate.assign(self.rate(fraction, step))
+
+
+class NonFiniteTrainingError(SolveError):
+    """Training stopped: its steps kept giving a non-finite loss or gradient."""
+
+
+def _scalar(value) -> float:
+    """A logged value (a Python or NumPy scalar, or a one-element array of a multi-worker run)."""
+    return float(np.ravel(np.asarray(value))[0])
+
+
+class StopOnNonFiniteSteps(keras.callbacks.Callback):
+    """Reports every skipped training step and stops a run after ``max_consecutive`` in a row.
+
+    :meth:`tfface.model.FaceModel.train_step` skips a step whose loss or gradient is not finite
+    and logs ``skipped_steps`` and ``consecutive_skipped_steps``; this callback prints a line per
+    skipped step and, at ``max_consecutive`` skipped steps in a row, raises
+    :class:`NonFiniteTrainingError`. The error leaves ``fit`` before the epoch's end, so no
+    checkpoint or backup is written after it: the last one holds the last good weights (the
+    skipped steps never changed them), and a resumed run starts from it.
+
+    A model without that guard (e.g. the pretraining network) logs no ``consecutive_skipped_steps``;
+    its update is applied whatever the loss, so the first non-finite ``loss`` raises at once,
+    before a checkpoint could store the corrupted weights.
+
+    Args:
+        max_consecutive: skipped steps in a row that end the run (at least 1).
+    """
+
+    def __init__(self, max_consecutive: int = 5):
+        super().__init__()
+        if max_consecutive < 1:
+            raise InputError(f"max_consecutive must be at least 1, got {max_consecutive}")
+        self.max_consecutive = int(max_consecutive)
+        self._skipped = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        step = int(self.model.optimizer.iterations.numpy())
+        if "consecutive_skipped_steps" not in logs:
+            if "loss" in logs and not math.isfinite(_scalar(logs["loss"])):
+                raise NonFiniteTrainingError(f"training stopped at step {step}: the loss is not finite and this "
+                                             "model has no guard against it; the last checkpoint holds the last "
+                                             "good weights")
+            return
+        skipped, consecutive = _scalar(logs["skipped_steps"]), int(_scalar(logs["consecutive_skipped_steps"]))
+        if skipped > self._skipped:
+            tqdm.write(f"step {step}: non-finite loss or gradient, update skipped "
+                       f"({consecutive} in a row, {int(skipped)} in all)")
+        self._skipped = skipped
+        if consecutive >= self.max_consecutive:
+            raise NonFiniteTrainingError(
+                f"training stopped at step {step}: {consecutive} consecutive steps had a non-finite loss or "
+                "gradient (updates skipped, weights unchanged); the last checkpoint holds the last good weights. "
+                "Look for NaN/inf images in the data or lower the learning rate, then resume.")
 
 
 class ReportStart(keras.callbacks.Callback):

@@ -116,6 +116,7 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
                                          delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(Path(workdir) / "logs" / "pretrain"), update_freq=config.summary_every),
         cb.StepProgress(config.pretrain_steps, "pretrain", time_limit=time_limit),
+        cb.StopOnNonFiniteSteps(),
     ]
     network.fit(dataset, epochs=epochs, steps_per_epoch=per_epoch, callbacks=callbacks, verbose=0)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +163,7 @@ def train(model: FaceModel, config: TrainConfig, source: TrainingData | str | Pa
         cb.ImageSummaries(str(logs / "images"), preview, config.summary_every),
         cb.StepProgress(config.steps, "train", keys=("loss", "geometric", "photometric", "inliers"),
                         time_limit=time_limit),
+        cb.StopOnNonFiniteSteps(),
     ]
     evaluation = None
     evaluate = source.evaluator() if evaluate_every else None
