@@ -1,0 +1,274 @@
+"""Faces through a video: detect when needed, crop from the previous fit, smooth over time.
+
+:class:`FaceTracker` follows every face of a video. On the first frame, and whenever a face is
+lost, it runs the detector (:class:`~tfface.detection.blazeface.FaceDetector`); otherwise each
+face's crop is the canonical crop of its previous fit's landmarks, turned by its roll
+(:func:`~tfface.detection.crops.landmark_framing`), so the network sees it framed as in
+training whatever the detector would say. A face is *lost* when its fit is invalid, its
+``face_score`` drops below ``face_threshold``, or its crop jumps (side changing by more than
+:data:`MAX_SIDE_CHANGE` times, or centre moving more than :data:`MAX_CENTRE_JUMP` crop sides,
+between frames: a fit that has slid off the face). A detection whose crop overlaps a lost face's
+last crop continues that face (same id, same filters). Every ``redetect_every`` frames the
+detector also looks for new faces; a detection overlapping a followed face is that face.
+
+What each face reports is smoothed by One-Euro filters (:class:`OneEuroFilter`, Casiez, Roussel
+and Vogel, CHI 2012): a low-pass filter whose cutoff rises with the speed of the signal, so a
+still face stops jittering while a moving one is followed with little lag. Its parameters
+(:class:`Smoothing`) are exposed on the command line. Landmarks and the projected mesh are
+filtered in picture pixels with speeds measured in face sizes (crop sides) per second, so the
+parameters do not depend on the picture's resolution; the head pose (yaw, pitch, roll) and the
+camera translation are filtered alongside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfface.detection import crops
+from tfface.detection.blazeface import FaceDetector, box_iou
+from tfface.detection.pipeline import Face, Runner, reconstruct_framings
+from tfface.errors import InputError
+from tfface.io.records import head_pose_degrees
+
+#: A tracked crop whose side changes by more than this factor between frames is lost.
+MAX_SIDE_CHANGE = 1.5
+#: A tracked crop whose centre moves by more than this many crop sides between frames is lost.
+MAX_CENTRE_JUMP = 0.5
+
+
+class OneEuroFilter:
+    """The One-Euro filter of an array-valued signal (every element filtered on its own).
+
+    Args:
+        min_cutoff: cutoff frequency (Hz) of a still signal: lower smooths more.
+        beta: how fast the cutoff rises with speed (per unit of speed, see ``scale`` of
+            :meth:`__call__`): higher follows fast motion with less lag.
+        d_cutoff: cutoff frequency (Hz) of the speed estimate.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
+        if not (min_cutoff > 0 and d_cutoff > 0 and beta >= 0):
+            raise InputError(f"One-Euro filter needs min_cutoff > 0, d_cutoff > 0, beta >= 0; got "
+                             f"{min_cutoff}, {d_cutoff}, {beta}")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self._value: np.ndarray | None = None
+        self._speed: np.ndarray | None = None
+        self._time: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        """Smoothing factor of a first-order low-pass filter at ``cutoff`` Hz for a step of ``dt`` s."""
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        """Forget the past: the next value passes unchanged."""
+        self._value = self._speed = self._time = None
+
+    def __call__(self, value: np.ndarray, time: float, scale: float = 1.0) -> np.ndarray:
+        """Filter one sample.
+
+        Args:
+            value: the sample (any shape, the same every call).
+            time: its time in seconds (increasing).
+            scale: the unit speeds are measured in (e.g. the face size in pixels for pixel
+                positions): the cutoff is ``min_cutoff + beta |speed| / scale``.
+
+        Returns:
+            The filtered sample (float64, ``value``'s shape).
+        """
+        value = np.asarray(value, np.float64)
+        if self._value is None:
+            self._value, self._speed, self._time = value, np.zeros_like(value), float(time)
+            return value
+        if self._value.shape != value.shape:
+            raise InputError(f"One-Euro filter got shape {value.shape} after {self._value.shape}")
+        dt = float(time) - self._time
+        if not dt > 0:
+            raise InputError(f"One-Euro filter needs increasing times, got {time} after {self._time}")
+        speed = (value - self._value) / dt
+        self._speed = self._speed + self._alpha(self.d_cutoff, dt) * (speed - self._speed)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._speed) / scale
+        self._value = self._value + self._alpha(cutoff, dt) * (value - self._value)
+        self._time = float(time)
+        return self._value
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoothing:
+    """One-Euro parameters for every tracked quantity (see :class:`OneEuroFilter`).
+
+    Attributes:
+        min_cutoff: Hz; cutoff of a still face (lower: steadier, more lag when it starts to move).
+        beta: per (face size per second) for positions, per (radian per second) for angles,
+            per (100 mm per second) for the camera translation.
+        d_cutoff: Hz; cutoff of the speed estimate.
+        enabled: False passes everything through unfiltered.
+    """
+
+    min_cutoff: float = 1.0
+    beta: float = 1.0
+    d_cutoff: float = 1.0
+    enabled: bool = True
+
+    def filter(self) -> OneEuroFilter:
+        """A fresh filter with these parameters."""
+        return OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff)
+
+
+#: Quantities of :attr:`Face.picture` smoothed in picture pixels (speed in crop sides).
+PIXEL_KEYS = ("landmarks68", "landmarks5", "mesh2d")
+
+
+@dataclasses.dataclass
+class Track:
+    """One face followed through the video.
+
+    Attributes:
+        id: the track's number (in order of first appearance).
+        face: its latest reconstruction (unsmoothed).
+        smoothed: the smoothed ``landmarks68``, ``landmarks5``, ``mesh2d`` (picture pixels),
+            ``head_pose_degrees`` (dict) and ``t`` (mm) of the latest frame.
+        frames: frames it has been seen in.
+    """
+
+    id: int
+    face: Face
+    smoothed: dict
+    frames: int = 1
+    filters: dict[str, OneEuroFilter] = dataclasses.field(default_factory=dict, repr=False)
+
+
+def _square(framing: crops.Framing) -> np.ndarray:
+    """``(4,)`` x0, y0, x1, y1 of a crop's square (its turn ignored)."""
+    return np.concatenate([framing.centre - framing.side / 2, framing.centre + framing.side / 2])
+
+
+def _pose_vector(face: Face) -> np.ndarray:
+    """Yaw, pitch, roll (radians) of a face's picture camera."""
+    pose = head_pose_degrees(face.picture["R"])
+    return np.radians([pose["yaw"], pose["pitch"], pose["roll"]])
+
+
+def _unwrapped(angles: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """``angles`` moved by whole turns to lie within half a turn of ``previous`` (radians)."""
+    return previous + (angles - previous + math.pi) % (2 * math.pi) - math.pi
+
+
+class FaceTracker:
+    """Every face of a video, frame by frame (see the module docstring).
+
+    Args:
+        detector: finds faces on the first frame, when a face is lost and every
+            ``redetect_every`` frames.
+        runner: the model (:data:`tfface.detection.pipeline.Runner`).
+        fps: the video's frame rate (the filters' clock).
+        smoothing: One-Euro parameters.
+        max_faces: follow at most this many faces.
+        face_threshold: a face whose ``face_score`` falls below this is lost.
+        redetect_every: look for new faces every this many frames (0: only when a face is lost).
+        template: :func:`~tfface.detection.crops.detection_template` of the model's 3DMM
+            (default: the default model's).
+    """
+
+    def __init__(self, detector: FaceDetector, runner: Runner, fps: float, smoothing: Smoothing = Smoothing(),
+                 max_faces: int | None = None, face_threshold: float = 0.05, redetect_every: int = 30,
+                 template: np.ndarray | None = None):
+        if not fps > 0:
+            raise InputError(f"frame rate must be positive, got {fps}")
+        self.detector, self.runner, self.fps = detector, runner, float(fps)
+        self.smoothing, self.max_faces = smoothing, max_faces
+        self.face_threshold, self.redetect_every = face_threshold, int(redetect_every)
+        self.template = crops.default_detection_template() if template is None else template
+        self.tracks: list[Track] = []
+        self.frame = -1
+        self._next_id = 0
+
+    def _kept(self, face: Face, previous: crops.Framing | None) -> bool:
+        """Whether a face is still followed (see the module docstring)."""
+        if not face.fit_valid or float(face.outputs["face_score"]) < self.face_threshold:
+            return False
+        if previous is None:
+            return True
+        follow = self._next_framing(face)
+        ratio = follow.side / previous.side
+        jump = np.linalg.norm(follow.centre - previous.centre) / previous.side
+        return 1 / MAX_SIDE_CHANGE <= ratio <= MAX_SIDE_CHANGE and jump <= MAX_CENTRE_JUMP
+
+    @staticmethod
+    def _next_framing(face: Face) -> crops.Framing:
+        return crops.landmark_framing(face.picture["landmarks68"], head_pose_degrees(face.picture["R"])["roll"])
+
+    def _detect(self, picture: np.ndarray, followed: Sequence[Track]) -> list[Face]:
+        """Faces the detector finds whose crops overlap no ``followed`` face's, reconstructed."""
+        room = None if self.max_faces is None else self.max_faces - len(followed)
+        if room is not None and room <= 0:
+            return []
+        taken = np.array([_square(t.face.framing) for t in followed]).reshape(-1, 4)
+        detections, framings = [], []
+        for detection in self.detector(picture):
+            framing = crops.detection_framing(detection, self.template)
+            if not len(taken) or box_iou(_square(framing), taken).max() <= self.detector.iou_threshold:
+                detections.append(detection)
+                framings.append(framing)
+        faces = reconstruct_framings(picture, framings[:room], self.runner, detections[:room])
+        return [face for face in faces if self._kept(face, None)]
+
+    def _claim(self, face: Face, lost: list[Track]) -> Track:
+        """The lost track whose last crop ``face``'s overlaps most (removed from ``lost``), or a new track."""
+        overlaps = [box_iou(_square(face.framing), _square(t.face.framing)[None])[0] for t in lost]
+        if overlaps and max(overlaps) > self.detector.iou_threshold:
+            track = lost.pop(int(np.argmax(overlaps)))
+            track.face, track.frames = face, track.frames + 1
+            return track
+        self._next_id += 1
+        return Track(self._next_id - 1, face, {})
+
+    def _smooth(self, track: Track, time: float) -> None:
+        face, smoothing = track.face, self.smoothing
+        pose = _pose_vector(face)
+        if track.smoothed:  # keep angles continuous across +-180 degrees for the filter
+            pose = _unwrapped(pose, np.radians(list(track.smoothed["head_pose_degrees"].values())))
+        raw = {**{key: face.picture[key] for key in PIXEL_KEYS}, "pose": pose, "t": face.picture["t"]}
+        if not smoothing.enabled:
+            values = raw
+        else:
+            scales = {**{key: face.framing.side for key in PIXEL_KEYS}, "pose": 1.0, "t": 100.0}
+            for key in raw:
+                track.filters.setdefault(key, smoothing.filter())
+            values = {key: track.filters[key](raw[key], time, scales[key]) for key in raw}
+        track.smoothed = {**{key: values[key] for key in PIXEL_KEYS}, "t": values["t"],
+                          "head_pose_degrees": dict(zip(("yaw", "pitch", "roll"), np.degrees(values["pose"]).tolist()))}
+
+    def __call__(self, picture: np.ndarray) -> list[Track]:
+        """Follow the faces into the next frame.
+
+        Args:
+            picture: ``(H, W, 3)`` uint8 RGB frame.
+
+        Returns:
+            The tracks seen in this frame (their ``face`` and ``smoothed`` are this frame's).
+        """
+        self.frame += 1
+        time = self.frame / self.fps
+        followed: list[Track] = []
+        lost: list[Track] = []
+        if self.tracks:
+            framings = [self._next_framing(t.face) for t in self.tracks]
+            faces = reconstruct_framings(picture, framings, self.runner, [t.face.detection for t in self.tracks])
+            for track, face, framing in zip(self.tracks, faces, framings):
+                if self._kept(face, framing):
+                    track.face, track.frames = face, track.frames + 1
+                    followed.append(track)
+                else:
+                    lost.append(track)
+        if not self.tracks or lost or (self.redetect_every and self.frame % self.redetect_every == 0):
+            followed += [self._claim(face, lost) for face in self._detect(picture, followed)]
+        self.tracks = sorted(followed, key=lambda track: track.id)
+        for track in self.tracks:
+            self._smooth(track, time)
+        return self.tracks
