@@ -206,12 +206,15 @@ def test_fit_validity_is_computed_for_exports_without_it():
     """An export older than fit_valid returns only the camera: the same rule applies to it."""
     K, R, t = (np.stack(parts).astype(np.float32) for parts in zip(*(toy_camera(*c) for c in TOY_CAMERAS)))
     eye = np.eye(3, dtype=np.float32)
-    outputs = {"K": np.stack([K[0], K[1], eye, K[0] * [[1e8], [1e8], [1]]]),
-               "R": np.stack([R[0], R[1], eye, R[0]]), "t": np.stack([t[0], t[1], t[0], t[0]])}
+    landmarks = np.full((5, 68, 2), IMAGE_SIZE / 2, np.float32)
+    landmarks[4] += 2 * IMAGE_SIZE  # the face two image widths to the right
+    outputs = {"K": np.stack([K[0], K[1], eye, K[0] * [[1e8], [1e8], [1]], K[0]]),
+               "R": np.stack([R[0], R[1], eye, R[0], R[0]]), "t": np.stack([t[0], t[1], t[0], t[0], t[0]]),
+               "landmarks68": landmarks}
     completed = export.with_fit_validity(outputs, IMAGE_SIZE)
-    np.testing.assert_array_equal(completed["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA])
-    np.testing.assert_array_equal(completed["fit_valid"], [1, 1, 0, 0])
-    new = {**outputs, "fit_status": np.zeros(4, np.float32), "fit_valid": np.ones(4, np.float32)}
+    np.testing.assert_array_equal(completed["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED] + [FIT_IMPLAUSIBLE_CAMERA] * 2)
+    np.testing.assert_array_equal(completed["fit_valid"], [1, 1, 0, 0, 0])
+    new = {**outputs, "fit_status": np.zeros(5, np.float32), "fit_valid": np.ones(5, np.float32)}
     assert export.with_fit_validity(new, IMAGE_SIZE) is new  # a new export's own status is kept
 
 

@@ -73,7 +73,8 @@ OUTPUT_DOCS: dict[str, str] = {
                  "vertices are no face",
     "fit_status": "(B,) 0 valid; 1 ill-posed fit (too little confident data, a non-finite or singular solve: K, R, t "
                   "are no camera, often the placeholder K = R = I); 2 implausible camera (focal length, depth or "
-                  "viewpoint out of range, see tfface.geometry.camera.camera_is_plausible)",
+                  "viewpoint out of range, see tfface.geometry.camera.camera_is_plausible, or the face outside "
+                  "the image)",
 }
 
 #: Joint (geometric x photometric) confidence above which a pixel counts towards ``face_score``.
@@ -194,7 +195,7 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
     albedo = model.uv_sampling.vertex_values(fit["albedo_coefficients"], "albedo")
     maps = fit["maps"]
     ks = mesh.num_shape
-    validity = model.fit_validity(fit)
+    validity = model.fit_validity(fit, landmarks68)
     return failed_fits_zeroed({
         "correspondence": maps[..., 0:2], "depth": maps[..., 2], "confidence": maps[..., 3:5],
         "K": fit["K"], "R": fit["R"], "t": fit["t"],
@@ -214,10 +215,11 @@ def with_fit_validity(outputs: dict[str, np.ndarray], image_size: int) -> dict[s
     The same rule as in the graph (:func:`tfface.model.fit_validity`), from what such a model
     returns: its fit counts as ill posed where the camera is not finite or is the placeholder
     ``K = R = I`` its decomposition gives a failed solve (no real fit lands on it exactly), and the
-    camera must be plausible.
+    camera must be plausible and see the landmarks.
 
     Args:
-        outputs: numpy outputs (:data:`OUTPUT_DOCS`) of a batch, at least ``K``, ``R``, ``t``.
+        outputs: numpy outputs (:data:`OUTPUT_DOCS`) of a batch, at least ``K``, ``R``, ``t`` and
+            ``landmarks68``.
         image_size: the model's input side (pixels), the width ``K`` refers to.
     """
     if "fit_status" in outputs:
@@ -226,7 +228,8 @@ def with_fit_validity(outputs: dict[str, np.ndarray], image_size: int) -> dict[s
     eye = np.eye(3, dtype=np.float32)
     placeholder = np.all(K == eye, axis=(-2, -1)) & np.all(R == eye, axis=(-2, -1))
     well_posed = np.isfinite(K).all((-2, -1)) & np.isfinite(R).all((-2, -1)) & np.isfinite(t).all(-1) & ~placeholder
-    validity = fit_validity(well_posed.astype(np.float32), K, R, t, float(image_size))
+    validity = fit_validity(well_posed.astype(np.float32), K, R, t, np.asarray(outputs["landmarks68"], np.float32),
+                            float(image_size))
     return {**outputs, **{name: value.numpy() for name, value in validity.items()}}
 
 

@@ -65,7 +65,8 @@ LOSS_NAMES = ("loss", "geometric", "photometric", "statistical", "confidence", "
 #: ``fit_status`` codes of :func:`fit_validity`: a valid fit; an ill-posed one (too little confident
 #: data, :data:`MIN_FIT_WEIGHT`, or a non-finite or singular solve: its camera is no camera, often
 #: the placeholder ``K = R = I``); a well-posed fit whose camera no real photograph could have
-#: (:func:`~tfface.geometry.camera.camera_is_plausible`).
+#: (:func:`~tfface.geometry.camera.camera_is_plausible`) or that places the face outside the image
+#: (:data:`FACE_IN_VIEW_MARGIN_WIDTHS`).
 FIT_OK, FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA = 0, 1, 2
 
 #: Names of the ``fit_status`` codes, by code.
@@ -77,6 +78,11 @@ FIT_STATUS_NAMES = ("ok", "ill_posed_fit", "implausible_camera")
 #: blank image's fit pass as informed). The 12 camera unknowns need at least four 3D
 #: correspondences; ten samples leave a margin.
 MIN_FIT_WEIGHT = 10.0
+
+#: How far outside the image (in image widths, on every side) the centroid of a valid fit's 68
+#: landmarks may lie: a fit that places the face further out describes no face in this image,
+#: whatever its camera. (Faces cut by the image border keep their centroid well inside this.)
+FACE_IN_VIEW_MARGIN_WIDTHS = 0.5
 
 
 def truncate_uv_model(uv_model: UVMorphableModel, config: TrainConfig) -> UVMorphableModel:
@@ -109,21 +115,26 @@ def project_points(points, p_hat, q_hat):
     return homogeneous[..., :2] / z[..., None]
 
 
-def fit_validity(well_posed, K, R, t, image_width) -> dict[str, tf.Tensor]:
-    """Whether each fit is valid: well posed, with a plausible camera.
+def fit_validity(well_posed, K, R, t, landmarks68, image_width) -> dict[str, tf.Tensor]:
+    """Whether each fit is valid: well posed, with a plausible camera that sees the face.
 
     Args:
         well_posed: ``(B,)`` non-zero where the solves were well posed and the inverse camera
             decomposed.
         K, R, t: ``(B, 3, 3)``, ``(B, 3, 3)``, ``(B, 3)`` the decomposed camera (pixels, mm).
-        image_width: width (pixels) of the image ``K`` refers to.
+        landmarks68: ``(B, 68, 2)`` the fit's landmarks (pixels): their centroid must lie within
+            the square image widened by :data:`FACE_IN_VIEW_MARGIN_WIDTHS`.
+        image_width: width (pixels) of the square image ``K`` and the landmarks refer to.
 
     Returns:
         dict with ``fit_status`` ``(B,)`` float32, one of :data:`FIT_OK`, :data:`FIT_ILL_POSED`
         and :data:`FIT_IMPLAUSIBLE_CAMERA` (in this order of precedence), and ``fit_valid``
         ``(B,)`` float32, 1 where the status is :data:`FIT_OK`, else 0.
     """
-    plausible = camera_is_plausible(K, R, t, image_width)
+    centroid = tf.reduce_mean(tf.convert_to_tensor(landmarks68), axis=-2) / tf.cast(image_width, tf.float32)
+    in_view = tf.reduce_all(tf.logical_and(centroid >= -FACE_IN_VIEW_MARGIN_WIDTHS,
+                                           centroid <= 1.0 + FACE_IN_VIEW_MARGIN_WIDTHS), axis=-1)
+    plausible = tf.logical_and(camera_is_plausible(K, R, t, image_width), in_view)
     status = tf.where(tf.convert_to_tensor(well_posed) > 0,
                       tf.where(plausible, float(FIT_OK), float(FIT_IMPLAUSIBLE_CAMERA)), float(FIT_ILL_POSED))
     return {"fit_status": status, "fit_valid": tf.cast(tf.equal(status, float(FIT_OK)), tf.float32)}
@@ -532,7 +543,7 @@ class FaceModel(keras.Model):
         ks = self.uv_model.model.num_shape
         maps = fit["maps"]
         direct68 = direct_landmarks(maps, self._landmark_uv)
-        validity = self.fit_validity(fit)
+        validity = self.fit_validity(fit, landmarks68)
         return failed_fits_zeroed({
             "correspondence": maps[..., 0:2], "depth": maps[..., 2], "confidence": maps[..., 3:5],
             "K": fit["K"], "R": fit["R"], "t": fit["t"], "psi": fit["psi"],
@@ -546,9 +557,10 @@ class FaceModel(keras.Model):
             **validity,
         }, validity["fit_valid"])
 
-    def fit_validity(self, fit) -> dict[str, tf.Tensor]:
-        """``fit_status`` and ``fit_valid`` (B,) (:func:`fit_validity`) of a :meth:`fit_maps` result."""
-        return fit_validity(fit["well_posed"], fit["K"], fit["R"], fit["t"], tf.shape(fit["maps"])[2])
+    def fit_validity(self, fit, landmarks68) -> dict[str, tf.Tensor]:
+        """``fit_status`` and ``fit_valid`` (B,) (:func:`fit_validity`) of a :meth:`fit_maps` result
+        and its ``landmarks68`` (B, 68, 2) pixels."""
+        return fit_validity(fit["well_posed"], fit["K"], fit["R"], fit["t"], landmarks68, tf.shape(fit["maps"])[2])
 
     def get_config(self):
         if self.uv_model_path is None:

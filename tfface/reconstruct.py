@@ -1,6 +1,9 @@
-"""The reconstruct job: images, frame folders or videos -> per face mesh, landmarks, pose JSON and panel.
+"""The reconstruct job on face crops: images, frame folders or videos -> mesh, landmarks, pose JSON and panel.
 
-For every input image (every frame of a video or frame folder) ``NAME``, the output folder gets
+Every input image is one face crop (``tfface reconstruct --crops``; whole photos and videos, with
+face detection, are :mod:`tfface.scenes`'s, which judges each detected face by the same
+:func:`no_face_reason`). For every input image (every frame of a video or frame folder) ``NAME``,
+the output folder gets
 
 * ``NAME.json``: landmarks (68 and 5), head pose, camera ``K, R, t``, coefficients, lighting, the
   face score and the fit's status (:mod:`tfface.io.records`); without a face, ``face_detected:
@@ -9,7 +12,7 @@ For every input image (every frame of a video or frame folder) ``NAME``, the out
   face is detected);
 * ``NAME.png``: the six-tile panel of :mod:`tfface.visualize`.
 
-No face detector is involved: the network's confidence (geometric x photometric, the product that
+No face detector is involved here: the network's confidence (geometric x photometric, the product that
 selects the fitted pixels in training) says whether the image holds a face, and the fit must have
 succeeded. A face is reported when
 
@@ -19,7 +22,8 @@ succeeded. A face is reported when
   luminance there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has nothing the photometric
   fit could explain; else ``low_contrast``),
 * and the fit is valid (``fit_status`` 0, :func:`tfface.model.fit_validity`: the solve was well
-  posed, else ``ill_posed_fit``, and the camera plausible, else ``implausible_camera``; for an
+  posed, else ``ill_posed_fit``, and the camera plausible and seeing the face, else
+  ``implausible_camera``; for an
   export older than ``fit_status``, :func:`tfface.export.with_fit_validity` applies the same rule
   to its camera).
 
@@ -125,7 +129,8 @@ def _batches(items: Iterator[InputImage], size: int) -> Iterator[list[InputImage
         yield batch
 
 
-def _unique(name: str, used: set[str]) -> str:
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... if already in ``used``; the result is added to ``used``."""
     candidate, n = name, 1
     while candidate in used:
         n += 1
@@ -172,7 +177,7 @@ def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_thre
             outputs = runner(squares, intrinsics=np.stack([np.linalg.solve(fit.matrix(), intrinsics)
                                                            for _, fit in fitted]))
         for i, (item, (square, fit)) in enumerate(zip(batch, fitted)):
-            name = _unique(item.name, used)
+            name = unique_name(item.name, used)
             evidence = face_evidence(square, outputs, i)
             reason = no_face_reason(evidence, face_threshold)
             record = face_record(outputs, i, fit, item.name, reason is None, {**evidence, "face_threshold": face_threshold})

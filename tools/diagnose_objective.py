@@ -106,7 +106,7 @@ def evaluate(model, images, maps):
         "in_g": float(tf.reduce_mean(valid * tf.cast(rg < cfg.tau_geometric, tf.float32))),
         "in_p": float(tf.reduce_mean(valid * tf.cast(rp < cfg.tau_photometric, tf.float32))),
         "valid": float(tf.reduce_mean(valid)),
-        "failed": float(tf.reduce_sum(1.0 - model.fit_validity(fit)["fit_valid"])),
+        "failed": float(tf.reduce_sum(1.0 - model.outputs_of(fit)["fit_valid"])),
     }
 
 
