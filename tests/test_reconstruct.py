@@ -40,7 +40,7 @@ def test_reconstruct_command_writes_mesh_landmarks_pose_and_panel(toy_export, to
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "out"
     status = _command("reconstruct", *sorted(inputs.iterdir()), "--out", out, "--model", folder,
-                      "--backend", "tflite", "--batch-size", 3)
+                      "--backend", "tflite", "--batch-size", 3, "--crops")
     assert status == 1  # one input skipped
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "4 images, 3 faces, 1 skipped" in captured.out
@@ -147,7 +147,7 @@ def test_reconstruct_command_errors(toy_export, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(InputError, match="no input could be read"):
         _command("reconstruct", tmp_path / "notes.txt", "--out", tmp_path / "out", "--model", folder,
-                 "--backend", "tflite")
+                 "--backend", "tflite", "--crops")
     with pytest.raises(InputError, match="batch-size"):
         _command("reconstruct", tmp_path / "notes.txt", "--out", tmp_path / "out", "--batch-size", 0)
     with pytest.raises(InputError, match="threshold"):

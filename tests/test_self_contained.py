@@ -56,9 +56,9 @@ def test_readme_first_command_runs_on_a_bare_clone(tmp_path):
     for image in images:
         stem = os.path.splitext(os.path.basename(image))[0]
         assert (paths.REPO_ROOT / image).is_file(), f"{image} is not shipped"
-        assert "source" in json.loads((out / f"{stem}.json").read_text())
-        for suffix in (".obj", ".png"):
-            assert (out / f"{stem}{suffix}").stat().st_size > 0
+        assert json.loads((out / f"{stem}.json").read_text())["faces"], "a face is found in the sample"
+        for name in (f"{stem}.png", f"{stem}_face0.obj", f"{stem}_face0.png"):
+            assert (out / name).stat().st_size > 0
 
 
 def test_default_model_needs_no_shared_folder(monkeypatch):

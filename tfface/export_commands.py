@@ -12,10 +12,30 @@ from tfface.errors import InputError, ModelFileError
 def register(subparsers) -> None:
     """Add the ``reconstruct`` and ``export`` sub-commands."""
     rec = subparsers.add_parser(
-        "reconstruct", help="reconstruct faces: mesh (OBJ, PLY), landmarks and pose (JSON), panel (PNG)",
-        description="Reconstruct every face image, frame folder or video (frame by frame). Writes NAME.json, "
-                    "NAME.obj, NAME.ply and NAME.png per image into --out.")
+        "reconstruct", help="reconstruct faces: mesh (OBJ, PLY), landmarks and pose (JSON), overlay and panels (PNG)",
+        description="Reconstruct every face of photos, frame folders and videos (mp4, mov, webm, gif...). Photos: "
+                    "faces found by BlazeFace, each cropped as the network was trained, everything in the original "
+                    "picture's pixels: NAME.json (every face), NAME.png (overlay of the whole picture), "
+                    "NAME_face<k>.obj/.ply/.png per face. Videos: faces tracked and smoothed, NAME_<frame>.json per "
+                    "frame and NAME_overlay.mp4. With --crops every input is one face crop, as before detection: "
+                    "NAME.json, NAME.obj, NAME.ply and NAME.png per image.")
     rec.add_argument("inputs", nargs="+", type=Path, metavar="IMAGES", help="image files, frame folders or videos")
+    rec.add_argument("--crops", action="store_true",
+                     help="every input is one pre-cropped face: no detection, the whole image is the model's input")
+    rec.add_argument("--max-faces", type=int, default=None, help="reconstruct at most this many faces per picture")
+    rec.add_argument("--min-score", type=float, default=None,
+                     help="face detection score threshold in (0, 1) (default: each detector's own, 0.5 short range, "
+                          "0.6 full range)")
+    rec.add_argument("--no-smooth", action="store_true", help="videos: report unfiltered landmarks and pose")
+    rec.add_argument("--smooth-min-cutoff", type=float, default=1.0,
+                     help="videos: One-Euro cutoff (Hz) of a still face; lower is steadier (default 1.0)")
+    rec.add_argument("--smooth-beta", type=float, default=1.0,
+                     help="videos: One-Euro speed coefficient (per face size per second); higher follows fast "
+                          "motion with less lag (default 1.0)")
+    rec.add_argument("--smooth-d-cutoff", type=float, default=1.0,
+                     help="videos: One-Euro cutoff (Hz) of the speed estimate (default 1.0)")
+    rec.add_argument("--redetect-every", type=int, default=30,
+                     help="videos: look for new faces every this many frames (0: only when a face is lost; default 30)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--model", type=Path, default=None,
                      help="exported model version folder (default: savedmodel/tfface_ict/1 of the repository)")
@@ -26,10 +46,10 @@ def register(subparsers) -> None:
     rec.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     rec.add_argument("--intrinsics", metavar="FX,FY,CX,CY",
                      help="known camera intrinsics in original-image pixels: solve only pose and shape "
-                          "(needs --weights)")
+                          "(needs --weights; inputs are face crops, as with --crops)")
     rec.add_argument("--same-person", action="store_true",
                      help="all inputs show one person: solve one identity with per-image pose and expression "
-                          "(needs --weights)")
+                          "(needs --weights; inputs are face crops, as with --crops)")
     rec.add_argument("--weights", type=Path, default=None,
                      help="run the Keras model from trained weights instead of an export (required by "
                           "--intrinsics and --same-person)")
@@ -134,13 +154,15 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         raise InputError("--intrinsics and --same-person run the Keras model: pass --weights (and --config/--uv-model "
                          "unless the weights sit in a training work folder)")
     runner = _keras_runner(args) if args.weights else reconstruct.load_runner(args.model, args.backend)
+    threshold = reconstruct.DEFAULT_FACE_THRESHOLD if args.face_threshold is None else args.face_threshold
+    if not (args.crops or intrinsics is not None or args.same_person):
+        return _reconstruct_scenes(args, runner, threshold)
     errors: list[tuple[str, str]] = []
     inputs = reconstruct.iter_inputs(args.inputs, errors)
     batch_size = args.batch_size
     if args.same_person:  # one joint solve over all images of the person
         inputs = list(inputs)
         batch_size = max(1, len(inputs))
-    threshold = reconstruct.DEFAULT_FACE_THRESHOLD if args.face_threshold is None else args.face_threshold
     records = reconstruct.reconstruct(inputs, runner, args.out, threshold, batch_size, intrinsics=intrinsics)
     for path, message in errors:
         print(f"tfface reconstruct: skipped {path}: {message}", file=sys.stderr)
@@ -148,4 +170,42 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         raise InputError("no input could be read")
     faces = sum(r["face_detected"] for r in records)
     print(f"{len(records)} images, {faces} faces, {len(errors)} skipped -> {args.out}")
+    return 1 if errors else 0
+
+
+def _reconstruct_scenes(args: argparse.Namespace, runner, threshold: float) -> int:
+    """Photos and videos with face detection (:mod:`tfface.scenes`)."""
+    from tfface import reconstruct, scenes
+    from tfface.detection.blazeface import FaceDetector
+    from tfface.io.images import is_video
+    from tfface.tracking import Smoothing
+
+    options = scenes.SceneOptions(threshold, args.max_faces, args.batch_size)
+    smoothing = Smoothing(args.smooth_min_cutoff, args.smooth_beta, args.smooth_d_cutoff, not args.no_smooth)
+    smoothing.filter()  # checks the parameters before any work
+    if args.redetect_every < 0:
+        raise InputError(f"--redetect-every must be 0 or positive, got {args.redetect_every}")
+    detector = FaceDetector(min_score=args.min_score)
+    videos = [path for path in args.inputs if not path.is_dir() and is_video(path)]
+    errors: list[tuple[str, str]] = []
+    records = scenes.reconstruct_pictures(
+        reconstruct.iter_inputs([path for path in args.inputs if path not in videos], errors), detector, runner,
+        args.out, options)
+    frames = []
+    for path in videos:
+        try:
+            frames += scenes.reconstruct_video(path, detector, runner, args.out, smoothing, options, args.redetect_every)
+        except InputError as error:
+            errors.append((str(path), str(error)))
+    for path, message in errors:
+        print(f"tfface reconstruct: skipped {path}: {message}", file=sys.stderr)
+    if not records and not frames:
+        raise InputError("no input could be read")
+    faces = sum(sum(face["face_detected"] for face in record["faces"]) for record in records)
+    without = sum(not record["face_detected"] for record in records)
+    summary = f"{len(records)} pictures, {faces} faces ({without} pictures without a face)"
+    if videos:
+        tracked = sum(sum(face["face_detected"] for face in record["faces"]) for record in frames)
+        summary += f", {len(frames)} video frames, {tracked} faces in them"
+    print(f"{summary}, {len(errors)} skipped -> {args.out}")
     return 1 if errors else 0

@@ -143,11 +143,6 @@ class Track:
     filters: dict[str, OneEuroFilter] = dataclasses.field(default_factory=dict, repr=False)
 
 
-def _square(framing: crops.Framing) -> np.ndarray:
-    """``(4,)`` x0, y0, x1, y1 of a crop's square (its turn ignored)."""
-    return np.concatenate([framing.centre - framing.side / 2, framing.centre + framing.side / 2])
-
-
 def _pose_vector(face: Face) -> np.ndarray:
     """Yaw, pitch, roll (radians) of a face's picture camera."""
     pose = head_pose_degrees(face.picture["R"])
@@ -208,11 +203,11 @@ class FaceTracker:
         room = None if self.max_faces is None else self.max_faces - len(followed)
         if room is not None and room <= 0:
             return []
-        taken = np.array([_square(t.face.framing) for t in followed]).reshape(-1, 4)
+        taken = np.array([t.face.framing.square() for t in followed]).reshape(-1, 4)
         detections, framings = [], []
         for detection in self.detector(picture):
             framing = crops.detection_framing(detection, self.template)
-            if not len(taken) or box_iou(_square(framing), taken).max() <= self.detector.iou_threshold:
+            if not len(taken) or box_iou(framing.square(), taken).max() <= self.detector.iou_threshold:
                 detections.append(detection)
                 framings.append(framing)
         faces = reconstruct_framings(picture, framings[:room], self.runner, detections[:room])
@@ -220,7 +215,7 @@ class FaceTracker:
 
     def _claim(self, face: Face, lost: list[Track]) -> Track:
         """The lost track whose last crop ``face``'s overlaps most (removed from ``lost``), or a new track."""
-        overlaps = [box_iou(_square(face.framing), _square(t.face.framing)[None])[0] for t in lost]
+        overlaps = [box_iou(face.framing.square(), t.face.framing.square()[None])[0] for t in lost]
         if overlaps and max(overlaps) > self.detector.iou_threshold:
             track = lost.pop(int(np.argmax(overlaps)))
             track.face, track.frames = face, track.frames + 1

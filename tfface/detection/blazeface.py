@@ -17,9 +17,12 @@ original pixels exactly.
 
 The short-range model is made for faces that fill a good part of the picture; it misses small
 faces and many profiles. :class:`FaceDetector` therefore runs *passes* (:data:`DEFAULT_PASSES`):
-the short-range model on the whole picture, the same on the picture zoomed out (faces too big
-for it), then the full-range model; all candidates above each pass's threshold are merged by one
-weighted NMS. ``tools/bench_detection.py`` measures what each pass adds, per yaw bin, on the
+the short-range and the full-range model on the whole picture, their candidates above each
+model's threshold merged by one weighted NMS; where they find nothing, the *fallback* passes
+(:data:`DEFAULT_FALLBACK`): the short-range model on the picture zoomed out 2x (faces too big for
+its anchors). The zoomed pass is a fallback, not a pass of its own, because on pictures of small
+faces it adds boxes twice too big around faces the others found (they overlap them too little to
+be merged). ``tools/bench_detection.py`` measures what each pass adds, per yaw bin, on the
 AFLW2000-3D dev photos.
 """
 
@@ -272,30 +275,43 @@ class DetectionPass:
         return self.spec.name if self.zoom == 1.0 else f"{self.spec.name}@zoom{self.zoom:g}"
 
 
-#: The passes :class:`FaceDetector` runs by default: short range on the picture and zoomed out
-#: (faces larger than its anchors), then full range (small faces, more profiles).
-DEFAULT_PASSES = (DetectionPass(SHORT_RANGE), DetectionPass(SHORT_RANGE, 2.0), DetectionPass(FULL_RANGE))
+#: The passes :class:`FaceDetector` runs on every picture: short range, and full range (small
+#: faces, more profiles).
+DEFAULT_PASSES = (DetectionPass(SHORT_RANGE), DetectionPass(FULL_RANGE))
+#: The passes it runs where those find nothing: short range zoomed out (faces larger than its anchors).
+DEFAULT_FALLBACK = (DetectionPass(SHORT_RANGE, 2.0),)
 
 
 class FaceDetector:
     """Every face in a picture: the candidates of several BlazeFace passes, merged.
 
     Args:
-        passes: the runs to make (:data:`DEFAULT_PASSES`).
+        passes: the runs made on every picture (:data:`DEFAULT_PASSES`).
+        fallback: the runs made where ``passes`` find no face (:data:`DEFAULT_FALLBACK`).
         min_score: lowest detection score reported; ``None`` keeps each pass's model threshold.
         iou_threshold: weighted NMS overlap threshold across all candidates.
         models_dir: folder of the TFLite models.
     """
 
-    def __init__(self, passes: Sequence[DetectionPass] = DEFAULT_PASSES, min_score: float | None = None,
+    def __init__(self, passes: Sequence[DetectionPass] = DEFAULT_PASSES,
+                 fallback: Sequence[DetectionPass] = DEFAULT_FALLBACK, min_score: float | None = None,
                  iou_threshold: float = SHORT_RANGE.iou_threshold, models_dir: str | Path = MODELS_DIR):
         if not passes:
             raise InputError("a face detector needs at least one pass")
         if min_score is not None and not 0.0 < min_score < 1.0:
             raise InputError(f"the detection score threshold must lie in (0, 1), got {min_score}")
-        self.passes = tuple(passes)
+        self.passes, self.fallback = tuple(passes), tuple(fallback)
         self.min_score, self.iou_threshold = min_score, iou_threshold
-        self._models = {spec.name: BlazeFace(spec, models_dir) for spec in {p.spec for p in self.passes}}
+        self._models = {spec.name: BlazeFace(spec, models_dir)
+                        for spec in {p.spec for p in self.passes + self.fallback}}
+
+    def _run(self, image: np.ndarray, passes: Sequence[DetectionPass]) -> list[Detection]:
+        """The candidates of ``passes``, merged by weighted NMS, best first."""
+        found = [(*self._models[p.spec.name].candidates(image, p.zoom, self.min_score), p.name) for p in passes]
+        boxes, keypoints, scores = (np.concatenate([f[i] for f in found]) for i in range(3))
+        sources = [f[3] for f in found for _ in range(len(f[2]))]
+        merged = weighted_nms(boxes, keypoints, scores, self.iou_threshold)
+        return [Detection(box, points, float(score), sources[leader]) for box, points, score, leader in zip(*merged)]
 
     def __call__(self, image: np.ndarray, max_faces: int | None = None) -> list[Detection]:
         """Detect the faces of one picture.
@@ -310,9 +326,7 @@ class FaceDetector:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise InputError(f"the face detector needs an (H, W, 3) uint8 picture, got {image.dtype} {image.shape}")
-        found = [(*self._models[p.spec.name].candidates(image, p.zoom, self.min_score), p.name) for p in self.passes]
-        boxes, keypoints, scores = (np.concatenate([f[i] for f in found]) for i in range(3))
-        sources = [f[3] for f in found for _ in range(len(f[2]))]
-        merged = weighted_nms(boxes, keypoints, scores, self.iou_threshold)
-        return [Detection(box, points, float(score), sources[leader])
-                for box, points, score, leader in zip(*merged)][:max_faces]
+        detections = self._run(image, self.passes)
+        if not detections and self.fallback:
+            detections = self._run(image, self.fallback)
+        return detections[:max_faces]

@@ -113,6 +113,11 @@ class Framing:
     angle: float = 0.0
     method: str = "box"
 
+    def square(self) -> np.ndarray:
+        """``(4,)`` x0, y0, x1, y1 of the crop's square, its turn ignored."""
+        half = self.side / 2
+        return np.concatenate([np.asarray(self.centre, np.float64) - half, np.asarray(self.centre, np.float64) + half])
+
     def matrix(self, size: int) -> np.ndarray:
         """``(3, 3)`` similarity from picture pixels to the pixels of a ``size``-pixel crop."""
         if not self.side > 0:

@@ -111,3 +111,46 @@ def load_dev_pictures(folder: str | Path, limit: int | None = None) -> DevPictur
                        if key in data.files}
         yaw = data["yaw_pitch_roll_degrees"][:limit, 0].astype(np.float64)
     return DevPictures(names, [read_image(folder / "images" / f"{name}.jpg") for name in names], annotations, yaw)
+
+
+def tiled_scene(pictures: Sequence[np.ndarray], seed: int = 0, cell: int = 400,
+                scale_range: tuple[float, float] = (0.5, 0.8)) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A multi-face test picture: 2-4 pictures shrunk and placed in a 2 x 2 grid over clutter.
+
+    The canvas is grey noise under random coloured rectangles and ellipses; each picture is
+    scaled by a random factor in ``scale_range`` (Pillow, anti-aliased) and pasted at a random
+    place inside its cell.
+
+    Args:
+        pictures: 2 to 4 ``(H, W, 3)`` uint8 pictures.
+        seed: random seed of the clutter, scales and places.
+        cell: grid cell side in pixels (the canvas is ``2 cell`` square).
+        scale_range: range of the pictures' scale factors.
+
+    Returns:
+        The ``(2 cell, 2 cell, 3)`` uint8 canvas and, per picture, the ``(3, 3)`` map of its
+        pixels into the canvas's.
+    """
+    from PIL import Image, ImageDraw
+
+    from tfface.detection.warp import scale_translation
+
+    if not 2 <= len(pictures) <= 4:
+        raise InputError(f"a tiled scene takes 2 to 4 pictures, got {len(pictures)}")
+    rng = np.random.default_rng(seed)
+    canvas = Image.fromarray(rng.normal(128, 30, (2 * cell, 2 * cell, 3)).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(40):
+        x, y = rng.uniform(0, 2 * cell, 2)
+        w, h = rng.uniform(10, cell / 2, 2)
+        shape = draw.rectangle if rng.uniform() < 0.5 else draw.ellipse
+        shape([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    matrices = []
+    for i, picture in enumerate(pictures):
+        scale = rng.uniform(*scale_range) * cell / max(picture.shape[:2])
+        size = (round(picture.shape[1] * scale), round(picture.shape[0] * scale))
+        corner = np.array([i % 2, i // 2]) * cell + rng.uniform(0, 1, 2) * (cell - np.array(size))
+        corner = np.floor(corner).astype(int)
+        canvas.paste(Image.fromarray(picture).resize(size, Image.Resampling.BILINEAR), tuple(int(v) for v in corner))
+        matrices.append(scale_translation(1.0, corner) @ scale_translation(size[0] / picture.shape[1], (0.0, 0.0)))
+    return np.asarray(canvas), matrices

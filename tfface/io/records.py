@@ -34,7 +34,8 @@ def head_pose_degrees(rotation: np.ndarray) -> dict[str, float]:
     }
 
 
-def _rounded(array, digits: int = 5) -> list:
+def rounded(array, digits: int = 5) -> list:
+    """``array`` rounded to ``digits`` decimals as nested lists (JSON-ready); non-finite values raise."""
     array = np.asarray(array, np.float64)
     if not np.all(np.isfinite(array)):
         raise InputError("cannot record non-finite values")
@@ -58,18 +59,30 @@ def face_record(outputs: dict[str, np.ndarray], index: int, fit: SquareFit, sour
               "face_detected": bool(detected)}
     if not detected:
         return record
-    K = fit.matrix() @ outputs["K"][index]
-    R, t = outputs["R"][index], outputs["t"][index]
-    record.update(
-        landmarks68=_rounded(fit.to_original(outputs["landmarks68"][index]), 2),
-        landmarks5=_rounded(fit.to_original(outputs["landmarks5"][index]), 2),
-        head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(R).items()},
-        camera={"K": _rounded(K, 4), "R": _rounded(R, 6), "t_mm": _rounded(t, 3)},
-        coefficients={name: _rounded(outputs[f"{name}_coefficients"][index])
-                      for name in ("shape", "expression", "albedo")},
-        lighting_inverse_sh=_rounded(outputs["lighting"][index]),
-    )
+    face = {name: value[index] for name, value in outputs.items()}
+    record.update(fitted_fields(fit.to_original(face["landmarks68"]), fit.to_original(face["landmarks5"]),
+                                fit.matrix() @ face["K"], face["R"], face["t"], face))
     return record
+
+
+def fitted_fields(landmarks68: np.ndarray, landmarks5: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
+                  face: dict[str, np.ndarray]) -> dict:
+    """The record fields of a fitted face, rounded: landmarks, head pose, camera, coefficients, lighting.
+
+    Args:
+        landmarks68, landmarks5: ``(68, 2)`` and ``(5, 2)`` landmarks in original-image pixels.
+        K, R, t: the camera of the original image (intrinsics in its pixels).
+        face: the exported-model outputs of this face (no batch axis); its coefficients and
+            lighting are recorded as they are (they do not depend on the image's pixels).
+    """
+    return dict(
+        landmarks68=rounded(landmarks68, 2),
+        landmarks5=rounded(landmarks5, 2),
+        head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(R).items()},
+        camera={"K": rounded(K, 4), "R": rounded(R, 6), "t_mm": rounded(t, 3)},
+        coefficients={name: rounded(face[f"{name}_coefficients"]) for name in ("shape", "expression", "albedo")},
+        lighting_inverse_sh=rounded(face["lighting"]),
+    )
 
 
 def write_json(path: str | Path, record: dict) -> None:
