@@ -35,6 +35,22 @@ def test_confidence_gradient_rewards_explained_pixels_only():
     assert g[0, 0] > 0 and g[1, 0] == 0
 
 
+def test_soft_truncation_keeps_its_bound_and_a_gradient_beyond_tau():
+    tau = 3.0
+    r = tf.Variable([[[1.0, 0, 0], [10.0, 0, 0], [1000.0, 0, 0]]])
+    w = tf.constant([[1.0, 1.0, 1.0]])
+    with tf.GradientTape() as tape:
+        loss = losses.truncated_confidence_loss(r, w, tau, soft=True)
+    squared = np.array([1.0, 100.0, 1e6])
+    np.testing.assert_allclose(loss.numpy(), [np.mean(tau ** 2 * squared / (squared + tau ** 2))], rtol=1e-5)
+    assert loss.numpy()[0] < tau ** 2  # bounded by the truncated loss's cap
+    gradient = tape.gradient(loss, r).numpy()[0, :, 0]
+    assert (gradient > 0).all()  # every residual, 10 > tau included, is pulled back towards 0
+    with tf.GradientTape() as tape:
+        hard = losses.truncated_confidence_loss(r, w, tau)
+    assert tape.gradient(hard, r).numpy()[0, 1, 0] == 0
+
+
 def test_statistical_loss_and_translation_schedule():
     c = np.array([[1.0, -2.0, 0.5]], np.float32)
     w = np.array([1.0, 0.5, 4.0], np.float32)

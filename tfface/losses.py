@@ -9,7 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def truncated_confidence_loss(residual, confidence, tau, valid=None):
+def truncated_confidence_loss(residual, confidence, tau, valid=None, soft: bool = False):
     """Confidence-weighted truncated quadratic loss, averaged over the sampled pixels.
 
     For every sampled pixel ``j`` with residual ``r_j`` and confidence ``omega_j``::
@@ -26,6 +26,9 @@ def truncated_confidence_loss(residual, confidence, tau, valid=None):
         tau: scalar threshold in the residual's unit.
         valid: optional ``(B, P)`` mask in {0, 1}; invalid samples (correspondence outside the
             UV-3DMM) cost ``tau^2``, as pixels the model cannot explain.
+        soft: truncate smoothly, ``tau^2 r^2 / (r^2 + tau^2)`` (Geman-McClure) instead of
+            ``min(r^2, tau^2)``: the same bound, but a residual beyond ``tau`` keeps a gradient
+            back towards the model.
 
     Returns:
         ``(B,)`` mean loss per image, in squared residual units.
@@ -34,7 +37,7 @@ def truncated_confidence_loss(residual, confidence, tau, valid=None):
     confidence = tf.cast(confidence, tf.float32)
     tau2 = tf.square(tf.cast(tau, tf.float32))
     squared = tf.reduce_sum(tf.square(residual), axis=-1)
-    truncated = tf.minimum(squared, tau2)
+    truncated = tau2 * squared / (squared + tau2) if soft else tf.minimum(squared, tau2)
     if valid is not None:
         valid = tf.cast(valid, tf.float32)
         truncated = valid * truncated + (1.0 - valid) * tau2

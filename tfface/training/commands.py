@@ -191,8 +191,8 @@ def run_evaluate(args) -> int:
         uv_model, _ = uv_model_for(args.uv_model, workdir)
     else:
         uv_model, uv_path = uv_model_for(args.uv_model, workdir)
-        model = loop.load_trained(uv_path, config, workdir, args.weights)
-        size, label = config.image_size, "this model"
+        model = loop.load_trained(uv_path, config, workdir, args.weights, pretrained=args.pretrained)
+        size, label = config.image_size, "pretrained" if args.pretrained else "trained"
     if dataset == "photos":
         photos = evaluation_photos(args, size, args.limit)
         if photos is None:
@@ -300,6 +300,8 @@ def register(subparsers) -> None:
                                "aflw2k3d: the tfds dataset")
     _add_eval_photos(evaluate)
     evaluate.add_argument("--model", default=None, help="evaluate an exported model folder instead of --workdir's")
+    evaluate.add_argument("--pretrained", action="store_true",
+                          help="evaluate the run's pretrained network (pretrain/unet.weights.h5)")
     evaluate.add_argument("--backend", default="savedmodel", choices=("savedmodel", "tflite"),
                           help="runtime of --model")
     evaluate.add_argument("--tfds-dir", default=None, help="tensorflow-datasets folder for aflw2k3d")

@@ -41,8 +41,19 @@ class TrainConfig:
             all modes (100 + 53 for ICT) but 3.7% with 40 + 20, a floor the trained network
             cannot get under (tools/fit_floor.py).
         tau_geometric: robust-loss threshold of the geometric residual, mm.
+        soft_geometric_loss: bound the geometric loss smoothly (Geman-McClure,
+            :func:`tfface.losses.truncated_confidence_loss`) instead of truncating it: beyond
+            ``tau_geometric`` a truncated residual has no gradient, and on real photos the
+            photometric term then pulls the correspondences off any consistent geometry
+            (measured side by side in BUILD.md, "Real photographs").
         tau_photometric: robust-loss threshold of the photometric residual (colour units).
         photometric_weight: weight of the photometric loss relative to the geometric one.
+        joint_photometric_confidence: weigh the photometric loss by the product of the two
+            confidences instead of the photometric one alone, so that a pixel can lower the
+            photometric loss only where it is explained geometrically too. On real photos without
+            it the network gave up the geometry (geometric confidence near 0 everywhere) and painted
+            the image with correspondences into the albedo; with it, at the same learning rate,
+            the geometry still drifted past ``tau_geometric`` (BUILD.md, "Real photographs").
         stat_weight: weight of E_stat in the loss, relative to the geometric solve's own scale:
             the loss adds ``stat_weight * sum_i omega_i m_i^2 / (num_samples * tau_geometric^2)``,
             the same balance of prior and data the solve uses (a larger weight makes one fixed
@@ -113,8 +124,10 @@ class TrainConfig:
     num_expression: int | None = None
     num_albedo: int | None = 20
     tau_geometric: float = 10.0
+    soft_geometric_loss: bool = False
     tau_photometric: float = 0.15
     photometric_weight: float = 20.0
+    joint_photometric_confidence: bool = False
     stat_weight: float = 1.0
     coefficient_prior: float = 100.0
     z0: float = 600.0

@@ -59,17 +59,20 @@ def build_model(uv_model: UVMorphableModel | str | Path, config: TrainConfig,
 
 
 def load_trained(uv_model: UVMorphableModel | str | Path, config: TrainConfig, workdir: str | Path,
-                 weights: str | Path | None = None) -> FaceModel:
-    """:func:`build_model` with trained weights: ``weights``, or the run's ``train/final.weights.h5``.
+                 weights: str | Path | None = None, pretrained: bool = False) -> FaceModel:
+    """:func:`build_model` with trained weights: ``weights``, or the run's ``train/final.weights.h5``
+    (with ``pretrained``: the run's pretrained U-Net ``pretrain/unet.weights.h5``, before any
+    unsupervised step).
 
     Raises:
         InputError: if the weights file does not exist.
     """
-    path = Path(weights) if weights else Path(workdir) / "train" / "final.weights.h5"
+    default = Path(workdir) / ("pretrain/unet.weights.h5" if pretrained else "train/final.weights.h5")
+    path = Path(weights) if weights else default
     if not path.exists():
         raise InputError(f"no trained weights at {path}; run `tfface train` first or pass --weights")
     model = build_model(uv_model, config)
-    model.load_weights(path)
+    (model.unet if pretrained else model).load_weights(path)
     return model
 
 

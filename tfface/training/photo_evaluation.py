@@ -23,7 +23,7 @@ import numpy as np
 
 from tfface.data.annotated import AnnotatedPhotos
 from tfface.training.evaluation import compiled_outputs
-from tfface.training.metrics import OUTER_EYE_CORNERS_68
+from tfface.training.metrics import OUTER_EYE_CORNERS_68, failed_fits_as_nan, summarise_errors
 
 #: Yaw bins of the protocol, degrees (absolute yaw; the last bin includes 90).
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
@@ -65,20 +65,20 @@ def summarise(predicted: np.ndarray, photos: AnnotatedPhotos, failed: np.ndarray
     kept = ~np.asarray(failed, bool)
     tables = {}
     for name, target in photos.annotations.items():
-        box = box_nme(np.where(kept[:, None, None], predicted, 0.0), target)
-        row = {"nme": float(box[kept].mean()) if kept.any() else float("nan"),
+        box = failed_fits_as_nan(box_nme(np.where(kept[:, None, None], predicted, 0.0), target), kept)
+        summary = summarise_errors(box)
+        row = {"nme": summary["mean"],
                "io_nme": float(np.nanmean(interocular_nme(predicted[kept], target[kept]))) if kept.any()
                else float("nan")}
         if photos.yaw is not None:
+            yaw = np.abs(photos.yaw)
             bins = []
             for low, high in YAW_BINS:
-                yaw = np.abs(photos.yaw)
-                inside = kept & (yaw >= low) & ((yaw < high) if high < 90 else (yaw <= 90))
-                value = float(box[inside].mean()) if inside.any() else float("nan")
-                row[f"nme_yaw_{low:.0f}_{high:.0f}"] = value
-                bins.append(value)
+                inside = (yaw >= low) & ((yaw < high) if high < 90 else (yaw <= 90))
+                bins.append(summarise_errors(box[inside])["mean"] if inside.any() else float("nan"))
+                row[f"nme_yaw_{low:.0f}_{high:.0f}"] = bins[-1]
             row["nme_yaw_mean"] = float(np.mean(bins))
-        row["count"], row["failed"] = int(kept.sum()), int((~kept).sum())
+        row["count"], row["failed"] = summary["count"] - summary["failed"], summary["failed"]
         tables[name] = row
     return tables
 
