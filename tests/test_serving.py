@@ -5,6 +5,7 @@ real ``tensorflow-serving-api`` types) and REST predict API, both executing the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from concurrent import futures
@@ -59,22 +60,29 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
+@contextlib.contextmanager
+def grpc_stand_in(loaded, name: str):
+    """``host:port`` of a stand-in gRPC model server serving ``loaded``'s signatures as ``name``."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(loaded, name), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
 @pytest.fixture(scope="module")
 def reference(loaded_export, toy_images):
     return {k: v.numpy() for k, v in loaded_export.signatures["serving_default"](images=tf.constant(toy_images)).items()}
 
 
 def test_grpc_client_round_trip(loaded_export, toy_images, reference):
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(loaded_export, "toy"), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        outputs = client.predict_grpc(f"127.0.0.1:{port}", toy_images, "toy")
+    with grpc_stand_in(loaded_export, "toy") as target:
+        outputs = client.predict_grpc(target, toy_images, "toy")
         with pytest.raises(grpc.RpcError):
-            client.predict_grpc(f"127.0.0.1:{port}", toy_images, "other")
-    finally:
-        server.stop(None)
+            client.predict_grpc(target, toy_images, "other")
     assert sorted(outputs) == sorted(export.OUTPUT_DOCS)
     for name, value in reference.items():
         np.testing.assert_array_equal(outputs[name], value)
@@ -92,15 +100,15 @@ def test_predict_request_carries_uint8_images_and_model_spec(toy_images):
         client.predict_request(toy_images.astype(np.float32), "toy")
 
 
-@pytest.fixture(scope="module")
-def rest_server(loaded_export):
-    """``host:port`` of a stand-in for the REST predict API serving the toy export as "toy"."""
+@contextlib.contextmanager
+def rest_stand_in(loaded, name: str):
+    """``host:port`` of a stand-in for the REST predict API serving ``loaded``'s signatures as ``name``."""
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server API)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path in ("/v1/models/toy/versions/1:predict", "/v1/models/toy:predict")
+            assert self.path in (f"/v1/models/{name}/versions/1:predict", f"/v1/models/{name}:predict")
             images = tf.constant(np.asarray(body["inputs"]["images"], np.uint8))
-            outputs = loaded_export.signatures[body["signature_name"]](images=images)
+            outputs = loaded.signatures[body["signature_name"]](images=images)
             payload = json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -113,8 +121,17 @@ def rest_server(loaded_export):
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.server_port}"
-    server.shutdown()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rest_server(loaded_export):
+    """``host:port`` of a stand-in for the REST predict API serving the toy export as "toy"."""
+    with rest_stand_in(loaded_export, "toy") as target:
+        yield target
 
 
 def test_rest_client_round_trip(rest_server, toy_images, reference):
