@@ -10,8 +10,8 @@ from tfface.data.annotated import load_aflw2000_dev, load_annotated, load_pts_fo
 from tfface.data.framing import template_landmarks68
 from tfface.errors import InputError
 from tfface.paths import shared_dir
-from tfface.training.photo_evaluation import (box_nme, format_photo_table, interocular_nme, mean_shape_in_box,
-                                              predict_landmarks, summarise)
+from tfface.training.photo_evaluation import (box_nme, evaluate_photos, format_photo_table, interocular_nme,
+                                              mean_shape_in_box, predict_landmarks, summarise)
 
 SIZE = 32
 
@@ -118,3 +118,20 @@ def test_mean_shape_in_the_box_on_real_dev_photos(default_model):
     table = mean_shape_in_box(photos, template_landmarks68(default_model))["landmarks68"]
     # the baseline that localises nothing: about 17-19% on the dev half, never near 0 or 100
     assert 0.10 < table["nme"] < 0.30 and table["failed"] == 0
+
+
+@pytest.mark.slow
+def test_the_shipped_model_on_real_dev_photos():
+    from tfface.export import ExportedModel
+    from tfface.reconstruct import DEFAULT_MODEL
+
+    folder = shared_dir() / "data" / "aflw2000-3d-dev"
+    if not folder.is_dir():
+        pytest.skip(f"no AFLW2000-3D dev photos at {folder} (set TFFACE_SHARED)")
+    model = ExportedModel(DEFAULT_MODEL)
+    photos = load_aflw2000_dev(folder, model.image_size, limit=1000).subset(np.arange(0, 1000, 42))  # 24 photos
+    table = evaluate_photos(model, photos)["landmarks68"]
+    # every face found; 20.9% on all 1,000 (model card). The bound fails the renders-only
+    # version 1 (130%) and any model that does not follow the face.
+    assert table["failed"] == 0 and table["count"] == 24
+    assert table["nme"] < 0.30
