@@ -4,8 +4,9 @@ Each trial is a small real run of the method: a :class:`tfface.model.FaceModel` 
 hyperparameters (supplement N: width multiplier, two or four convolutions per scale; DESIGN
 "Training": the thresholds ``tau_geometric`` and ``tau_photometric``) is pretrained (supplement F;
 the architecture changes between trials, so every trial pretrains its own U-Net), trained without
-supervision, and scored by the held-out fitted 68-landmark NME (ground truth read for scoring
-only). Trials run through :mod:`tfface.training.loop`, so each keeps its checkpoints and
+supervision, and scored by the held-out fitted 68-landmark NME with every failed fit scored at
+:data:`FAILED_FIT_NME` (ground truth read for scoring only): the evaluation tables exclude
+failures and count them, but a trial whose fits mostly fail must not rank by its few successes. Trials run through :mod:`tfface.training.loop`, so each keeps its checkpoints and
 TensorBoard logs under ``--out/tfface/runs/<trial>`` and a killed search resumes. keras-tuner
 imports tensorboard, which requirements.txt pins.
 
@@ -69,7 +70,20 @@ class FaceTuner(keras_tuner.RandomSearch):
         loop.train(model, config, self.data_dir, workdir)
         scores = evaluate_batches(model, data.heldout_batches(self.data_dir, 25, limit=self.heldout_limit),
                                   self.uv_model)
-        return {"nme68": scores["nme68"], "direct_nme68": scores["direct_nme68"]}
+        return {"nme68": nme_with_failures(scores["nme68"], scores["count"], scores.get("nme68_failed", 0)),
+                "direct_nme68": scores["direct_nme68"]}
+
+
+#: NME (fraction of the inter-ocular distance) a failed fit scores in the search's objective.
+FAILED_FIT_NME = 1.0
+
+
+def nme_with_failures(mean: float, count: int, failed: int) -> float:
+    """The mean NME over all ``count`` images when the ``failed`` ones score :data:`FAILED_FIT_NME`
+    and the others average ``mean`` (``mean`` is NaN when all failed, and unused)."""
+    succeeded = count - failed
+    total = (mean * succeeded if succeeded else 0.0) + FAILED_FIT_NME * failed
+    return total / count if count else FAILED_FIT_NME
 
 
 def main() -> None:
