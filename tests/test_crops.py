@@ -142,6 +142,19 @@ def test_landmark_framing_is_canonical_after_undoing_the_roll(default_model):
     np.testing.assert_allclose(unturned.side, landmark_crop(points68)[2])
 
 
+def test_anchor_round_trip():
+    framing = crops.Framing(np.array([100.0, 80.0]), 50.0, 0.4, "landmarks")
+    reference = crops.Framing(np.array([110.0, 70.0]), 60.0, 0.1, "keypoints")
+    difference = crops.anchor(framing, reference)
+    moved = crops.anchored(framing, difference)
+    np.testing.assert_allclose(moved.centre, reference.centre)
+    assert math.isclose(moved.side, reference.side) and moved.angle == framing.angle
+    # the difference lives in the framing's own frame: it moves, scales and turns with it
+    turned = crops.anchored(crops.Framing(np.array([0.0, 0.0]), 100.0, 0.4 + math.pi / 2), difference)
+    assert math.isclose(turned.side, 120.0)
+    assert math.isclose(np.linalg.norm(turned.centre), 100 * np.linalg.norm(difference[1]))
+
+
 def test_crop_warps_the_framed_square():
     picture = np.zeros((200, 300, 3), np.uint8)
     picture[90:110, 140:160] = 255

@@ -10,6 +10,7 @@ from tfface.detection import evaluation
 from tfface.errors import InputError
 from tfface.io.images import read_image
 from tfface.morphable.model import landmarks5_from_68
+from tfface.paths import REPO_ROOT
 from conftest import shared_or_skip
 
 #: Dev photos the tests read (the first ones by name, all yaws among them).
@@ -92,6 +93,20 @@ def test_weighted_nms_blends_overlapping_candidates_by_score():
     np.testing.assert_array_equal(leaders, [0, 1])
 
 
+def test_weighted_nms_blends_only_the_best_candidates_model():
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [0.0, 0.0, 12.0, 12.0]])
+    merged, _, scores, leaders = bf.weighted_nms(boxes, np.zeros((3, 6, 2)), np.array([0.9, 0.6, 0.8]), 0.3,
+                                                 ["full_range", "full_range", "short_range"])
+    assert len(merged) == 1 and leaders[0] == 0 and scores[0] == 0.9  # the short-range box is suppressed ...
+    np.testing.assert_allclose(merged[0], [0.4, 0.4, 10.4, 10.4])  # ... and not blended in
+
+
+def test_calibrated_boxes():
+    boxes = np.array([[10.0, 20.0, 30.0, 40.0]])
+    np.testing.assert_allclose(bf.calibrated(boxes, 0.5, 0.1), [[15.0, 27.0, 25.0, 37.0]])
+    np.testing.assert_allclose(bf.calibrated(boxes, 1.0, 0.0), boxes)
+
+
 def test_weighted_nms_of_nothing():
     boxes, points, scores, leaders = bf.weighted_nms(np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0), 0.3)
     assert boxes.shape == (0, 4) and points.shape == (0, 6, 2) and scores.shape == leaders.shape == (0,)
@@ -135,11 +150,31 @@ def test_zoomed_out_pass_maps_back_to_the_same_face(dev_photos):
     frontal = int(np.argmin(np.abs(yaw)))
     results = []
     for zoom in (1.0, 2.0):
-        boxes, keypoints, scores = bf.weighted_nms(*model.candidates(photos[frontal], zoom), 0.3)[:3]
+        boxes, keypoints, scores = bf.weighted_nms(*bf.DetectionPass(bf.SHORT_RANGE, zoom).candidates(
+            model, photos[frontal]), 0.3)[:3]
         results.append((boxes[0], keypoints[0]))
     size = np.ptp(landmarks[frontal], 0).max()
     assert np.abs(results[0][0] - results[1][0]).max() < 0.1 * size
     assert np.abs(results[0][1] - results[1][1]).max() < 0.1 * size
+
+
+def test_pass_regions_cover_the_picture():
+    assert bf.DetectionPass(bf.SHORT_RANGE).regions(100, 200) == [(0.0, -50.0, 200.0)]  # centred square
+    assert bf.DetectionPass(bf.SHORT_RANGE, zoom=2.0).regions(100, 100) == [(-50.0, -50.0, 200.0)]
+    tiles = bf.DetectionPass(bf.SHORT_RANGE, grid=2).regions(100, 100)
+    np.testing.assert_allclose(tiles, [(0, 0, 60), (40, 0, 60), (0, 40, 60), (40, 40, 60)])
+    assert bf.DetectionPass(bf.SHORT_RANGE, grid=2).name == "short_range@2x2"
+    with pytest.raises(InputError, match="zoom"):
+        bf.DetectionPass(bf.SHORT_RANGE, zoom=0.0).regions(10, 10)
+
+
+def test_tiles_keep_only_faces_inside_them():
+    """A face big in the picture is found whole, never as the halves the tiles cut."""
+    picture = read_image(REPO_ROOT / "samples" / "astronaut.jpg")
+    boxes, _, _ = bf.DetectionPass(bf.SHORT_RANGE, grid=2).candidates(bf.BlazeFace(bf.SHORT_RANGE), picture)
+    tiles = bf.DetectionPass(bf.SHORT_RANGE, grid=2).regions(*picture.shape[:2])
+    for box in boxes:
+        assert any(x0 <= box[0] and y0 <= box[1] and box[2] <= x0 + s and box[3] <= y0 + s for x0, y0, s in tiles)
 
 
 def test_found_by_yaw():

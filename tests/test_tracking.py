@@ -65,12 +65,13 @@ SIZE = 64
 
 
 class FakeRunner:
-    """Puts the mean face's canonical landmarks in every crop; no face where the crop is dark."""
+    """Puts the mean face's canonical landmarks in every crop (spread ``spread`` times about the
+    crop centre); no face where the crop is dark."""
 
     image_size = SIZE
 
-    def __init__(self, template68: np.ndarray):
-        self.template68 = template68 * SIZE
+    def __init__(self, template68: np.ndarray, spread: float = 1.0):
+        self.template68 = ((template68 - 0.5) * spread + 0.5) * SIZE
         self.calls = 0
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -129,6 +130,21 @@ def test_tracker_detects_once_then_follows_the_fit(fakes):
     # the canonical landmarks of a canonical crop reproduce the crop: a fixed point
     side = tracks[0].face.framing.side
     np.testing.assert_allclose(crops.landmark_framing(tracks[0].face.picture["landmarks68"]).side, side)
+
+
+def test_tracker_crops_stay_anchored_to_the_detector(default_model):
+    """A model whose landmarks are 20% too spread would grow the crop 1.2 times a frame; anchored to
+    the detector's crop, it stays that crop."""
+    detector = FakeDetector(crops.detection_template(default_model))
+    detector.boxes = [(50, 50, 110, 110)]
+    tracker = FaceTracker(detector, FakeRunner(template_landmarks68(default_model), spread=1.2), fps=30,
+                          redetect_every=0)
+    first = tracker(_frame())[0].face.framing
+    for _ in range(6):
+        (track,) = tracker(_frame())
+    assert track.id == 0 and detector.calls == 1 and track.face.framing.method == "landmarks"
+    np.testing.assert_allclose(track.face.framing.side, first.side, rtol=1e-6)
+    np.testing.assert_allclose(track.face.framing.centre, first.centre, atol=1e-6)
 
 
 def test_tracker_redetects_when_the_face_is_lost(fakes):

@@ -1,4 +1,4 @@
-"""Affine warps into square model inputs: pixel-centre convention, letterbox, anti-aliasing."""
+"""Affine warps into square model inputs: pixel-centre convention, anti-aliasing."""
 
 from __future__ import annotations
 
@@ -43,15 +43,6 @@ def test_downscaling_is_anti_aliased():
     stripes[:, ::2] = 255  # one-pixel stripes average to grey
     out = warp.warp(stripes, warp.scale_translation(0.1, (0.0, 0.0)), 40).astype(np.float64)
     assert abs(out[2:-2, 2:-2].mean() - 127.5) < 3 and out[2:-2, 2:-2].std() < 3
-
-
-def test_letterbox_centres_the_whole_picture():
-    matrix = warp.letterbox(100, 200, 128)
-    np.testing.assert_allclose(warp.apply(matrix, [[0, 0], [200, 100]]), [[0, 32], [128, 96]])
-    zoomed = warp.letterbox(100, 200, 128, zoom=2.0)
-    np.testing.assert_allclose(warp.apply(zoomed, [[0, 0], [200, 100], [100, 50]]), [[32, 48], [96, 80], [64, 64]])
-    with pytest.raises(InputError, match="zoom"):
-        warp.letterbox(10, 10, 8, zoom=0.0)
 
 
 def test_warp_rejects_singular_matrices():

@@ -34,8 +34,9 @@ def register(subparsers) -> None:
                           "motion with less lag (default 1.0)")
     rec.add_argument("--smooth-d-cutoff", type=float, default=1.0,
                      help="videos: One-Euro cutoff (Hz) of the speed estimate (default 1.0)")
-    rec.add_argument("--redetect-every", type=int, default=30,
-                     help="videos: look for new faces every this many frames (0: only when a face is lost; default 30)")
+    rec.add_argument("--redetect-every", type=int, default=10,
+                     help="videos: run the detector every this many frames, for new faces and to re-anchor the "
+                          "tracked crops (0: only when a face is lost; default 10)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--model", type=Path, default=None,
                      help="exported model version folder (default: savedmodel/tfface_ict/2 of the repository)")

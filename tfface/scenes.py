@@ -188,7 +188,7 @@ def _track_drawing(entry: dict, track: Track) -> FaceDrawing:
 
 def reconstruct_video(path: str | Path, detector: FaceDetector, runner, out: str | Path,
                       smoothing: Smoothing = Smoothing(), options: SceneOptions = SceneOptions(),
-                      redetect_every: int = 30) -> list[dict]:
+                      redetect_every: int = 10) -> list[dict]:
     """Every face of every frame of a video, tracked and smoothed, written into ``out``.
 
     Args:
@@ -198,7 +198,7 @@ def reconstruct_video(path: str | Path, detector: FaceDetector, runner, out: str
         out: output folder (created).
         smoothing: One-Euro parameters (:class:`tfface.tracking.Smoothing`).
         options: thresholds, progress bar (panels and meshes are not written per frame).
-        redetect_every: look for new faces every this many frames.
+        redetect_every: run the detector every this many frames (new faces, re-anchoring).
 
     Returns:
         The frame records, in order.

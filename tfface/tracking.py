@@ -4,12 +4,19 @@
 lost, it runs the detector (:class:`~tfface.detection.blazeface.FaceDetector`); otherwise each
 face's crop is the canonical crop of its previous fit's landmarks, turned by its roll
 (:func:`~tfface.detection.crops.landmark_framing`), so the network sees it framed as in
-training whatever the detector would say. A face is *lost* when its fit is invalid, its
+training whatever the detector would say. That crop is *anchored* to the detector: when a face is
+detected (and on every re-detection of it), the tracker records how the detector's crop differs
+from the canonical crop of the fit's landmarks (side ratio, centre offset; :func:`crops.anchor`)
+and applies that difference to the crops it derives from later fits, so a model whose landmarks
+are systematically too spread or too tight cannot make the crop grow or shrink frame after
+frame (the shipped model's did: 1.2 times per frame). A face is *lost* when its fit is invalid, its
 ``face_score`` drops below ``face_threshold``, or its crop jumps (side changing by more than
 :data:`MAX_SIDE_CHANGE` times, or centre moving more than :data:`MAX_CENTRE_JUMP` crop sides,
 between frames: a fit that has slid off the face). A detection whose crop overlaps a lost face's
 last crop continues that face (same id, same filters). Every ``redetect_every`` frames the
-detector also looks for new faces; a detection overlapping a followed face is that face.
+detector also looks for new faces; a detection whose crop lies mostly (more than
+:data:`SAME_FACE_COVER`) inside a followed face's crop, or overlaps it, is that face, and
+re-anchors it.
 
 What each face reports is smoothed by One-Euro filters (:class:`OneEuroFilter`, Casiez, Roussel
 and Vogel, CHI 2012): a low-pass filter whose cutoff rises with the speed of the signal, so a
@@ -29,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tfface.detection import crops
-from tfface.detection.blazeface import FaceDetector, box_iou
+from tfface.detection.blazeface import FaceDetector, box_iou, covered_share
 from tfface.detection.pipeline import Face, Runner, reconstruct_framings
 from tfface.errors import InputError
 from tfface.io.records import head_pose_degrees
@@ -38,6 +45,8 @@ from tfface.io.records import head_pose_degrees
 MAX_SIDE_CHANGE = 1.5
 #: A tracked crop whose centre moves by more than this many crop sides between frames is lost.
 MAX_CENTRE_JUMP = 0.5
+#: A detection's crop with more than this share inside a tracked face's crop is that face.
+SAME_FACE_COVER = 0.5
 
 
 class OneEuroFilter:
@@ -134,13 +143,30 @@ class Track:
         smoothed: the smoothed ``landmarks68``, ``landmarks5``, ``mesh2d`` (picture pixels),
             ``head_pose_degrees`` (dict) and ``t`` (mm) of the latest frame.
         frames: frames it has been seen in.
+        anchor: the detector's crop relative to the fit's canonical crop at the last detection
+            (:func:`tfface.detection.crops.anchor`).
+        filters: its One-Euro filters by quantity.
     """
 
     id: int
     face: Face
     smoothed: dict
     frames: int = 1
+    anchor: tuple[float, np.ndarray] = (1.0, np.zeros(2))
     filters: dict[str, OneEuroFilter] = dataclasses.field(default_factory=dict, repr=False)
+
+    def next_framing(self) -> crops.Framing:
+        """The crop of the next frame: the anchored canonical crop of this frame's fit."""
+        return crops.anchored(fit_framing(self.face), self.anchor)
+
+    def reanchor(self, framing: crops.Framing) -> None:
+        """Anchor to a detector crop ``framing`` of this frame's face."""
+        self.anchor = crops.anchor(fit_framing(self.face), framing)
+
+
+def fit_framing(face: Face) -> crops.Framing:
+    """The canonical crop of a face's fitted landmarks, turned upright by its fitted roll."""
+    return crops.landmark_framing(face.picture["landmarks68"], head_pose_degrees(face.picture["R"])["roll"])
 
 
 def _pose_vector(face: Face) -> np.ndarray:
@@ -165,13 +191,14 @@ class FaceTracker:
         smoothing: One-Euro parameters.
         max_faces: follow at most this many faces.
         face_threshold: a face whose ``face_score`` falls below this is lost.
-        redetect_every: look for new faces every this many frames (0: only when a face is lost).
+        redetect_every: run the detector every this many frames, for new faces and to re-anchor the
+            followed ones (0: only when a face is lost).
         template: :func:`~tfface.detection.crops.detection_template` of the model's 3DMM
             (default: the default model's).
     """
 
     def __init__(self, detector: FaceDetector, runner: Runner, fps: float, smoothing: Smoothing = Smoothing(),
-                 max_faces: int | None = None, face_threshold: float = 0.05, redetect_every: int = 30,
+                 max_faces: int | None = None, face_threshold: float = 0.05, redetect_every: int = 10,
                  template: np.ndarray | None = None):
         if not fps > 0:
             raise InputError(f"frame rate must be positive, got {fps}")
@@ -183,45 +210,55 @@ class FaceTracker:
         self.frame = -1
         self._next_id = 0
 
-    def _kept(self, face: Face, previous: crops.Framing | None) -> bool:
-        """Whether a face is still followed (see the module docstring)."""
-        if not face.fit_valid or float(face.outputs["face_score"]) < self.face_threshold:
-            return False
-        if previous is None:
-            return True
-        follow = self._next_framing(face)
+    def _valid(self, face: Face) -> bool:
+        """Whether the model saw a face: a valid fit with ``face_score`` at the threshold."""
+        return face.fit_valid and float(face.outputs["face_score"]) >= self.face_threshold
+
+    @staticmethod
+    def _steady(track: Track) -> bool:
+        """Whether the track's next crop stays near the crop of its latest face (see the module docstring)."""
+        follow, previous = track.next_framing(), track.face.framing
         ratio = follow.side / previous.side
         jump = np.linalg.norm(follow.centre - previous.centre) / previous.side
         return 1 / MAX_SIDE_CHANGE <= ratio <= MAX_SIDE_CHANGE and jump <= MAX_CENTRE_JUMP
 
-    @staticmethod
-    def _next_framing(face: Face) -> crops.Framing:
-        return crops.landmark_framing(face.picture["landmarks68"], head_pose_degrees(face.picture["R"])["roll"])
+    def _same_face(self, framing: crops.Framing, other: crops.Framing) -> float:
+        """How much two crops are one face: their IoU, or 1 when ``framing`` lies mostly inside ``other``."""
+        square, other_square = framing.square(), other.square()
+        if covered_share(square, other_square) > SAME_FACE_COVER:
+            return 1.0
+        return float(box_iou(square, other_square[None])[0])
 
     def _detect(self, picture: np.ndarray, followed: Sequence[Track]) -> list[Face]:
-        """Faces the detector finds whose crops overlap no ``followed`` face's, reconstructed."""
+        """Faces the detector finds that are none of the ``followed`` faces, reconstructed; a
+        detection of a followed face re-anchors it."""
         room = None if self.max_faces is None else self.max_faces - len(followed)
-        if room is not None and room <= 0:
-            return []
-        taken = np.array([t.face.framing.square() for t in followed]).reshape(-1, 4)
         detections, framings = [], []
         for detection in self.detector(picture):
             framing = crops.detection_framing(detection, self.template)
-            if not len(taken) or box_iou(framing.square(), taken).max() <= self.detector.iou_threshold:
+            same = [t for t in followed if self._same_face(framing, t.face.framing) > self.detector.iou_threshold]
+            if same:
+                same[0].reanchor(framing)
+            else:
                 detections.append(detection)
                 framings.append(framing)
-        faces = reconstruct_framings(picture, framings[:room], self.runner, detections[:room])
-        return [face for face in faces if self._kept(face, None)]
+        if room is not None:
+            detections, framings = detections[:max(room, 0)], framings[:max(room, 0)]
+        faces = reconstruct_framings(picture, framings, self.runner, detections)
+        return [face for face in faces if self._valid(face)]
 
     def _claim(self, face: Face, lost: list[Track]) -> Track:
-        """The lost track whose last crop ``face``'s overlaps most (removed from ``lost``), or a new track."""
-        overlaps = [box_iou(face.framing.square(), t.face.framing.square()[None])[0] for t in lost]
+        """The lost track whose last crop is most ``face``'s (removed from ``lost``), or a new
+        track; either anchored to ``face``'s detector crop."""
+        overlaps = [self._same_face(face.framing, t.face.framing) for t in lost]
         if overlaps and max(overlaps) > self.detector.iou_threshold:
             track = lost.pop(int(np.argmax(overlaps)))
             track.face, track.frames = face, track.frames + 1
-            return track
-        self._next_id += 1
-        return Track(self._next_id - 1, face, {})
+        else:
+            track = Track(self._next_id, face, {})
+            self._next_id += 1
+        track.reanchor(face.framing)
+        return track
 
     def _smooth(self, track: Track, time: float) -> None:
         face, smoothing = track.face, self.smoothing
@@ -253,14 +290,15 @@ class FaceTracker:
         followed: list[Track] = []
         lost: list[Track] = []
         if self.tracks:
-            framings = [self._next_framing(t.face) for t in self.tracks]
+            framings = [t.next_framing() for t in self.tracks]
             faces = reconstruct_framings(picture, framings, self.runner, [t.face.detection for t in self.tracks])
-            for track, face, framing in zip(self.tracks, faces, framings):
-                if self._kept(face, framing):
+            for track, face in zip(self.tracks, faces):
+                if self._valid(face):
                     track.face, track.frames = face, track.frames + 1
-                    followed.append(track)
-                else:
-                    lost.append(track)
+                    if self._steady(track):
+                        followed.append(track)
+                        continue
+                lost.append(track)
         if not self.tracks or lost or (self.redetect_every and self.frame % self.redetect_every == 0):
             followed += [self._claim(face, lost) for face in self._detect(picture, followed)]
         self.tracks = sorted(followed, key=lambda track: track.id)

@@ -4,8 +4,8 @@ Every dev photo (450 x 450, the whole picture, not a crop) goes through
 :class:`tfface.detection.blazeface.FaceDetector`; a face counts as found when a detection encloses
 most of its 68 annotated landmarks and has about its size (:func:`tfface.detection.evaluation.match`).
 The table shows, per |yaw| bin, the share found by each pass alone (at its model's threshold), by
-the default passes merged, and by the default detector (merged passes, then the fallback pass
-where they find nothing), and how many detections matched no annotated face
+the default passes merged, with the fallback pass where they find nothing, and by the default
+detector (also adding the supplementary tiles' faces where no other detection is), and how many detections matched no annotated face
 (other people in the photo, or false detections). Last, the detector's latency per photo (p50 and
 p90, wall-clock, all passes, from the decoded picture to the merged detections).
 
@@ -48,10 +48,11 @@ def main(argv=None) -> int:
         parser.error(f"{args.photos} is not an AFLW2000-3D dev folder (set TFFACE_SHARED or pass --photos)")
     dev = load_dev_pictures(args.photos, args.limit)
     pictures, landmarks, yaw = dev.pictures, dev.landmarks, dev.yaw
-    systems = {p.name: blazeface.FaceDetector([p], fallback=())
-               for p in blazeface.DEFAULT_PASSES + blazeface.DEFAULT_FALLBACK}
-    systems["passes merged, no fallback"] = blazeface.FaceDetector(fallback=())
-    systems["default (merged, with fallback)"] = blazeface.FaceDetector()
+    systems = {p.name: blazeface.FaceDetector([p], fallback=(), supplement=())
+               for p in blazeface.DEFAULT_PASSES + blazeface.DEFAULT_FALLBACK + blazeface.DEFAULT_SUPPLEMENT}
+    systems["passes merged"] = blazeface.FaceDetector(fallback=(), supplement=())
+    systems["passes merged + fallback"] = blazeface.FaceDetector(supplement=())
+    systems["default (+ fallback + supplement)"] = blazeface.FaceDetector()
     rows, latency = {}, {}
     for name, detector in systems.items():
         detector(pictures[0])  # warm-up

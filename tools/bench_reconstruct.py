@@ -9,6 +9,12 @@ TensorFlow 2.21, so it runs in its own virtualenv through a subprocess: pass its
 with ``--mediapipe-python`` or let ``--create-mediapipe-venv DIR`` create one
 (``python3 -m venv DIR && DIR/bin/pip install mediapipe==0.10.14``; needs the package index).
 
+With ``--detect`` the tfface rows time whole photos instead: ``read file -> BlazeFace detection ->
+crops framed as in training -> model (the crops of a photo in one batch) -> results mapped back to
+the photo`` (:func:`tfface.detection.pipeline.reconstruct_picture`, what ``tfface reconstruct``
+runs per photo), the same path MediaPipe's detector + mesh takes; the face count is then the
+photos with a face fitted validly.
+
 Images: ``--images DIR`` (JPEG/PNG), else ``--count`` synthetic faces rendered from the UV-3DMM
 (``--uv-model``) at 256 x 256. Models: ``--small`` (an exported version folder, default the
 repository's ``savedmodel/tfface_ict/1``) and the 224 paper model, exported here with random
@@ -20,6 +26,8 @@ worst output difference of the small model's exported runtimes against Keras on 
 model, whose fit is ill-posed).
 
     python tools/bench_reconstruct.py --uv-model WORK/uv3dmm.npz --mediapipe-python /tmp/mpvenv/bin/python
+    python tools/bench_reconstruct.py --detect --images ../shared/data/aflw2000-3d-dev/images --limit 100 \
+        --skip-paper --small savedmodel/tfface_ict/2 --mediapipe-python /tmp/mpvenv/bin/python
 """
 
 from __future__ import annotations
@@ -107,6 +115,24 @@ def time_runner(runner, paths: list[Path], repeats: int) -> dict:
     return {"wall": wall, "cpu": cpu, "faces": faces}
 
 
+def time_detect(runner, paths: list[Path], repeats: int) -> dict:
+    """Per-photo wall and CPU seconds of read -> detect -> crop -> model -> map back for ``runner``."""
+    from tfface.detection.blazeface import FaceDetector
+    from tfface.detection.pipeline import reconstruct_picture
+
+    detector = FaceDetector()
+    one = lambda path: reconstruct_picture(read_image(path), detector, runner)  # noqa: E731
+    faces = sum(any(face.fit_valid for face in one(p)) for p in paths)  # warm-up (tracing), detections
+    wall, cpu = [], []
+    for _ in range(repeats):
+        for path in paths:
+            w, c = time.perf_counter(), time.process_time()
+            one(path)
+            wall.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
+    return {"wall": wall, "cpu": cpu, "faces": faces}
+
+
 def agreement(reference, runner, paths: list[Path]) -> str:
     """Worst ``max |runner - reference| / max(1, max |reference|)`` over the outputs, and which output."""
     worst, name = 0.0, ""
@@ -150,6 +176,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, help="folder of JPEG/PNG images (default: synthetic faces)")
     parser.add_argument("--count", type=int, default=8, help="synthetic images (default 8)")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N images of --images")
+    parser.add_argument("--detect", action="store_true",
+                        help="time whole photos: detection, crops, model, mapping back (exported models only)")
     parser.add_argument("--uv-model", type=Path, help="UV-3DMM file (synthetic images, 224 model export)")
     parser.add_argument("--small", type=Path, default=DEFAULT_MODEL, help="exported small model folder")
     parser.add_argument("--small-weights", type=Path,
@@ -163,7 +192,7 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))
     if args.images:
-        paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:args.limit]
     elif args.uv_model:
         paths = synthetic_images(args.uv_model, args.count, work)
     else:
@@ -187,13 +216,17 @@ def main(argv=None) -> int:
     for label, folder in models.items():
         meta = json.loads((Path(folder) / export.EXTRAS / "tfface.json").read_text())
         size = f"{meta['image_size']}px, {meta['num_samples']} samples"
-        keras_runner = export.KerasInference(keras_models[label]) if label in keras_models else None
+        keras_runner = export.KerasInference(keras_models[label]) if label in keras_models and not args.detect else None
         if keras_runner is not None:
             rows.append(_row(f"tfface {label} ({size}) Keras", time_runner(keras_runner, paths, args.repeats),
                              len(paths)))
         for backend in ("savedmodel", "tflite"):
+            if backend == "tflite" and not (Path(folder) / export.EXTRAS / "model.tflite").is_file():
+                rows.append(f"tfface {label} tflite: skipped (no {export.EXTRAS}/model.tflite in {folder})")
+                continue
             runner = export.ExportedModel(folder, backend)
-            rows.append(_row(f"tfface {label} {backend}", time_runner(runner, paths, args.repeats), len(paths)))
+            timing = (time_detect if args.detect else time_runner)(runner, paths, args.repeats)
+            rows.append(_row(f"tfface {label} {backend}{' + BlazeFace' if args.detect else ''}", timing, len(paths)))
             if keras_runner is not None and label == "small":  # random 224 weights: an ill-posed fit, not compared
                 agreements.append(f"{label} {backend} vs Keras: worst relative difference {agreement(keras_runner, runner, paths)}")
     python = mediapipe_python(args)
@@ -202,7 +235,8 @@ def main(argv=None) -> int:
                          len(paths)))
     else:
         rows.append("MediaPipe Face Mesh: skipped (pass --mediapipe-python or --create-mediapipe-venv)")
-    print(f"{len(paths)} images x {args.repeats} passes, batch 1, read + resize + model, ms per image")
+    path = "read + detect + crop + model + map back" if args.detect else "read + resize + model, batch 1"
+    print(f"{len(paths)} images x {args.repeats} passes, {path}, ms per image")
     print(f"{'':<44} {'wall p50':>9} {'wall p90':>9} {'cpu p50':>9} {'faces':>9}")
     print("\n".join(rows))
     print("\n".join(agreements))

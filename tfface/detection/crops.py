@@ -7,25 +7,28 @@ pixels to crop pixels, the crop is warped by ``A`` (:func:`tfface.detection.warp
 everything the model returns in crop pixels comes back by ``A^-1``: points by
 :func:`to_original`, the camera by :func:`camera_to_original`.
 
-From a detection (:func:`detection_framing`), measured against the canonical crops of the 993
+From a detection (:func:`detection_framing`), measured against the canonical crops of the 994
 faces BlazeFace finds among the 1,000 AFLW2000-3D dev photos:
 
 * *centre and side come from the detector's box*: side :data:`BOX_CROP_SCALE` times the box
   side, centre :data:`BOX_CROP_SHIFT` box sides below the box centre (the medians over those
-  faces; per yaw bin the scale is 1.43, 1.45, 1.46). Centre error, median / 90th percentile in
-  crop sides: 0.029 / 0.056 at |yaw| < 30, 0.035 / 0.071 at 30-60, 0.040 / 0.080 at 60-90. The
-  similarity fit of the keypoints to the mean face's (below) frames frontal faces as well
-  (0.072 / 0.132 below 30), but shifts the crop sideways with the yaw (0.13 crop sides at
-  30 degrees): the 68-landmark box of a turned face is not centred where the mean frontal face
-  puts it relative to the eyes, nose and mouth;
+  faces; per yaw bin the scale is 1.43, 1.45, 1.46 before the full-range boxes were calibrated to
+  the short-range ones, :data:`tfface.detection.blazeface.FULL_RANGE`). Centre error of the
+  canonical crop seen in ours, median / 90th percentile in crop sides: 0.031 / 0.063 at
+  |yaw| < 30, 0.045 / 0.086 at 30-60, 0.041 / 0.084 at 60-90; side error (|log| of the ratio)
+  0.053 / 0.130, 0.049 / 0.148, 0.062 / 0.188. The similarity fit of the keypoints to the mean
+  face's (below) frames frontal faces about as well (centre 0.072 / 0.132 below 30), but shifts
+  the crop sideways with the yaw (0.13 crop sides at 30 degrees): the 68-landmark box of a
+  turned face is not centred where the mean frontal face puts it relative to the eyes, nose and
+  mouth;
 * *the angle comes from the keypoints*: the rotation of the least-squares similarity
   (:func:`tfface.data.framing.fit_similarity`) taking the detected eye centres, nose tip and
   mouth centre onto the mean face's (:func:`detection_template`), which turns the crop so the
   face is upright. Its error against the dev photos' roll is 3 degrees (median) at
   |yaw| < 30. Where the keypoints are degenerate, a profile whose eyes nearly coincide
-  (eye distance over eye-mouth distance below :data:`MIN_EYE_RATIO` of the mean face's), the
-  fit's angle is unreliable (13-24 degrees off) and the crop stays upright (angle 0, the
-  detector box alone).
+  (eye distance over eye-mouth distance below :data:`MIN_EYE_RATIO` of the mean face's; 68% of
+  the faces at |yaw| >= 60, 9% at 30-60), the fit's angle is unreliable (13-24 degrees off) and
+  the crop stays upright (angle 0, the detector box alone).
 
 For video (:mod:`tfface.tracking`), :func:`landmark_framing` frames the next crop canonically
 from the previous frame's fitted landmarks, turned by its roll.
@@ -47,9 +50,9 @@ from tfface.geometry.camera import project
 from tfface.morphable.model import MorphableModel
 
 #: Crop side over the detector box's side (median over the dev photos; see the module docstring).
-BOX_CROP_SCALE = 1.44
+BOX_CROP_SCALE = 1.46
 #: Crop centre below the detector box's centre, in box sides (median over the dev photos).
-BOX_CROP_SHIFT = 0.056
+BOX_CROP_SHIFT = 0.054
 #: Keypoints whose eye distance over eye-mouth distance is below this fraction of the mean
 #: face's are degenerate (a profile): the crop is not turned by their fit.
 MIN_EYE_RATIO = 0.5
@@ -171,6 +174,20 @@ def landmark_framing(points68: np.ndarray, roll_degrees: float = 0.0) -> Framing
     x0, y0, side = landmark_crop(np.asarray(points68, np.float64) @ turn.T)  # in the upright frame
     centre = turn.T @ np.array([x0 + side / 2, y0 + side / 2])
     return Framing(centre, float(side), angle, "landmarks")
+
+
+def anchor(framing: Framing, reference: Framing) -> tuple[float, np.ndarray]:
+    """How ``reference`` differs from ``framing``: its side over ``framing``'s, and its centre's
+    offset in ``framing``'s upright frame, in ``framing``'s sides (undone by :func:`anchored`)."""
+    offset = _turn(framing.angle) @ (np.asarray(reference.centre, np.float64) - framing.centre) / framing.side
+    return reference.side / framing.side, offset
+
+
+def anchored(framing: Framing, difference: tuple[float, np.ndarray]) -> Framing:
+    """``framing`` changed by an :func:`anchor` difference (its angle kept)."""
+    scale, offset = difference
+    centre = np.asarray(framing.centre, np.float64) + _turn(framing.angle).T @ np.asarray(offset) * framing.side
+    return Framing(centre, framing.side * scale, framing.angle, framing.method)
 
 
 def crop(picture: np.ndarray, framing: Framing, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,24 +37,6 @@ def scale_translation(scale: float, offset: tuple[float, float] | np.ndarray) ->
     return np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]], [0.0, 0.0, 1.0]])
 
 
-def letterbox(height: int, width: int, size: int, zoom: float = 1.0) -> np.ndarray:
-    """The map of a ``height x width`` picture into a ``size x size`` square, centred, whole.
-
-    Args:
-        height, width: source size in pixels.
-        size: output side in pixels.
-        zoom: the square covers ``zoom`` times the picture's longer side (``zoom > 1`` zooms
-            out, leaving a black border that makes big faces look smaller).
-
-    Returns:
-        ``(3, 3)`` source-to-output matrix.
-    """
-    if zoom <= 0:
-        raise InputError(f"zoom must be positive, got {zoom}")
-    scale = size / (zoom * max(height, width))
-    return scale_translation(scale, ((size - scale * width) / 2, (size - scale * height) / 2))
-
-
 def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """Sample the ``size x size`` output of ``image`` under the source-to-output affine ``matrix``.
 
