@@ -119,7 +119,8 @@ def picture_record(source: str, picture: np.ndarray, entries: list[dict], detect
     return record
 
 
-def _drawing(entry: dict, box: np.ndarray, label: str, landmarks68: np.ndarray, mesh2d: np.ndarray) -> FaceDrawing:
+def _drawing(entry: dict, box: np.ndarray, label: str, landmarks68: np.ndarray | None,
+             mesh2d: np.ndarray | None) -> FaceDrawing:
     """What the overlay shows of a face: its box and label, and its landmarks and mesh if fitted."""
     if not entry["face_detected"]:
         return FaceDrawing(box, label)
