@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfface.data.annotated import load_aflw2000_dev, load_annotated, load_pts_folder, read_pts
+from tfface.data.annotated import AnnotatedPhotos, load_aflw2000_dev, load_annotated, load_pts_folder, read_pts
 from tfface.data.framing import template_landmarks68
 from tfface.errors import InputError
 from tfface.paths import shared_dir
+from tfface.training.photo_sheet import FIT_COLOUR, TRUTH_COLOUR, photo_sheet, spread_over_yaw
 from tfface.training.photo_evaluation import (box_nme, evaluate_photos, format_photo_table, interocular_nme,
                                               mean_shape_in_box, predict_landmarks, summarise)
 
@@ -120,6 +121,15 @@ def test_mean_shape_in_the_box_on_real_dev_photos(default_model):
     assert 0.10 < table["nme"] < 0.30 and table["failed"] == 0
 
 
+def test_sheet_photos_spread_over_yaw():
+    yaw = np.array([80.0, -5.0, 40.0, 10.0, -60.0, 0.0, 25.0, -89.0, 50.0])
+    photos = AnnotatedPhotos(np.arange(9).astype(str), np.zeros((9, SIZE, SIZE, 3), np.uint8), np.zeros((9, 3)),
+                             {"landmarks68": np.zeros((9, 68, 2))}, yaw)
+    np.testing.assert_array_equal(spread_over_yaw(photos, 3), [5, 2, 7])  # |yaw| 0, 40, 89
+    with pytest.raises(InputError):
+        spread_over_yaw(photos, 10)
+
+
 @pytest.mark.slow
 def test_the_shipped_model_on_real_dev_photos():
     from tfface.export import ExportedModel
@@ -135,3 +145,19 @@ def test_the_shipped_model_on_real_dev_photos():
     # version 1 (130%) and any model that does not follow the face.
     assert table["failed"] == 0 and table["count"] == 24
     assert table["nme"] < 0.30
+
+    # The contact sheet of four of them: panels in a 2 x 2 grid, the ground truth drawn in red
+    # where it lies in each crop, the fit in green where the model put it.
+    indices = spread_over_yaw(photos, 4)
+    tile = 64
+    sheet = np.asarray(photo_sheet(model, photos, indices, columns=2, tile_size=tile))
+    assert sheet.shape == (2 * 2 * tile, 2 * 3 * tile, 3)
+    fitted = model(photos.images[indices])["landmarks68"]
+    scale = tile / model.image_size
+    for k, index in enumerate(indices):
+        origin = np.array([(k % 2) * 3 * tile, (k // 2) * 2 * tile])
+        truth = (photos.annotations["landmarks68"][index] - photos.crops[index, :2]) * (model.image_size / photos.crops[index, 2])
+        for points, colour in ((truth, TRUTH_COLOUR), (fitted[k], FIT_COLOUR)):
+            inside = [p for p in points * scale if 2 <= p[0] < tile - 2 and 16 <= p[1] < tile - 2]
+            drawn = [np.all(sheet[int(origin[1] + y), int(origin[0] + x)] == colour) for x, y in inside]
+            assert np.mean(drawn) > 0.5, (k, colour)

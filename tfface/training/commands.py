@@ -118,7 +118,7 @@ def training_data(args, config, uv_model, data_dir: Path):
         prepare_synthetic_data(uv_model, config, data_dir)
         return SyntheticData(data_dir)
     sources, aligned = photo_sources(args)
-    prepare_synthetic_data(uv_model, config, data_dir, splits=("heldout",))
+    prepare_synthetic_data(uv_model, config, data_dir, splits=("train", "heldout") if config.synthetic_mix else ("heldout",))
     print("training photos: " + ", ".join(f"{s.folder} ({s.framing.name})" for s in sources), flush=True)
     return PhotoData.for_config(uv_model, config, sources, aligned, evaluation_photos(args, config.image_size),
                                 data_dir)
@@ -176,6 +176,19 @@ def photo_rows(run, photos, uv_model, label: str) -> dict:
             label: evaluate_photos(run, photos)}
 
 
+def write_photo_sheet(model, photos, path: str | Path) -> None:
+    """Write the contact sheet (:mod:`tfface.training.photo_sheet`) of 16 of ``photos`` spread over
+    yaw, as ``model`` (an exported model or a FaceModel) reconstructs them."""
+    from tfface.export import ExportedModel, KerasInference
+    from tfface.training.photo_sheet import photo_sheet, spread_over_yaw
+
+    run = model if isinstance(model, ExportedModel) else KerasInference(model)
+    indices = spread_over_yaw(photos, min(16, len(photos)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    photo_sheet(run, photos, indices).save(path)
+    print(f"wrote the panels of {len(indices)} photos (ground truth red, fit green) to {path}")
+
+
 def run_evaluate(args) -> int:
     from tfface.training import data, loop
     from tfface.training.evaluation import evaluate_batches, format_table
@@ -199,6 +212,8 @@ def run_evaluate(args) -> int:
             raise InputError("no annotated photos: pass --eval-photos DIR (an AFLW2000-3D dev folder or photos "
                              "with .pts files) or set TFFACE_SHARED")
         print(format_photo_table(photo_rows(model, photos, uv_model, label), f"{len(photos)} photos"))
+        if args.sheet:
+            write_photo_sheet(model, photos, args.sheet)
         return 0
     if args.model:
         raise InputError(f"--model evaluates on photos only, not on --dataset {dataset}")
@@ -300,6 +315,9 @@ def register(subparsers) -> None:
                                "aflw2k3d: the tfds dataset")
     _add_eval_photos(evaluate)
     evaluate.add_argument("--model", default=None, help="evaluate an exported model folder instead of --workdir's")
+    evaluate.add_argument("--sheet", default=None, metavar="PNG",
+                          help="with photos: also write a contact sheet of 16 of them (spread over yaw) with the "
+                               "reconstruction, correspondence, confidence and landmarks (truth red, fit green)")
     evaluate.add_argument("--pretrained", action="store_true",
                           help="evaluate the run's pretrained network (pretrain/unet.weights.h5)")
     evaluate.add_argument("--backend", default="savedmodel", choices=("savedmodel", "tflite"),
