@@ -288,3 +288,25 @@ def test_non_finite_steps_are_skipped_and_a_run_of_them_stops_training(default_u
     restored.load_weights(tmp_path / "step-5.weights.h5")
     for a, b in zip(restored.unet.weights, model.unet.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_photo_training_mixes_in_renders_at_its_rate(default_uv_model, data_dir, tmp_path):
+    from PIL import Image
+
+    from tfface.data.photos import PhotoSource
+    from tfface.training.sources import PhotoData
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(4):  # pure green photos: every crop, warp and fill of them stays green
+        Image.fromarray(np.full((48, 48, 3), (0, 255, 0), np.uint8)).save(photos / f"{index}.png")
+    config = CONFIGS["tiny"].replace(synthetic_mix=0.3)
+    source = PhotoData.for_config(default_uv_model, config, [PhotoSource.parse(str(photos))],
+                                  [PhotoSource.parse(str(photos))], synthetic=data_dir)
+    images = np.stack(list(source.training_images().take(400).as_numpy_iterator()))
+    green = np.all(np.abs(images - [0.0, 1.0, 0.0]) < 0.02, axis=(1, 2, 3))
+    assert images.shape == (400, 32, 32, 3)
+    assert abs(np.mean(~green) - 0.3) < 0.07  # renders: binomial sd 0.023
+    with pytest.raises(InputError, match="synthetic_mix"):
+        PhotoData.for_config(default_uv_model, config, [PhotoSource.parse(str(photos))],
+                             [PhotoSource.parse(str(photos))])

@@ -104,6 +104,9 @@ class TrainConfig:
         max_yaw, max_pitch, max_roll: pose ranges (degrees) of the synthetic training and
             held-out images; ``augment_rotation`` is the in-plane rotation range (degrees) of
             the pretraining augmentation.
+        synthetic_mix: fraction of the main training's images on real photos that are synthetic
+            renders (their ground truth unread, the same unsupervised loss): renders show poses up
+            to ``max_yaw`` that the photo pretraining, frontal by construction, never does.
         photo_rotation, photo_scale, photo_translation: the random similarity of the main
             training on real photos (supplement K): in-plane rotation range (degrees), scale
             range and shift (fraction of the side), on top of each collection's framing.
@@ -156,6 +159,7 @@ class TrainConfig:
     max_pitch: float = 15.0
     max_roll: float = 30.0
     augment_rotation: float = 30.0
+    synthetic_mix: float = 0.0
     photo_rotation: float = 15.0
     photo_scale: tuple[float, float] = (0.9, 1.1)
     photo_translation: float = 0.05

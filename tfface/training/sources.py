@@ -106,6 +106,8 @@ class PhotoData(TrainingData):
         seed: data seed.
         evaluation: annotated photos (canonical crops) for the periodic and final evaluation.
         synthetic: an optional synthetic folder whose held-out split is evaluated beside them.
+        synthetic_mix: fraction of the main training's images drawn from that folder's training
+            renders (:attr:`TrainConfig.synthetic_mix`).
     """
 
     sources: Sequence[PhotoSource]
@@ -116,6 +118,11 @@ class PhotoData(TrainingData):
     seed: int = 0
     evaluation: AnnotatedPhotos | None = None
     synthetic: Path | None = None
+    synthetic_mix: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.synthetic_mix < 1.0 or (self.synthetic_mix > 0 and self.synthetic is None):
+            raise InputError(f"synthetic_mix must be in [0, 1) with a synthetic folder, got {self.synthetic_mix}")
 
     @classmethod
     def for_config(cls, uv_model: UVMorphableModel, config: TrainConfig, sources: Sequence[PhotoSource],
@@ -128,7 +135,7 @@ class PhotoData(TrainingData):
         ranges = SimilarityRange(rotation=(-rotation, rotation), scale=config.photo_scale,
                                  translation=config.photo_translation)
         return cls(tuple(sources), tuple(aligned), config.image_size, template_landmarks5(uv_model.model), ranges,
-                   config.seed, evaluation, synthetic)
+                   config.seed, evaluation, synthetic, config.synthetic_mix)
 
     def aligned_images(self) -> tf.data.Dataset:
         return photo_dataset(self.aligned, self.image_size, self.template5, seed=self.seed)
@@ -137,7 +144,12 @@ class PhotoData(TrainingData):
         return (self.template5 * self.image_size).astype(np.float32)
 
     def training_images(self) -> tf.data.Dataset:
-        return photo_dataset(self.sources, self.image_size, self.template5, self.ranges, self.seed)
+        photos = photo_dataset(self.sources, self.image_size, self.template5, self.ranges, self.seed)
+        if not self.synthetic_mix:
+            return photos
+        renders = data.training_images(self.synthetic)
+        return tf.data.Dataset.sample_from_datasets([photos, renders], [1.0 - self.synthetic_mix, self.synthetic_mix],
+                                                    seed=self.seed)
 
     def preview_images(self, count: int = 4) -> np.ndarray:
         if self.evaluation is not None:  # shown, never trained on
