@@ -79,9 +79,11 @@ FIT_STATUS_NAMES = ("ok", "ill_posed_fit", "implausible_camera")
 #: correspondences; ten samples leave a margin.
 MIN_FIT_WEIGHT = 10.0
 
-#: How far outside the image (in image widths, on every side) the centroid of a valid fit's 68
-#: landmarks may lie: a fit that places the face further out describes no face in this image,
-#: whatever its camera. (Faces cut by the image border keep their centroid well inside this.)
+#: How far outside the image (in image widths, on every side) any of a valid fit's 68 landmarks
+#: may lie: a fit that places its face further out describes no face in this image, whatever
+#: its camera; nor does one whose landmarks are strewn over many image widths while their centroid
+#: stays inside (a network that sees no face: a grey AFLW2000-3D photo, image02748, had a "valid"
+#: fit spread over 175 crop widths). A face cut by the image border keeps its landmarks inside this.
 FACE_IN_VIEW_MARGIN_WIDTHS = 0.5
 
 
@@ -115,6 +117,22 @@ def project_points(points, p_hat, q_hat):
     return homogeneous[..., :2] / z[..., None]
 
 
+def face_in_view(landmarks68, image_width) -> tf.Tensor:
+    """Whether each fit's face lies in its image: every landmark within the square image widened
+    by :data:`FACE_IN_VIEW_MARGIN_WIDTHS` on every side (a non-finite landmark is not).
+
+    Args:
+        landmarks68: ``(B, 68, 2)`` the fit's landmarks (pixels).
+        image_width: width (pixels) of the square image they refer to.
+
+    Returns:
+        ``(B,)`` bool.
+    """
+    points = tf.cast(landmarks68, tf.float32) / tf.cast(image_width, tf.float32)
+    inside = tf.logical_and(points >= -FACE_IN_VIEW_MARGIN_WIDTHS, points <= 1.0 + FACE_IN_VIEW_MARGIN_WIDTHS)
+    return tf.reduce_all(inside, axis=[-2, -1])
+
+
 def fit_validity(well_posed, K, R, t, landmarks68, image_width) -> dict[str, tf.Tensor]:
     """Whether each fit is valid: well posed, with a plausible camera that sees the face.
 
@@ -122,8 +140,8 @@ def fit_validity(well_posed, K, R, t, landmarks68, image_width) -> dict[str, tf.
         well_posed: ``(B,)`` non-zero where the solves were well posed and the inverse camera
             decomposed.
         K, R, t: ``(B, 3, 3)``, ``(B, 3, 3)``, ``(B, 3)`` the decomposed camera (pixels, mm).
-        landmarks68: ``(B, 68, 2)`` the fit's landmarks (pixels): their centroid must lie within
-            the square image widened by :data:`FACE_IN_VIEW_MARGIN_WIDTHS`.
+        landmarks68: ``(B, 68, 2)`` the fit's landmarks (pixels): each must lie within the square
+            image widened by :data:`FACE_IN_VIEW_MARGIN_WIDTHS` (:func:`face_in_view`).
         image_width: width (pixels) of the square image ``K`` and the landmarks refer to.
 
     Returns:
@@ -131,10 +149,7 @@ def fit_validity(well_posed, K, R, t, landmarks68, image_width) -> dict[str, tf.
         and :data:`FIT_IMPLAUSIBLE_CAMERA` (in this order of precedence), and ``fit_valid``
         ``(B,)`` float32, 1 where the status is :data:`FIT_OK`, else 0.
     """
-    centroid = tf.reduce_mean(tf.convert_to_tensor(landmarks68), axis=-2) / tf.cast(image_width, tf.float32)
-    in_view = tf.reduce_all(tf.logical_and(centroid >= -FACE_IN_VIEW_MARGIN_WIDTHS,
-                                           centroid <= 1.0 + FACE_IN_VIEW_MARGIN_WIDTHS), axis=-1)
-    plausible = tf.logical_and(camera_is_plausible(K, R, t, image_width), in_view)
+    plausible = tf.logical_and(camera_is_plausible(K, R, t, image_width), face_in_view(landmarks68, image_width))
     status = tf.where(tf.convert_to_tensor(well_posed) > 0,
                       tf.where(plausible, float(FIT_OK), float(FIT_IMPLAUSIBLE_CAMERA)), float(FIT_ILL_POSED))
     return {"fit_status": status, "fit_valid": tf.cast(tf.equal(status, float(FIT_OK)), tf.float32)}
@@ -357,7 +372,11 @@ class FaceModel(keras.Model):
             (``p_hat``, ``q_hat``, ``coefficients``, ``geometric_residual`` (B, P, 3) mm), the
             camera (``K``, ``R``, ``t``, ``psi``), the photometric outputs (``lighting``,
             ``albedo_coefficients``, ``reconstruction`` and ``photometric_residual`` (B, P, 3)),
-            ``vertices`` (B, V, 3) and ``well_posed`` (B,): 1 where the samples weigh at least
+            ``vertices`` (B, V, 3), the samples' ``colours`` (B, P, 3) as the photometric solve
+            saw them (softplus-preprocessed), fitted camera-space ``normals`` (B, P, 3) and UV-3DMM
+            triangle ``vertex_ids`` and ``barycentrics`` (B, P, 3)
+            (:class:`~tfface.morphable.sampling.UVSample`), and
+            ``well_posed`` (B,): 1 where the samples weigh at least
             :data:`MIN_FIT_WEIGHT`, both solves were well posed and the inverse camera
             decomposed, else 0 (the camera may then be a placeholder).
         """
@@ -401,6 +420,8 @@ class FaceModel(keras.Model):
             "lighting": photometric["lighting"], "albedo_coefficients": photometric["coefficients"],
             "reconstruction": photometric["colour"],
             "photometric_residual": photometric["residual"], "vertices": vertices,
+            "colours": colours, "normals": normals,
+            "vertex_ids": uv_sample.vertex_ids, "barycentrics": uv_sample.barycentrics,
             "well_posed": (tf.cast(tf.reduce_sum(geometric_weights, -1) >= MIN_FIT_WEIGHT, tf.float32)
                            * geometric["well_posed"] * camera["valid"] * photometric["well_posed"]),
         }

@@ -98,6 +98,24 @@ def neutral_lighting(dtype: tf.DType = tf.float32) -> tf.Tensor:
     return tf.constant([[1.0 / SH_CONSTANTS[0]] + [0.0] * 8] * 3, dtype)
 
 
+def inverse_shading(normals: tf.Tensor, lighting: tf.Tensor) -> tf.Tensor:
+    """Inverse shading ``F(n) . l_c`` of every sample and colour channel.
+
+    Parameters
+    ----------
+    normals : (B, P, 3)
+        Unit normals the lighting was fitted against.
+    lighting : (B, 3, 9)
+        Inverse-SH coefficients, one row per RGB channel.
+
+    Returns
+    -------
+    shading : (B, P, 3)
+        ``albedo = pixel * shading``.
+    """
+    return tf.matmul(sh_basis(normals), lighting, transpose_b=True)
+
+
 def photometric_system(
     image: tf.Tensor,
     normals: tf.Tensor,
@@ -182,7 +200,7 @@ def solve_photometry(
     solution, residual = structured.solve(system, ridge, refinement_steps, solver)
     lighting = tf.reshape(solution[:, :LIGHTING_UNKNOWNS], [-1, 3, 9])
     coefficients = solution[:, LIGHTING_UNKNOWNS:]
-    shading = tf.matmul(sh_basis(normals), lighting, transpose_b=True)
+    shading = inverse_shading(normals, lighting)
     albedo = image * shading - residual
     finite = tf.reduce_all(tf.math.is_finite(solution), axis=-1)
     informed = tf.reduce_any(weights > 0, axis=-1)
