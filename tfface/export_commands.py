@@ -92,7 +92,7 @@ def _work_folder(weights: Path) -> Path | None:
     return None
 
 
-def _training_sources(args: argparse.Namespace):
+def training_sources(args: argparse.Namespace):
     """``(config, uv_model_path)`` of ``args.weights``: the flags, else its work folder's files."""
     from tfface.training.config import load_config
 
@@ -119,7 +119,7 @@ def run_export(args: argparse.Namespace) -> int:
                if value is None]
     if missing:
         raise InputError(f"export needs {', '.join(missing)} (or --tflite FOLDER)")
-    config, uv_source = _training_sources(args)
+    config, uv_source = training_sources(args)
     model = export.load_trained_model(args.weights, uv_source, config, args.num_samples, args.locator_resolution)
     root = args.out or REPO_ROOT / "savedmodel"
     folder = export.export_model(model, root, args.name, args.version, tflite=not args.no_tflite)
@@ -133,7 +133,7 @@ def _keras_runner(args: argparse.Namespace):
 
     if args.intrinsics and args.same_person:
         raise InputError("--intrinsics and --same-person cannot be combined")
-    config, uv_source = _training_sources(args)
+    config, uv_source = training_sources(args)
     options = {}
     if args.intrinsics:
         options = {"geometry": inference_variants.KnownIntrinsicsGeometry}

@@ -43,7 +43,8 @@ def wireframe(uv_model: UVMorphableModel, size: int) -> np.ndarray:
 
 def preview_tiles(uv_model: UVMorphableModel) -> list[tuple[str, np.ndarray]]:
     """Captioned ``(S, S, 3)`` images in [0, 1]: geometry, three identity modes, one expression
-    mode, albedo mean, albedo mean +- 2 sigma of the first albedo mode, and the wireframe."""
+    mode, albedo mean, albedo mean +- 2 sigma of the first albedo mode (:func:`albedo_tiles`),
+    and the wireframe."""
     m = uv_model.model
     identity = list(range(min(3, m.num_shape)))
     expression = [m.num_shape] if m.num_expression else []
@@ -53,19 +54,37 @@ def preview_tiles(uv_model: UVMorphableModel) -> list[tuple[str, np.ndarray]]:
     tiles += [(f"identity {i} (xyz)", _signed(dense["basis"][i], valid)) for i in identity]
     if expression:
         tiles.append(("expression 0 (xyz)", _signed(dense["basis"][-1], valid)))
-    tiles.append(("albedo mean", np.clip(dense["albedo_mean"], 0, 1) * valid[..., None]))
-    if m.num_albedo:
-        for sign in (-2, 2):
-            albedo = np.clip(dense["albedo_mean"] + sign * dense["albedo_basis"][0], 0, 1) * valid[..., None]
-            tiles.append((f"albedo {sign:+d} sd mode 0", albedo))
+    tiles += _albedo_tiles(dense)
     tiles.append(("Tutte embedding", wireframe(uv_model, uv_model.resolution)))
     return tiles
 
 
+def _albedo_tiles(dense: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """The albedo mean, then mean -2 and +2 sd of each mode in ``dense["albedo_basis"]``
+    (:meth:`UVMorphableModel.dense_images`), clipped to [0, 1]."""
+    valid = dense["valid"][..., None]
+    tiles = [("albedo mean", np.clip(dense["albedo_mean"], 0, 1) * valid)]
+    for k, mode in enumerate(dense["albedo_basis"]):
+        tiles += [(f"albedo {sign:+d} sd mode {k}", np.clip(dense["albedo_mean"] + sign * mode, 0, 1) * valid)
+                  for sign in (-2, 2)]
+    return tiles
+
+
+def albedo_tiles(uv_model: UVMorphableModel, modes: int = 4) -> list[tuple[str, np.ndarray]]:
+    """Captioned ``(S, S, 3)`` images of the colour model: albedo mean, then mean -2 and +2 sd of
+    each of the first ``modes`` albedo modes."""
+    count = min(modes, uv_model.model.num_albedo)
+    return _albedo_tiles(uv_model.dense_images(modes=(), albedo_modes=range(count)))
+
+
 def write_preview(uv_model: UVMorphableModel, path: str | Path, columns: int = 4) -> None:
     """Write the :func:`preview_tiles` as one captioned PNG panel."""
-    tiles = preview_tiles(uv_model)
-    s = uv_model.resolution
+    write_panel(preview_tiles(uv_model), path, columns)
+
+
+def write_panel(tiles: list[tuple[str, np.ndarray]], path: str | Path, columns: int = 4) -> None:
+    """Write captioned square tiles ``(S, S, 3)`` in [0, 1], row by row, as one PNG panel."""
+    s = tiles[0][1].shape[0]
     rows = -(-len(tiles) // columns)
     panel = Image.new("RGB", (columns * s, rows * (s + CAPTION)), "black")
     draw = ImageDraw.Draw(panel)

@@ -141,7 +141,7 @@ class UVMorphableModel:
         sample = self.sample(self.texel_centres().reshape(1, s * s, 2))
 
         def images(basis: tf.Tensor, indices: Sequence[int]) -> np.ndarray:
-            picked = tf.gather(basis[0], list(indices), axis=-1).numpy()  # (S*S, 3, M)
+            picked = tf.gather(basis[0], np.asarray(indices, np.int32), axis=-1).numpy()  # (S*S, 3, M), M may be 0
             return np.moveaxis(picked, -1, 0).reshape(len(indices), s, s, 3)
 
         return {
