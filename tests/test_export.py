@@ -24,7 +24,7 @@ from tfface import export
 from tfface.errors import InputError, ModelFileError
 from tfface.geometry.camera import project
 from tfface.layers.preprocessing import inverse_softplus_preprocess, softplus_preprocess
-from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FIT_OK, FaceModel
+from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FIT_OK, FaceModel, fit_validity
 from tfface.render.rasterizer import interpolate, rasterize
 from tfface.training.config import CONFIGS
 
@@ -202,20 +202,46 @@ def test_exported_models_in_fresh_process_match_keras(toy_export, toy_faces, tmp
     np.testing.assert_allclose(reference["t"][1, 2], toy_faces["t"][1, 2], rtol=0.1)
 
 
-def test_fit_validity_is_computed_for_exports_without_it():
-    """An export older than fit_valid returns only the camera: the same rule applies to it."""
+def strewn_landmarks(count: int) -> np.ndarray:
+    """``(count, 68, 2)`` landmarks of ``count`` faces whose centroid is the image centre while
+    their points lie up to 90 image widths away (a network that sees no face; image02748 of the
+    AFLW2000-3D dev photos, a detected crop of a grey photo, gave such a "valid" fit)."""
+    offsets = np.linspace(-90.0, 90.0, 68, dtype=np.float32)[:, None] * [1.0, -0.5] * IMAGE_SIZE
+    return np.broadcast_to(IMAGE_SIZE / 2 + offsets, (count, 68, 2)).astype(np.float32)
+
+
+def test_a_fit_with_landmarks_strewn_outside_the_image_is_implausible():
+    """A plausible camera, landmarks centred on the image but strewn over 180 image widths: the
+    face is not in the image, and the fit is not valid (the old rule judged only the centroid)."""
+    K, R, t = (np.stack(parts).astype(np.float32) for parts in zip(*(toy_camera(*c) for c in TOY_CAMERAS)))
+    landmarks = np.stack([np.full((68, 2), IMAGE_SIZE / 2, np.float32), strewn_landmarks(1)[0]])
+    landmarks[0, 0] = -0.49 * IMAGE_SIZE  # one point cut by the border, within the margin: still in view
+    validity = fit_validity(np.ones(2, np.float32), K, R, t, landmarks, float(IMAGE_SIZE))
+    np.testing.assert_array_equal(validity["fit_status"].numpy(), [FIT_OK, FIT_IMPLAUSIBLE_CAMERA])
+    np.testing.assert_array_equal(validity["fit_valid"].numpy(), [1, 0])
+
+
+def test_fit_validity_is_judged_for_every_export():
+    """An export older than fit_valid returns only the camera, and one older than the strewn
+    landmarks rule reports its own status: the same rule applies to both, on top of their own."""
     K, R, t = (np.stack(parts).astype(np.float32) for parts in zip(*(toy_camera(*c) for c in TOY_CAMERAS)))
     eye = np.eye(3, dtype=np.float32)
-    landmarks = np.full((5, 68, 2), IMAGE_SIZE / 2, np.float32)
+    landmarks = np.full((6, 68, 2), IMAGE_SIZE / 2, np.float32)
     landmarks[4] += 2 * IMAGE_SIZE  # the face two image widths to the right
-    outputs = {"K": np.stack([K[0], K[1], eye, K[0] * [[1e8], [1e8], [1]], K[0]]),
-               "R": np.stack([R[0], R[1], eye, R[0], R[0]]), "t": np.stack([t[0], t[1], t[0], t[0], t[0]]),
+    landmarks[5] = strewn_landmarks(1)[0]
+    outputs = {"K": np.stack([K[0], K[1], eye, K[0] * [[1e8], [1e8], [1]], K[0], K[0]]),
+               "R": np.stack([R[0], R[1], eye, R[0], R[0], R[0]]), "t": np.stack([t[0], t[1], t[0], t[0], t[0], t[0]]),
                "landmarks68": landmarks}
     completed = export.with_fit_validity(outputs, IMAGE_SIZE)
-    np.testing.assert_array_equal(completed["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED] + [FIT_IMPLAUSIBLE_CAMERA] * 2)
-    np.testing.assert_array_equal(completed["fit_valid"], [1, 1, 0, 0, 0])
-    new = {**outputs, "fit_status": np.zeros(5, np.float32), "fit_valid": np.ones(5, np.float32)}
-    assert export.with_fit_validity(new, IMAGE_SIZE) is new  # a new export's own status is kept
+    expected = [FIT_OK, FIT_OK, FIT_ILL_POSED] + [FIT_IMPLAUSIBLE_CAMERA] * 3
+    np.testing.assert_array_equal(completed["fit_status"], expected)
+    np.testing.assert_array_equal(completed["fit_valid"], [1, 1, 0, 0, 0, 0])
+    reported = np.array([FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED, FIT_OK, FIT_OK, FIT_OK], np.float32)
+    rejudged = export.with_fit_validity({**outputs, "fit_status": reported, "fit_valid": np.float32(reported == 0)},
+                                        IMAGE_SIZE)
+    # the export's own failures are kept (image 1), the rule's are added (images 3 to 5)
+    np.testing.assert_array_equal(rejudged["fit_status"], [FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED] + [FIT_IMPLAUSIBLE_CAMERA] * 3)
+    np.testing.assert_array_equal(rejudged["fit_valid"], [1, 0, 0, 0, 0, 0])
 
 
 def test_tflite_model_uses_builtin_ops_only(toy_export):

@@ -31,7 +31,9 @@ def test_reconstruct_command_writes_mesh_landmarks_pose_and_panel(toy_export, to
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(toy_images[0]).save(inputs / "face.png")
-    wide = np.concatenate([toy_images[1], toy_images[0]], axis=1)  # 64 x 128: padded to a square
+    # 64 x 128, one face beside black (no confidence): padded to a square (two toy faces side by side
+    # are fitted as one face strewn over 2.4 image widths, an implausible fit)
+    wide = np.concatenate([toy_images[0], np.zeros_like(toy_images[0])], axis=1)
     Image.fromarray(wide).save(inputs / "wide.png")
     Image.fromarray(toy_images[0]).convert("RGBA").save(inputs / "rgba.png")
     Image.fromarray(toy_images[0]).convert("L").save(inputs / "grey.png")  # read as RGB; no maps left in it

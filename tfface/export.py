@@ -44,8 +44,8 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from tfface.errors import InputError, ModelFileError
 from tfface.geometry.camera import project
 from tfface.layers.pixel_sampling import LatticePixelSampler
-from tfface.model import (FIT_STATUS_NAMES, FaceModel, face_confidence, failed_fits_zeroed, fit_validity,
-                          landmarks5_from_68_tf)
+from tfface.model import (FIT_ILL_POSED, FIT_OK, FIT_STATUS_NAMES, FaceModel, face_confidence, failed_fits_zeroed,
+                          fit_validity, landmarks5_from_68_tf)
 from tfface.morphable.texel_map import build_locator
 from tfface.morphable.uv3dmm import UVMorphableModel
 
@@ -73,8 +73,8 @@ OUTPUT_DOCS: dict[str, str] = {
                  "vertices are no face",
     "fit_status": "(B,) 0 valid; 1 ill-posed fit (too little confident data, a non-finite or singular solve: K, R, t "
                   "are no camera, often the placeholder K = R = I); 2 implausible camera (focal length, depth or "
-                  "viewpoint out of range, see tfface.geometry.camera.camera_is_plausible, or the face outside "
-                  "the image)",
+                  "viewpoint out of range, see tfface.geometry.camera.camera_is_plausible, or a landmark more than "
+                  "half an image width outside the image)",
 }
 
 #: Joint (geometric x photometric) confidence above which a pixel counts towards ``face_score``.
@@ -209,28 +209,36 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
 
 
 def with_fit_validity(outputs: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
-    """``outputs`` of an exported model, with ``fit_valid`` and ``fit_status`` computed here if it
-    lacks them (exported before they existed).
+    """``outputs`` of an exported model, with ``fit_valid`` and ``fit_status`` judged by today's rule
+    (:func:`tfface.model.fit_validity`), whatever rule the export's graph applied.
 
-    The same rule as in the graph (:func:`tfface.model.fit_validity`), from what such a model
-    returns: its fit counts as ill posed where the camera is not finite or is the placeholder
-    ``K = R = I`` its decomposition gives a failed solve (no real fit lands on it exactly), and the
-    camera must be plausible and see the landmarks.
+    An export that returns ``fit_status`` keeps every failure it reports, and the rule is applied on
+    top (an export older than a rule, e.g. one judging only the landmarks' centroid in view, gets
+    the newer checks here; for a current export it changes nothing). For an export older than
+    ``fit_status`` the fit counts as ill posed where the camera is not finite or is the placeholder
+    ``K = R = I`` its decomposition gives a failed solve (no real fit lands on it exactly).
 
     Args:
-        outputs: numpy outputs (:data:`OUTPUT_DOCS`) of a batch, at least ``K``, ``R``, ``t`` and
-            ``landmarks68``.
+        outputs: numpy outputs (:data:`OUTPUT_DOCS`) of a batch, at least ``K`` ``(B, 3, 3)``,
+            ``R`` ``(B, 3, 3)``, ``t`` ``(B, 3)`` and ``landmarks68`` ``(B, 68, 2)`` (pixels).
         image_size: the model's input side (pixels), the width ``K`` refers to.
+
+    Returns:
+        ``outputs`` with ``fit_status`` and ``fit_valid`` ``(B,)`` float32.
     """
-    if "fit_status" in outputs:
-        return outputs
     K, R, t = (np.asarray(outputs[name], np.float32) for name in ("K", "R", "t"))
-    eye = np.eye(3, dtype=np.float32)
-    placeholder = np.all(K == eye, axis=(-2, -1)) & np.all(R == eye, axis=(-2, -1))
-    well_posed = np.isfinite(K).all((-2, -1)) & np.isfinite(R).all((-2, -1)) & np.isfinite(t).all(-1) & ~placeholder
-    validity = fit_validity(well_posed.astype(np.float32), K, R, t, np.asarray(outputs["landmarks68"], np.float32),
-                            float(image_size))
-    return {**outputs, **{name: value.numpy() for name, value in validity.items()}}
+    if "fit_status" in outputs:
+        reported = np.asarray(outputs["fit_status"], np.float32)
+        well_posed = reported != FIT_ILL_POSED
+    else:
+        eye = np.eye(3, dtype=np.float32)
+        placeholder = np.all(K == eye, axis=(-2, -1)) & np.all(R == eye, axis=(-2, -1))
+        well_posed = np.isfinite(K).all((-2, -1)) & np.isfinite(R).all((-2, -1)) & np.isfinite(t).all(-1) & ~placeholder
+        reported = np.full(len(K), float(FIT_OK), np.float32)
+    judged = fit_validity(well_posed.astype(np.float32), K, R, t, np.asarray(outputs["landmarks68"], np.float32),
+                          float(image_size))["fit_status"].numpy()
+    status = np.where(reported != FIT_OK, reported, judged).astype(np.float32)
+    return {**outputs, "fit_status": status, "fit_valid": (status == FIT_OK).astype(np.float32)}
 
 
 # ---------------------------------------------------------------------------- export
@@ -353,8 +361,8 @@ class ExportedModel:
     backend : {"savedmodel", "tflite"}
 
     Call with ``(B, H, W, 3)`` uint8 RGB images; returns a dict of numpy arrays
-    (:data:`OUTPUT_DOCS`; ``fit_valid`` and ``fit_status`` computed by :func:`with_fit_validity`
-    for an export older than them). The TFLite backend runs the batch one image at a time with
+    (:data:`OUTPUT_DOCS`; ``fit_valid`` and ``fit_status`` judged by today's rule,
+    :func:`with_fit_validity`, also for an export older than it). The TFLite backend runs the batch one image at a time with
     ``tf.lite.Interpreter`` (it warns that it is deprecated in favour of ``ai_edge_litert``, which is
     not installed here; in TF 2.21 it works, with the XNNPACK delegate).
     """

@@ -22,10 +22,9 @@ succeeded. A face is reported when
   luminance there, reaches :data:`MIN_FACE_CONTRAST`: a uniform region has nothing the photometric
   fit could explain; else ``low_contrast``),
 * and the fit is valid (``fit_status`` 0, :func:`tfface.model.fit_validity`: the solve was well
-  posed, else ``ill_posed_fit``, and the camera plausible and seeing the face, else
-  ``implausible_camera``; for an
-  export older than ``fit_status``, :func:`tfface.export.with_fit_validity` applies the same rule
-  to its camera).
+  posed, else ``ill_posed_fit``, and the camera plausible and every landmark near the image, else
+  ``implausible_camera``; for an export older than the rule,
+  :func:`tfface.export.with_fit_validity` applies it on top of the export's own).
 
 Otherwise the JSON records ``face_detected: false`` with the ``reason`` and no mesh is written,
 rather than inventing one. Images are padded to a square and resized to the model's input size

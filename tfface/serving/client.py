@@ -13,8 +13,8 @@ Example (a model server started as in :mod:`tfface.serving.config`)::
 
 The image is padded to a square and resized to the model's input size (read from the exported
 ``tfface.json`` with ``--export``, default the repository's model) and sent as uint8. The command
-prints the face score, whether the fit is valid (``fit_valid``, ``fit_status``; computed from the
-returned camera for a model exported before them, :func:`tfface.export.with_fit_validity`) and the
+prints the face score, whether the fit is valid (``fit_valid``, ``fit_status``; judged by today's rule
+on top of the served model's, :func:`tfface.export.with_fit_validity`) and the
 5 landmarks in the image's pixels.
 """
 
