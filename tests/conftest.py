@@ -89,6 +89,23 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def runner():
+    """The shipped model (:data:`tfface.reconstruct.DEFAULT_MODEL`) as an :class:`~tfface.export.ExportedModel`."""
+    from tfface.export import ExportedModel
+    from tfface.reconstruct import DEFAULT_MODEL
+
+    return ExportedModel(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The BlazeFace :class:`~tfface.detection.blazeface.FaceDetector` with its default settings."""
+    from tfface.detection.blazeface import FaceDetector
+
+    return FaceDetector()
+
+
+@pytest.fixture(scope="session")
 def default_model_path() -> Path:
     """The compact ICT-FaceKit Light npz shipped in the package."""
     path = paths.default_model_path()

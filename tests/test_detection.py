@@ -18,11 +18,6 @@ DEV_PHOTOS = 60
 
 
 @pytest.fixture(scope="module")
-def detector() -> bf.FaceDetector:
-    return bf.FaceDetector()
-
-
-@pytest.fixture(scope="module")
 def dev_photos():
     """``(photos, landmarks68 (N, 68, 2), yaw (N,))`` of the first :data:`DEV_PHOTOS` dev photos."""
     folder = shared_or_skip("data", "aflw2000-3d-dev")

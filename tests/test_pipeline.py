@@ -5,25 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import shared_or_skip
 from tfface.detection import crops, pipeline
-from tfface.detection.blazeface import FaceDetector
-from tfface.export import ExportedModel
+from tfface.detection.evaluation import match
 from tfface.io.images import read_image
+from tfface.model import FIT_IMPLAUSIBLE_CAMERA
 from tfface.paths import REPO_ROOT
-from tfface.reconstruct import DEFAULT_MODEL
 
 #: The public-domain photo the repository ships (one face, in a scene).
 ASTRONAUT = REPO_ROOT / "samples" / "astronaut.jpg"
-
-
-@pytest.fixture(scope="module")
-def runner() -> ExportedModel:
-    return ExportedModel(DEFAULT_MODEL)
-
-
-@pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector()
 
 
 def test_every_output_maps_back_exactly_with_the_crop(runner):
@@ -70,3 +60,19 @@ def test_batches_keep_the_order(runner):
         np.testing.assert_allclose(face.picture["landmarks68"], single.picture["landmarks68"], atol=0.05)
     with pytest.raises(Exception, match="detections"):
         pipeline.reconstruct_framings(picture, framings, runner, detections=[None])
+
+
+def test_a_fit_strewn_far_outside_its_crop_is_a_failure(runner, detector):
+    """AFLW2000-3D dev photo image02748 (grey, glasses, yaw -31 degrees): BlazeFace boxes the
+    face and its crop frames it, but the shipped network sees no face there (face score 0) and
+    its fit strews the landmarks over about 175 crop widths around a centroid inside the crop
+    (box NME 927%). The fit is reported invalid (implausible), not a face."""
+    folder = shared_or_skip("data", "aflw2000-3d-dev")
+    with np.load(folder / "landmarks.npz") as data:
+        points = data["landmarks68"][list(data["names"]).index("image02748")]
+    picture = read_image(folder / "images" / "image02748.jpg")
+    detection = match(detector(picture), points)
+    assert detection is not None  # the detector finds this face
+    framing = crops.detection_framing(detection, crops.default_detection_template())
+    face = pipeline.reconstruct_framings(picture, [framing], runner, [detection])[0]
+    assert not face.fit_valid and face.outputs["fit_status"] == FIT_IMPLAUSIBLE_CAMERA

@@ -13,15 +13,13 @@ from PIL import Image
 from conftest import shared_or_skip
 from tfface import export_commands, scenes
 from tfface.detection import crops, warp
-from tfface.detection.blazeface import FaceDetector
 from tfface.detection.evaluation import load_dev_pictures, match, tiled_scene
 from tfface.detection.pipeline import reconstruct_picture
 from tfface.errors import InputError
-from tfface.export import ExportedModel
 from tfface.io import video
 from tfface.io.images import read_image
 from tfface.paths import REPO_ROOT
-from tfface.reconstruct import DEFAULT_MODEL, InputImage
+from tfface.reconstruct import InputImage
 from tfface.training.photo_evaluation import box_nme
 
 ASTRONAUT = REPO_ROOT / "samples" / "astronaut.jpg"
@@ -32,16 +30,6 @@ def _command(*argv):
     export_commands.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(map(str, argv)))
     return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def runner() -> ExportedModel:
-    return ExportedModel(DEFAULT_MODEL)
-
-
-@pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector()
 
 
 def _moving_video(path, frames: int = 10, size: int = 256) -> list[np.ndarray]:
