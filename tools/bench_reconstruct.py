@@ -39,7 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -98,39 +100,45 @@ def paper_model(uv_model_path: Path, root: Path):
     return model, export.export_model(model, root, "paper", 1)
 
 
+def time_per_input(one: Callable[[Path], Any], found: Callable[[Any], bool], paths: list[Path],
+                   repeats: int) -> dict:
+    """Per-input wall and CPU seconds of ``one(path)`` over ``repeats`` passes over ``paths``.
+
+    A first pass warms up (tracing) and counts the inputs whose result is ``found``.
+
+    Returns:
+        dict with ``wall`` and ``cpu`` (``repeats * len(paths)`` seconds each) and ``faces``
+        (the count found).
+    """
+    faces = sum(bool(found(one(p))) for p in paths)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        for path in paths:
+            w, c = time.perf_counter(), time.process_time()
+            one(path)
+            wall.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
+    return {"wall": wall, "cpu": cpu, "faces": faces}
+
+
 def time_runner(runner, paths: list[Path], repeats: int) -> dict:
-    """Per-image wall and CPU seconds of read -> fit -> model for ``runner``."""
+    """:func:`time_per_input` of read -> fit -> model for ``runner``; found: a face by the reconstruct rule."""
     def one(path):
         square, _ = fit_to_square(read_image(path), runner.image_size)
         return square, runner(square[None])
 
-    faces = sum(is_face(face_evidence(*one(p), 0)) for p in paths)  # warm-up (tracing), detections
-    wall, cpu = [], []
-    for _ in range(repeats):
-        for path in paths:
-            w, c = time.perf_counter(), time.process_time()
-            one(path)
-            wall.append(time.perf_counter() - w)
-            cpu.append(time.process_time() - c)
-    return {"wall": wall, "cpu": cpu, "faces": faces}
+    return time_per_input(one, lambda result: is_face(face_evidence(*result, 0)), paths, repeats)
 
 
 def time_detect(runner, paths: list[Path], repeats: int) -> dict:
-    """Per-photo wall and CPU seconds of read -> detect -> crop -> model -> map back for ``runner``."""
+    """:func:`time_per_input` of read -> detect -> crop -> model -> map back for ``runner``; found: a
+    photo with a validly fitted face."""
     from tfface.detection.blazeface import FaceDetector
     from tfface.detection.pipeline import reconstruct_picture
 
     detector = FaceDetector()
-    one = lambda path: reconstruct_picture(read_image(path), detector, runner)  # noqa: E731
-    faces = sum(any(face.fit_valid for face in one(p)) for p in paths)  # warm-up (tracing), detections
-    wall, cpu = [], []
-    for _ in range(repeats):
-        for path in paths:
-            w, c = time.perf_counter(), time.process_time()
-            one(path)
-            wall.append(time.perf_counter() - w)
-            cpu.append(time.process_time() - c)
-    return {"wall": wall, "cpu": cpu, "faces": faces}
+    return time_per_input(lambda path: reconstruct_picture(read_image(path), detector, runner),
+                          lambda faces: any(face.fit_valid for face in faces), paths, repeats)
 
 
 def agreement(reference, runner, paths: list[Path]) -> str:
