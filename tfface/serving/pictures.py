@@ -10,7 +10,7 @@ the head pose. Example, with a model server started as in :mod:`tfface.serving.c
 
     python -m tfface.serving.pictures group.jpg --protocol rest --target localhost:8501 --model tfface_ict
 
-prints one JSON object per face (best detection first). From Python::
+prints one JSON object with every face (best detection first). From Python::
 
     from tfface.serving.pictures import ServedModel, picture_faces
     served = ServedModel.from_export("savedmodel/tfface_ict/2", "localhost:8500", "tfface_ict")
