@@ -104,6 +104,10 @@ class TrainConfig:
         max_yaw, max_pitch, max_roll: pose ranges (degrees) of the synthetic training and
             held-out images; ``augment_rotation`` is the in-plane rotation range (degrees) of
             the pretraining augmentation.
+        pretrain_max_yaw, pretrain_max_pitch: with either above 0, every pretraining photo's face is
+            turned by a yaw and a pitch drawn uniformly within them (degrees) and supervised with
+            the turned mean shape's maps (:mod:`tfface.training.profiling`); 0: supplement F's
+            frontal target only.
         synthetic_mix: fraction of the main training's images on real photos that are synthetic
             renders (their ground truth unread, the same unsupervised loss): renders show poses up
             to ``max_yaw`` that the photo pretraining, frontal by construction, never does.
@@ -159,6 +163,8 @@ class TrainConfig:
     max_pitch: float = 15.0
     max_roll: float = 30.0
     augment_rotation: float = 30.0
+    pretrain_max_yaw: float = 0.0
+    pretrain_max_pitch: float = 0.0
     synthetic_mix: float = 0.0
     photo_rotation: float = 15.0
     photo_scale: tuple[float, float] = (0.9, 1.1)

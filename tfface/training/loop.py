@@ -85,6 +85,17 @@ def _training_data(source: TrainingData | str | Path) -> TrainingData:
     return source if isinstance(source, TrainingData) else SyntheticData(Path(source))
 
 
+def _profiling(model: FaceModel, config: TrainConfig, source: TrainingData) -> dict:
+    """The face-profiling arguments of :func:`pretraining_dataset` (none when ``pretrain_max_yaw``
+    and ``pretrain_max_pitch`` are 0: supplement F's frontal target only)."""
+    if not (config.pretrain_max_yaw or config.pretrain_max_pitch):
+        return {}
+    from tfface.training.profiling import FaceProfiler
+
+    return {"profiler": FaceProfiler(model.uv_model, source.mean_landmarks5(), config.image_size),
+            "max_turn": (math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))}
+
+
 def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str | Path, workdir: str | Path,
              time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None) -> Path:
     """Supervised pretraining of the U-Net (supplement F); returns the saved U-Net weights path.
@@ -108,7 +119,7 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
     dataset = pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
                                   .shuffle(1024, seed=config.seed),
                                   targets, config.pretrain_batch_size, ranges, seed=config.seed,
-                                  no_face_fraction=config.no_face_fraction)
+                                  no_face_fraction=config.no_face_fraction, **_profiling(model, config, source))
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
         network = keras.Model(inputs, model.predict_maps(inputs, training=None), name="pretraining")

@@ -94,7 +94,8 @@ def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray,
 
 def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, batch_size: int,
                         ranges: SimilarityRange = SimilarityRange(), seed: int = 0,
-                        no_face_fraction: float = 0.0) -> tf.data.Dataset:
+                        no_face_fraction: float = 0.0, profiler=None,
+                        max_turn: tuple[float, float] = (0.0, 0.0)) -> tf.data.Dataset:
     """Batches ``(augmented image, augmented target maps)`` for supervised pretraining.
 
     A share ``no_face_fraction`` of the examples is replaced by a face-free procedural texture
@@ -108,6 +109,10 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
         ranges: random similarity applied to image and maps alike.
         seed: stateless seed of the augmentation.
         no_face_fraction: probability in [0, 1] that an example is face-free.
+        profiler: a :class:`tfface.training.profiling.FaceProfiler`: when given, every example's
+            face is first turned by a yaw and a pitch drawn uniformly within ``max_turn``
+            (radians) and supervised with the turned maps instead of ``targets``.
+        max_turn: largest ``(|yaw|, |pitch|)`` of the profiled examples, radians.
 
     Returns:
         Dataset of ``((B, H, W, 3), (B, H, W, 4))`` repeated forever.
@@ -118,11 +123,15 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
     images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
 
     def augment(step, image):
-        batch = {"image": image,
-                 "correspondence": tf.broadcast_to(maps[..., 0:2], tf.concat([tf.shape(image)[:1], maps.shape[:2], [2]], 0)),
-                 "depth": tf.broadcast_to(maps[..., 2], tf.concat([tf.shape(image)[:1], maps.shape[:2]], 0)),
-                 "confidence": tf.broadcast_to(maps[..., 3], tf.concat([tf.shape(image)[:1], maps.shape[:2]], 0))}
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
+        count = tf.shape(image)[:1]
+        if profiler is None:
+            example_maps = tf.broadcast_to(maps, tf.concat([count, tf.shape(maps)], 0))
+        else:
+            turn = tf.random.stateless_uniform(tf.concat([count, [2]], 0), step_seed + 1, -1.0, 1.0) * max_turn
+            image, example_maps = profiler(image, turn[:, 0], turn[:, 1])
+        batch = {"image": image, "correspondence": example_maps[..., 0:2], "depth": example_maps[..., 2],
+                 "confidence": example_maps[..., 3]}
         out = augment_batch(batch, step_seed, ranges)
         image, confidence = out["image"], out["confidence"]
         if no_face_fraction > 0:

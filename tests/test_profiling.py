@@ -1,0 +1,89 @@
+"""Face profiling: bilinear sampling, turns, and turned photos that agree with their target maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.geometry.camera import project
+from tfface.training.pretraining import pretraining_dataset, pretraining_targets
+from tfface.training.profiling import DISTANCE, FaceProfiler, bilinear_sample, turn_matrices
+
+SIZE = 64
+TEMPLATE5 = np.array([[0.35, 0.31], [0.65, 0.31], [0.5, 0.45], [0.39, 0.63], [0.61, 0.63]], np.float32) * SIZE
+
+
+def test_bilinear_sample_is_exact_on_linear_images():
+    ys, xs = np.mgrid[0:8, 0:10] + 0.5
+    image = np.stack([2.0 * xs + 3.0 * ys, xs - ys], -1)[None].astype(np.float32)  # linear in the centres
+    points = np.random.default_rng(0).uniform([0.5, 0.5], [9.5, 7.5], (1, 50, 2)).astype(np.float32)
+    sampled = bilinear_sample(image, points).numpy()[0]
+    x, y = points[0, :, 0], points[0, :, 1]
+    np.testing.assert_allclose(sampled, np.stack([2 * x + 3 * y, x - y], -1), rtol=1e-5, atol=1e-4)
+    outside = bilinear_sample(image, np.array([[[-5.0, 0.5], [40.0, 7.5]]], np.float32)).numpy()[0]
+    np.testing.assert_allclose(outside, [image[0, 0, 0], image[0, 7, 9]], atol=1e-5)  # nearest edge
+
+
+def test_turns_are_rotations_about_the_vertical_then_across():
+    yaw, pitch = np.radians([90.0, 0.0, 30.0]), np.radians([0.0, 90.0, -20.0])
+    rotations = turn_matrices(tf.constant(yaw, tf.float32), tf.constant(pitch, tf.float32)).numpy()
+    for rotation in rotations:
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+        assert np.linalg.det(rotation) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(rotations[0] @ [0, 0, 1], [1, 0, 0], atol=1e-6)  # the front turns sideways
+    np.testing.assert_allclose(rotations[0] @ [0, 1, 0], [0, 1, 0], atol=1e-6)  # yaw keeps up
+    np.testing.assert_allclose(rotations[1] @ [0, 1, 0], [0, 0, 1], atol=1e-6)  # pitch tips up forward
+
+
+@pytest.fixture(scope="module")
+def profiler(default_uv_model):
+    return FaceProfiler(default_uv_model, TEMPLATE5, SIZE)
+
+
+def test_unturned_photo_keeps_its_pixels_and_gets_the_frontal_target(default_uv_model, profiler):
+    photo = np.random.default_rng(1).uniform(size=(1, SIZE, SIZE, 3)).astype(np.float32)
+    image, maps = (a.numpy()[0] for a in profiler(photo, [0.0], [0.0]))
+    frontal = pretraining_targets(default_uv_model, TEMPLATE5, SIZE).maps
+    face = maps[..., 3] > 0
+    np.testing.assert_array_equal(face, frontal[..., 3] > 0)  # supplement F's face region
+    np.testing.assert_allclose(maps[face, :2], frontal[face, :2], atol=1e-4)
+    # each face pixel samples itself: perspective-correct barycentrics blend projected positions
+    # to within a few thousandths of a pixel of its centre, on noise that changes by up to 1 per pixel
+    np.testing.assert_allclose(image, photo[0], atol=0.01)
+    depth = maps[face, 2]  # camera Z / distance: about 1, the nose nearer than the cheeks
+    assert 0.85 < depth.min() < 0.97 and 0.99 < depth.max() < 1.15
+
+
+@pytest.mark.parametrize("yaw, pitch", [(40.0, 0.0), (-60.0, 10.0)])
+def test_turned_photo_and_maps_agree_on_where_a_surface_point_went(default_uv_model, profiler, yaw, pitch):
+    model = default_uv_model.model
+    nose = int(model.landmarks68[30])  # nose tip vertex
+    K, R, t = (a.numpy() for a in profiler.camera)
+    frontal, _ = project(model.mean[None, nose:nose + 1].astype(np.float32), K[None], R[None], t[None])
+    photo = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    x, y = np.floor(frontal.numpy()[0, 0]).astype(int)
+    photo[0, y - 1:y + 2, x - 1:x + 2] = 1.0  # a white spot on the nose tip of the aligned photo
+    image, maps = (a.numpy()[0] for a in profiler(photo, [np.radians(yaw)], [np.radians(pitch)]))
+    rotation = turn_matrices(tf.constant([np.radians(yaw)], tf.float32), tf.constant([np.radians(pitch)], tf.float32))
+    centre = model.mean.mean(0)
+    turned = (rotation.numpy()[0] @ (model.mean[nose] - centre) + centre).astype(np.float32)
+    expected, _ = project(turned[None, None], K[None], R[None], t[None])
+    spot = np.argwhere(image[..., 0] > 0.5)[:, ::-1] + 0.5
+    assert len(spot) > 0
+    np.testing.assert_allclose(spot.mean(0), expected.numpy()[0, 0], atol=1.5)  # the spot moved with the nose
+    at = tuple(np.floor(expected.numpy()[0, 0]).astype(int)[::-1])
+    np.testing.assert_allclose(maps[at][:2], default_uv_model.vertex_uv[nose], atol=0.03)  # and so did its target
+    assert maps[at][3] == 1.0 and abs(maps[at][2] - (K @ (R @ turned + t))[2] / DISTANCE) < 0.02
+
+
+def test_profiled_pretraining_batches_move_image_and_maps_together(default_uv_model, profiler):
+    targets = pretraining_targets(default_uv_model, TEMPLATE5, SIZE)
+    white = tf.data.Dataset.from_tensors(tf.ones([SIZE, SIZE, 3])).repeat()
+    images, maps = next(iter(pretraining_dataset(white, targets, 8, seed=2, profiler=profiler,
+                                                 max_turn=(np.radians(60.0), np.radians(15.0)))))
+    regions = maps.numpy()[..., 3]
+    assert images.shape == (8, SIZE, SIZE, 3) and maps.shape == (8, SIZE, SIZE, 4)
+    assert len({round(float(r.sum())) for r in regions}) == 8  # eight different turns (and similarities)
+    left = regions[:, :, : SIZE // 2].sum(axis=(1, 2)) / regions.sum(axis=(1, 2))
+    assert left.min() < 0.4 and left.max() > 0.6  # turned both ways

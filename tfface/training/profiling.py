@@ -1,0 +1,113 @@
+"""Face profiling for pretraining: an aligned photo's face turned in 3D, the mean shape its proxy.
+
+Supplement F pretrains on roughly aligned photos against one fixed target: the mean shape placed
+frontally at the mean 5-landmark position. A network pretrained so knows frontal faces only, and
+on real photos the unsupervised training does not teach it pose (BUILD.md, "Training on real
+photographs": its fitted yaw spreads 2 deg where the photos' spreads 44 deg).
+
+Profiling shows the same photos turned. The mean shape, placed at the template as in supplement
+F, is rotated about its centroid by a yaw and a pitch and rendered; every pixel it covers takes
+the photo's colour where the same surface point lies in the frontal placement, and its targets
+are the turned shape's correspondence, depth (camera Z over the camera distance, so about 1 like
+the constant frontal target) and face region. Pixels the turned face does not cover keep the
+photo. As in supplement F, no landmark of any photo is used: the face is where the template says
+an aligned face is (the idea of 3DDFA's face profiling, with the template instead of per-image
+landmarks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfface.morphable.model import landmarks5_from_68
+from tfface.morphable.uv3dmm import UVMorphableModel
+from tfface.render.rasterizer import interpolate, rasterize
+from tfface.geometry.camera import project
+from tfface.training.pretraining import aligning_camera
+
+#: Camera-to-centroid distance of the template placement (mm); depth targets are Z over it.
+DISTANCE = 600.0
+
+
+def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
+    """Sample ``(B, H, W, C)`` images at ``(B, ..., 2)`` pixel positions (x, y; centres at +0.5).
+
+    Positions outside the image take the nearest edge pixel.
+
+    Returns:
+        ``(B, ..., C)`` bilinearly interpolated values.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    x = tf.clip_by_value(points[..., 0] - 0.5, 0.0, tf.cast(width - 1, tf.float32))
+    y = tf.clip_by_value(points[..., 1] - 0.5, 0.0, tf.cast(height - 1, tf.float32))
+    x0, y0 = tf.floor(x), tf.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    x1, y1 = tf.minimum(x0 + 1, width - 1), tf.minimum(y0 + 1, height - 1)
+
+    def at(yy, xx):
+        return tf.gather_nd(images, tf.stack([yy, xx], -1), batch_dims=1)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def turn_matrices(yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
+    """``(B, 3, 3)`` model-space rotations: ``pitch`` about the model's x axis, then ``yaw``
+    about its y (vertical) axis, both ``(B,)`` in radians."""
+    cy, sy, cp, sp = tf.cos(yaw), tf.sin(yaw), tf.cos(pitch), tf.sin(pitch)
+    zero, one = tf.zeros_like(yaw), tf.ones_like(yaw)
+    yaw_m = tf.stack([tf.stack([cy, zero, sy], -1), tf.stack([zero, one, zero], -1),
+                      tf.stack([-sy, zero, cy], -1)], -2)
+    pitch_m = tf.stack([tf.stack([one, zero, zero], -1), tf.stack([zero, cp, -sp], -1),
+                        tf.stack([zero, sp, cp], -1)], -2)
+    return yaw_m @ pitch_m
+
+
+class FaceProfiler:
+    """Turn the faces of aligned photos (module docstring).
+
+    Args:
+        uv_model: the UV-3DMM; its hole-filled mean shape is the proxy.
+        mean_landmarks5: ``(5, 2)`` pixel position of the aligned photos' mean 5 landmarks.
+        image_size: side of the square photos in pixels.
+
+    Attributes:
+        camera: ``(K, R, t)`` of the template placement (:func:`aligning_camera`, at :data:`DISTANCE`).
+    """
+
+    def __init__(self, uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int):
+        model = uv_model.model
+        K, R, t = aligning_camera(landmarks5_from_68(model.mean[model.landmarks68]), mean_landmarks5, DISTANCE)
+        self.image_size = int(image_size)
+        self.camera = tuple(tf.constant(a) for a in (K, R, t))
+        self._mean = tf.constant(model.mean, tf.float32)
+        self._centre = tf.reduce_mean(self._mean, 0)
+        self._triangles = tf.constant(model.triangles, tf.int32)
+        self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
+        frontal, _ = project(self._mean[None], *(a[None] for a in self.camera))
+        self._frontal_xy = frontal[0]  # (V, 2) where each surface point lies in the aligned photo
+
+    def __call__(self, images: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Turn ``(B, S, S, 3)`` aligned photos by ``yaw`` and ``pitch`` ``(B,)`` (radians).
+
+        Returns:
+            ``images`` ``(B, S, S, 3)`` with the turned faces and their target ``maps``
+            ``(B, S, S, 4)``: u, v, depth and face region, as :func:`pretraining_targets` has them.
+        """
+        images = tf.convert_to_tensor(images, tf.float32)
+        yaw, pitch = tf.cast(yaw, tf.float32), tf.cast(pitch, tf.float32)
+        batch = tf.shape(images)[0]
+        turned = tf.einsum("bij,vj->bvi", turn_matrices(yaw, pitch), self._mean - self._centre) + self._centre
+        K, R, t = (tf.tile(a[None], tf.concat([[batch], tf.ones_like(tf.shape(a))], 0)) for a in self.camera)
+        fragments = rasterize(turned, self._triangles, K, R, t, self.image_size, self.image_size)
+        mask = fragments.mask[..., None]
+        source = interpolate(self._frontal_xy, self._triangles, fragments)
+        uv = interpolate(self._vertex_uv, self._triangles, fragments)
+        face = bilinear_sample(images, source)
+        out = mask * face + (1.0 - mask) * images
+        maps = tf.concat([uv, fragments.depth[..., None] / DISTANCE, mask], -1)
+        return out, maps
