@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfface.geometry.camera import project
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
-from tfface.training.profiling import DISTANCE, FaceProfiler, bilinear_sample, turn_matrices
+from tfface.training.profiling import DISTANCE, FaceProfiler, bilinear_sample, mirrored_beyond_edges, turn_matrices
 
 SIZE = 64
 TEMPLATE5 = np.array([[0.35, 0.31], [0.65, 0.31], [0.5, 0.45], [0.39, 0.63], [0.61, 0.63]], np.float32) * SIZE
@@ -34,6 +34,24 @@ def test_turns_are_rotations_about_the_vertical_then_across():
     np.testing.assert_allclose(rotations[0] @ [0, 0, 1], [1, 0, 0], atol=1e-6)  # the front turns sideways
     np.testing.assert_allclose(rotations[0] @ [0, 1, 0], [0, 1, 0], atol=1e-6)  # yaw keeps up
     np.testing.assert_allclose(rotations[1] @ [0, 1, 0], [0, 0, 1], atol=1e-6)  # pitch tips up forward
+
+
+def test_uncovered_face_pixels_are_mirrored_across_the_nearer_edge():
+    region = np.zeros((2, 8), bool)
+    region[1, 2:6] = True  # row 1's face spans pixels 2-5, edges at x = 2 and 6
+    positions = mirrored_beyond_edges(region)
+    np.testing.assert_allclose(positions[1, 2:6, 0], [1.5, 0.5, 7.5, 6.5])
+    np.testing.assert_allclose(positions[0, :, 0], np.arange(8) + 0.5)  # outside: themselves
+    np.testing.assert_allclose(positions[..., 1], [[0.5] * 8, [1.5] * 8])
+
+
+def test_no_second_face_beside_the_turned_one(profiler):
+    photo = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    photo[..., 0] = profiler.frontal_region.numpy()[..., 0]  # the aligned photo: a red face on black
+    image, maps = (a.numpy()[0] for a in profiler(photo, [np.radians(60.0)], [0.0]))
+    uncovered = (profiler.frontal_region.numpy()[..., 0] > 0) & (maps[..., 3] == 0)
+    assert uncovered.sum() > 20
+    assert image[uncovered, 0].max() < 0.5  # filled from beyond the face's edges, not left red
 
 
 @pytest.fixture(scope="module")

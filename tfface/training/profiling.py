@@ -10,7 +10,9 @@ F, is rotated about its centroid by a yaw and a pitch and rendered; every pixel 
 the photo's colour where the same surface point lies in the frontal placement, and its targets
 are the turned shape's correspondence, depth (camera Z over the camera distance, so about 1 like
 the constant frontal target) and face region. Pixels the turned face does not cover keep the
-photo. As in supplement F, no landmark of any photo is used: the face is where the template says
+photo, except where the frontal face was: there, so that no second face shows beside the turned
+one, each row takes the photo beyond the frontal face's edge, mirrored across that edge (the
+nearer side's). As in supplement F, no landmark of any photo is used: the face is where the template says
 an aligned face is (the idea of 3DDFA's face profiling, with the template instead of per-image
 landmarks).
 """
@@ -67,6 +69,20 @@ def turn_matrices(yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
     return yaw_m @ pitch_m
 
 
+def mirrored_beyond_edges(region: np.ndarray) -> np.ndarray:
+    """``(S, S, 2)`` pixel positions: each pixel of ``region`` (``(S, S)`` bool) mirrored across the
+    nearer end of its row's run of ``region`` (x only); pixels outside it map to themselves."""
+    size = region.shape[1]
+    ys, xs = np.mgrid[0:region.shape[0], 0:size].astype(np.float32) + 0.5
+    mirrored = xs.copy()
+    for row in np.flatnonzero(region.any(axis=1)):
+        columns = np.flatnonzero(region[row])
+        left, right = columns[0], columns[-1] + 1.0  # the run's edges in pixel coordinates
+        x = xs[row, columns]
+        mirrored[row, columns] = np.where(x - left < right - x, 2 * left - x, 2 * right - x)
+    return np.stack([mirrored, ys], -1)
+
+
 class FaceProfiler:
     """Turn the faces of aligned photos (module docstring).
 
@@ -77,6 +93,7 @@ class FaceProfiler:
 
     Attributes:
         camera: ``(K, R, t)`` of the template placement (:func:`aligning_camera`, at :data:`DISTANCE`).
+        frontal_region: ``(S, S, 1)`` 1 where the frontal (unturned) face covers the photo.
     """
 
     def __init__(self, uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int):
@@ -90,6 +107,10 @@ class FaceProfiler:
         self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
         frontal, _ = project(self._mean[None], *(a[None] for a in self.camera))
         self._frontal_xy = frontal[0]  # (V, 2) where each surface point lies in the aligned photo
+        region = rasterize(self._mean[None], self._triangles, *(a[None] for a in self.camera),
+                           self.image_size, self.image_size).mask[0].numpy()
+        self.frontal_region = tf.constant(region[..., None])
+        self._beyond_edge = tf.constant(mirrored_beyond_edges(region > 0))
 
     def __call__(self, images: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Turn ``(B, S, S, 3)`` aligned photos by ``yaw`` and ``pitch`` ``(B,)`` (radians).
@@ -108,6 +129,8 @@ class FaceProfiler:
         source = interpolate(self._frontal_xy, self._triangles, fragments)
         uv = interpolate(self._vertex_uv, self._triangles, fragments)
         face = bilinear_sample(images, source)
-        out = mask * face + (1.0 - mask) * images
+        uncovered = self.frontal_region * (1.0 - mask)
+        beyond = bilinear_sample(images, tf.broadcast_to(self._beyond_edge, tf.concat([[batch], tf.shape(self._beyond_edge)], 0)))
+        out = mask * face + uncovered * beyond + (1.0 - mask - uncovered) * images
         maps = tf.concat([uv, fragments.depth[..., None] / DISTANCE, mask], -1)
         return out, maps
