@@ -54,6 +54,7 @@ def test_pts_folder_crops_canonically_and_maps_back_to_photo_pixels(tmp_path):
     # the ground truth seen in crop pixels maps back onto itself
     in_crop = (truth - photos.crops[:, None, :2]) * SIZE / photos.crops[:, None, 2:3]
     np.testing.assert_allclose(photos.to_photo(in_crop), truth, atol=1e-9)
+    np.testing.assert_allclose(photos.to_crop(truth), in_crop, atol=1e-9)
     # the crop holds the photo's pixels (third photo, grey 80) and black outside it
     assert photos.images[2, SIZE // 2, SIZE // 2, 0] == pytest.approx(80, abs=2)
     assert load_annotated(tmp_path, SIZE, limit=2).images.shape[0] == 2

@@ -52,6 +52,13 @@ class AnnotatedPhotos:
         size = self.images.shape[1]
         return np.asarray(points) * (crops[:, None, 2:3] / size) + crops[:, None, :2]
 
+    def to_crop(self, points: np.ndarray, index: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Map ``(n, P, 2)`` photo-pixel points to crop pixels of the selected crops (inverse of
+        :meth:`to_photo`)."""
+        crops = self.crops[index]
+        size = self.images.shape[1]
+        return (np.asarray(points) - crops[:, None, :2]) * (size / crops[:, None, 2:3])
+
     def subset(self, index: np.ndarray | slice) -> "AnnotatedPhotos":
         """The photos at ``index``."""
         return AnnotatedPhotos(self.names[index], self.images[index], self.crops[index],

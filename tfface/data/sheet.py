@@ -40,7 +40,12 @@ def contact_sheet(images, landmarks=None, columns: int = 4, radius: float = 1.5)
         draw = ImageDraw.Draw(sheet)
         for i, points in enumerate(landmarks):
             r, c = divmod(i, columns)
-            for x, y in points + [c * width, r * height]:
-                draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=DOT_COLOUR,
-                             outline=OUTLINE_COLOUR)
+            draw_dots(draw, points + [c * width, r * height], DOT_COLOUR, radius, OUTLINE_COLOUR)
     return sheet
+
+
+def draw_dots(draw: ImageDraw.ImageDraw, points, colour: tuple[int, int, int], radius: float = 1.5,
+              outline: tuple[int, int, int] | None = None) -> None:
+    """Draw each of ``(P, 2)`` pixel ``points`` as a filled dot of ``radius`` pixels."""
+    for x, y in np.asarray(points, np.float64):
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=outline)

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tfface.data.annotated import AnnotatedPhotos
+from tfface.data.sheet import draw_dots
 from tfface.errors import InputError
 from tfface.visualize import panel
 
@@ -28,16 +29,6 @@ def spread_over_yaw(photos: AnnotatedPhotos, count: int = 16) -> np.ndarray:
         raise InputError(f"a sheet of {count} photos needs 1 to {len(photos)} photos")
     order = np.arange(len(photos)) if photos.yaw is None else np.argsort(np.abs(photos.yaw), kind="stable")
     return order[np.round(np.linspace(0, len(photos) - 1, count)).astype(int)]
-
-
-def _to_crop(points: np.ndarray, crop: np.ndarray, size: int) -> np.ndarray:
-    """``(P, 2)`` photo pixels to pixels of the ``(x0, y0, side)`` crop resized to ``size``."""
-    return (np.asarray(points, np.float64) - crop[:2]) * (size / crop[2])
-
-
-def _draw_points(draw: ImageDraw.ImageDraw, points: np.ndarray, scale: float, colour: tuple[int, int, int]) -> None:
-    for x, y in np.asarray(points) * scale:
-        draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=colour)
 
 
 def photo_sheet(run, photos: AnnotatedPhotos, indices: np.ndarray, columns: int = 4,
@@ -59,7 +50,7 @@ def photo_sheet(run, photos: AnnotatedPhotos, indices: np.ndarray, columns: int 
     if columns <= 0 or len(indices) == 0:
         raise InputError(f"a sheet needs photos and a positive column count, got {len(indices)} and {columns}")
     size = photos.images.shape[1]
-    truth = next(iter(photos.annotations.values()))
+    truth = photos.to_crop(next(iter(photos.annotations.values()))[indices], indices)
     outputs = run(photos.images[indices])
     valid = np.asarray(outputs.get("fit_valid", np.ones(len(indices))), bool).reshape(-1)
     rows = -(-len(indices) // columns)
@@ -67,9 +58,9 @@ def photo_sheet(run, photos: AnnotatedPhotos, indices: np.ndarray, columns: int 
     for k, index in enumerate(indices):
         cell = Image.fromarray(panel(photos.images[index], outputs, k, run.mesh.triangles, bool(valid[k]), tile_size))
         draw = ImageDraw.Draw(cell)
-        _draw_points(draw, _to_crop(truth[index], photos.crops[index], size), tile_size / size, TRUTH_COLOUR)
+        draw_dots(draw, truth[k] * (tile_size / size), TRUTH_COLOUR)
         if valid[k]:
-            _draw_points(draw, outputs["landmarks68"][k], tile_size / size, FIT_COLOUR)
+            draw_dots(draw, outputs["landmarks68"][k] * (tile_size / size), FIT_COLOUR)
         row, column = divmod(k, columns)
         sheet.paste(cell, (column * 3 * tile_size, row * 2 * tile_size))
     return sheet
