@@ -40,7 +40,11 @@ class PretrainingTargets(NamedTuple):
     t: np.ndarray
 
 
-def aligning_camera(points: np.ndarray, targets: np.ndarray, distance: float = 600.0):
+#: Camera-to-centroid distance (mm) of the template placement.
+CAMERA_DISTANCE = 600.0
+
+
+def aligning_camera(points: np.ndarray, targets: np.ndarray, distance: float = CAMERA_DISTANCE):
     """A frontal pinhole camera that maps model ``points`` close to pixel ``targets``.
 
     The scale and image offset are the least-squares weak-perspective fit of the frontal

@@ -22,14 +22,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfface.morphable.model import landmarks5_from_68
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate, rasterize
 from tfface.geometry.camera import project
-from tfface.training.pretraining import aligning_camera
+from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
 
 #: Camera-to-centroid distance of the template placement (mm); depth targets are Z over it.
-DISTANCE = 600.0
+DISTANCE = CAMERA_DISTANCE
 
 
 def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
@@ -92,23 +91,22 @@ class FaceProfiler:
         image_size: side of the square photos in pixels.
 
     Attributes:
-        camera: ``(K, R, t)`` of the template placement (:func:`aligning_camera`, at :data:`DISTANCE`).
+        camera: ``(K, R, t)`` of the template placement (:func:`pretraining_targets`' camera).
         frontal_region: ``(S, S, 1)`` 1 where the frontal (unturned) face covers the photo.
     """
 
     def __init__(self, uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int):
         model = uv_model.model
-        K, R, t = aligning_camera(landmarks5_from_68(model.mean[model.landmarks68]), mean_landmarks5, DISTANCE)
+        frontal_target = pretraining_targets(uv_model, mean_landmarks5, image_size)
         self.image_size = int(image_size)
-        self.camera = tuple(tf.constant(a) for a in (K, R, t))
+        self.camera = tuple(tf.constant(a) for a in (frontal_target.K, frontal_target.R, frontal_target.t))
         self._mean = tf.constant(model.mean, tf.float32)
         self._centre = tf.reduce_mean(self._mean, 0)
         self._triangles = tf.constant(model.triangles, tf.int32)
         self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
         frontal, _ = project(self._mean[None], *(a[None] for a in self.camera))
         self._frontal_xy = frontal[0]  # (V, 2) where each surface point lies in the aligned photo
-        region = rasterize(self._mean[None], self._triangles, *(a[None] for a in self.camera),
-                           self.image_size, self.image_size).mask[0].numpy()
+        region = frontal_target.maps[..., 3]
         self.frontal_region = tf.constant(region[..., None])
         self._beyond_edge = tf.constant(mirrored_beyond_edges(region > 0))
 
