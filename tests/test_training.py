@@ -310,3 +310,61 @@ def test_photo_training_mixes_in_renders_at_its_rate(default_uv_model, data_dir,
     with pytest.raises(InputError, match="synthetic_mix"):
         PhotoData.for_config(default_uv_model, config, [PhotoSource.parse(str(photos))],
                              [PhotoSource.parse(str(photos))])
+
+
+def test_pose_anchor_adds_the_weighted_pretraining_loss_to_the_step(default_uv_model):
+    """With ``pose_anchor_weight`` w, a step on ``{"image", "anchor"}`` descends the unsupervised
+    loss plus w x the anchor batch's pretraining loss: under plain SGD its update differs from
+    the unanchored step's (same start, same images) by exactly lr x w x that loss's gradient."""
+    import keras
+
+    from tfface import losses
+    from tfface.training.loop import build_model
+
+    rng = np.random.default_rng(0)
+    images, anchor_images = rng.uniform(size=(2, 4, 32, 32, 3)).astype(np.float32)
+    targets = np.concatenate([rng.uniform(size=(4, 32, 32, 3)), rng.uniform(size=(4, 32, 32, 1)) > 0.5],
+                             -1).astype(np.float32)
+    weight, rate = 3.0, 0.01
+    steps = {}
+    for name, config, batch in [("plain", CONFIGS["tiny"], images),
+                                ("anchored", CONFIGS["tiny"].replace(pose_anchor_weight=weight),
+                                 {"image": images, "anchor": (anchor_images, targets)})]:
+        model = build_model(default_uv_model, config)
+        model.compile(optimizer=keras.optimizers.SGD(rate))
+        start = [v.numpy().copy() for v in model.trainable_variables]
+        if name == "anchored":
+            with tf.GradientTape() as tape:
+                anchor_loss = tf.reduce_mean(losses.pretraining_loss(model.predict_maps(anchor_images, training=True),
+                                                                     targets))
+            anchor_gradient = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(anchor_loss,
+                                                                                      model.trainable_variables)]
+        logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, shuffle=False, verbose=0).history
+        steps[name] = (start, [v.numpy() for v in model.trainable_variables], logs)
+    (start, plain, plain_logs), (anchored_start, anchored, logs) = steps["plain"], steps["anchored"]
+    for a, b in zip(start, anchored_start):
+        np.testing.assert_array_equal(a, b)
+    assert "anchor" not in plain_logs
+    np.testing.assert_allclose(logs["anchor"][0], float(anchor_loss), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"][0], plain_logs["loss"][0], rtol=1e-5)  # the anchor is logged apart
+    moved = 0
+    for p, a, g in zip(plain, anchored, anchor_gradient):
+        np.testing.assert_allclose(p - a, rate * weight * g, atol=1e-6)
+        moved += np.abs(g).max() > 1e-4
+    assert moved > len(anchor_gradient) // 2
+
+
+def test_pose_anchor_pairs_every_training_image_with_a_pretraining_example(default_uv_model, data_dir):
+    from tfface.training.loop import _anchored, build_model
+    from tfface.training.sources import SyntheticData
+
+    config = CONFIGS["tiny"].replace(pose_anchor_weight=1.0, no_face_fraction=0.0)
+    source = SyntheticData(data_dir)
+    assert _anchored(build_model(default_uv_model, CONFIGS["tiny"]), CONFIGS["tiny"], source) == source.training_images
+    examples = list(_anchored(build_model(default_uv_model, config), config, source)().take(8).as_numpy_iterator())
+    training = list(source.training_images().take(8).as_numpy_iterator())
+    for example, image in zip(examples, training):
+        np.testing.assert_array_equal(example["image"], image)
+        anchor_image, target = example["anchor"]
+        assert anchor_image.shape == (32, 32, 3) and target.shape == (32, 32, 4)
+        assert set(np.unique(target[..., 3])) <= {0.0, 1.0} and target[..., 3].mean() > 0.1  # a face region

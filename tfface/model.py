@@ -321,7 +321,8 @@ class FaceModel(keras.Model):
         self._triangles = tf.constant(m.triangles)
         self._landmarks68 = tf.constant(m.landmarks68)
         self._landmark_uv = tf.constant(self.uv_model.vertex_uv[m.landmarks68])
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        names = LOSS_NAMES + (("anchor",) if cfg.pose_anchor_weight > 0 else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.skipped_steps = SkippedSteps()
 
     # ------------------------------------------------------------------ pipeline
@@ -476,10 +477,11 @@ class FaceModel(keras.Model):
         return data
 
     def _update_trackers(self, terms, batch_size, finite=True, extra=None):
-        """Add the batch's mean ``terms`` (unless not ``finite``: a skipped step) to the trackers;
-        their results, plus ``extra`` results, as the step's logs."""
+        """Add the batch's mean ``terms`` (unless not ``finite``: a skipped step) to their trackers;
+        the results, plus ``extra`` results, as the step's logs."""
         weight = tf.cast(batch_size, tf.float32) * tf.cast(finite, tf.float32)
-        for name, tracker in self.trackers.items():
+        for name in self.trackers.keys() & terms.keys():
+            tracker = self.trackers[name]
             tracker.update_state(tf.where(finite, tf.reduce_mean(terms[name]), 0.0), sample_weight=weight)
         results = {**{name: tracker.result() for name, tracker in self.trackers.items()}, **(extra or {})}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
@@ -492,8 +494,13 @@ class FaceModel(keras.Model):
         replica) is skipped: weights, optimizer state, batch-norm statistics and adaptive
         regularisation stay as they were, the loss trackers ignore it and ``skipped_steps`` /
         ``consecutive_skipped_steps`` (:class:`SkippedSteps`) count it in the logs
-        (:class:`tfface.training.callbacks.StopOnNonFiniteSteps` ends a run of them)."""
+        (:class:`tfface.training.callbacks.StopOnNonFiniteSteps` ends a run of them).
+
+        A dict batch may carry ``anchor``: pretraining images ``(B, H, W, 3)`` and their target
+        maps ``(B, H, W, 4)``, whose supervised loss (:func:`tfface.losses.pretraining_loss`,
+        logged as ``anchor``) is added with weight ``pose_anchor_weight``."""
         images = self._images_of(data)
+        anchor = data.get("anchor") if isinstance(data, dict) and "anchor" in self.trackers else None
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
         if not self.optimizer.built:  # no variable may be created inside apply_gradients_if's branch
@@ -504,6 +511,9 @@ class FaceModel(keras.Model):
             fit = self.fit_images(images, training=True)
             terms = self.losses_of(fit)
             loss = tf.reduce_mean(terms["loss"])
+            if anchor is not None:
+                terms["anchor"] = losses.pretraining_loss(self.predict_maps(anchor[0], training=True), anchor[1])
+                loss += self.config.pose_anchor_weight * tf.reduce_mean(terms["anchor"])
             scaled = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled, variables)
         finite = all_finite([loss, *gradients])

@@ -108,6 +108,10 @@ class TrainConfig:
             turned by a yaw and a pitch drawn uniformly within them (degrees) and supervised with
             the turned mean shape's maps (:mod:`tfface.training.profiling`); 0: supplement F's
             frontal target only.
+        pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
+            on a batch of pretraining examples (turned as in pretraining) beside every
+            unsupervised batch, an anchor against the unsupervised objective's pull towards one
+            frontal face (BUILD.md, "Training on real photographs"); 0: none.
         synthetic_mix: fraction of the main training's images on real photos that are synthetic
             renders (their ground truth unread, the same unsupervised loss): renders show poses up
             to ``max_yaw`` that the photo pretraining, frontal by construction, never does.
@@ -165,6 +169,7 @@ class TrainConfig:
     augment_rotation: float = 30.0
     pretrain_max_yaw: float = 0.0
     pretrain_max_pitch: float = 0.0
+    pose_anchor_weight: float = 0.0
     synthetic_mix: float = 0.0
     photo_rotation: float = 15.0
     photo_scale: tuple[float, float] = (0.9, 1.1)

@@ -96,6 +96,33 @@ def _profiling(model: FaceModel, config: TrainConfig, source: TrainingData) -> d
             "max_turn": (math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))}
 
 
+def _pretraining_examples(model: FaceModel, config: TrainConfig, source: TrainingData,
+                          batch_size: int) -> tf.data.Dataset:
+    """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
+    the aligned photos under a random similarity, turned when the configuration profiles."""
+    targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
+    rotation = math.radians(config.augment_rotation)
+    ranges = SimilarityRange(rotation=(-rotation, rotation), scale=(0.85, 1.15), translation=0.06)
+    return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
+                               .shuffle(1024, seed=config.seed),
+                               targets, batch_size, ranges, seed=config.seed,
+                               no_face_fraction=config.no_face_fraction, **_profiling(model, config, source))
+
+
+def _anchored(model: FaceModel, config: TrainConfig, source: TrainingData):
+    """``() -> tf.data.Dataset`` of the main training's unbatched examples: its images, each with
+    one pretraining example ``anchor = (image, target maps)`` when ``pose_anchor_weight`` > 0."""
+    if not config.pose_anchor_weight > 0:
+        return source.training_images
+
+    def make_dataset() -> tf.data.Dataset:
+        anchors = _pretraining_examples(model, config, source, config.batch_size).unbatch()
+        return tf.data.Dataset.zip(source.training_images(), anchors).map(
+            lambda image, anchor: {"image": image, "anchor": anchor})
+
+    return make_dataset
+
+
 def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str | Path, workdir: str | Path,
              time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None) -> Path:
     """Supervised pretraining of the U-Net (supplement F); returns the saved U-Net weights path.
@@ -113,13 +140,7 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
     if weights.exists():
         model.unet.load_weights(weights)
         return weights
-    targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
-    rotation = math.radians(config.augment_rotation)
-    ranges = SimilarityRange(rotation=(-rotation, rotation), scale=(0.85, 1.15), translation=0.06)
-    dataset = pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
-                                  .shuffle(1024, seed=config.seed),
-                                  targets, config.pretrain_batch_size, ranges, seed=config.seed,
-                                  no_face_fraction=config.no_face_fraction, **_profiling(model, config, source))
+    dataset = _pretraining_examples(model, config, source, config.pretrain_batch_size)
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
         network = keras.Model(inputs, model.predict_maps(inputs, training=None), name="pretraining")
@@ -162,7 +183,7 @@ def train(model: FaceModel, config: TrainConfig, source: TrainingData | str | Pa
     source = _training_data(source)
     out = Path(workdir) / "train"
     logs = Path(workdir) / "logs" / "train"
-    dataset = distribute_batches(strategy, source.training_images, config.batch_size)
+    dataset = distribute_batches(strategy, _anchored(model, config, source), config.batch_size)
     epochs, per_epoch = _epochs(config.steps, config.checkpoint_every)
     preview = source.preview_images(4)
     callbacks = [
