@@ -368,3 +368,15 @@ def test_pose_anchor_pairs_every_training_image_with_a_pretraining_example(defau
         anchor_image, target = example["anchor"]
         assert anchor_image.shape == (32, 32, 3) and target.shape == (32, 32, 4)
         assert set(np.unique(target[..., 3])) <= {0.0, 1.0} and target[..., 3].mean() > 0.1  # a face region
+
+
+def test_periodic_progress_shows_the_dev_photos_first():
+    from tfface.training.callbacks import progress_lines
+
+    results = {"photos/landmarks68/nme": 0.1993, "photos/landmarks68/nme_yaw_mean": 0.2441,
+               "photos/landmarks68/failed": 2.0, "photos/landmarks68_original/nme": 0.5, "nme68": 0.2722,
+               "direct_nme68": 0.2592, "failed": 0, "count": 100}
+    assert progress_lines(results) == ["dev photos box NME 19.93% (bins mean 24.41%, 2 failed)",
+                                       "synthetic renders nme68 27.22%, direct_nme68 25.92%"]
+    assert progress_lines({"nme68": 0.1, "failed": 3, "count": 100}) == [
+        "synthetic renders nme68 10.00%, 3 of 100 fits failed (not in the means)"]

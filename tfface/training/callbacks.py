@@ -283,6 +283,27 @@ class ImageSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
 
+def progress_lines(results: dict) -> list[str]:
+    """The figures a person watches in a long run, from an evaluation's flat ``results``: the
+    real photos' box NME (first annotation; bins mean, failed fits) when evaluated, then the
+    synthetic held-out renders' 68-landmark NMEs.
+
+    Returns:
+        One string per evaluated set, photos first.
+    """
+    lines = []
+    photos = next((key[:-len("nme")] for key in results if key.startswith("photos/") and key.endswith("/nme")), None)
+    if photos is not None:
+        lines.append(f"dev photos box NME {100 * results[photos + 'nme']:.2f}% (bins mean "
+                     f"{100 * results[photos + 'nme_yaw_mean']:.2f}%, {int(results[photos + 'failed'])} failed)")
+    shown = [f"{name} {100 * results[name]:.2f}%" for name in ("nme68", "direct_nme68") if name in results]
+    if results.get("failed"):
+        shown.append(f"{results['failed']} of {results['count']} fits failed (not in the means)")
+    if shown:
+        lines.append("synthetic renders " + ", ".join(shown))
+    return lines
+
+
 class PeriodicEvaluation(keras.callbacks.Callback):
     """Runs ``evaluate(model) -> {name: value}`` every N steps; logs to TensorBoard and a list,
     and prints the landmark NMEs (the progress a person watches in a long run).
@@ -305,10 +326,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     def record(self, step: int) -> dict:
         results = {"step": step, **self.evaluate(self.model)}
         self.history.append(results)
-        shown = [f"{name} {100 * results[name]:.2f}%" for name in ("nme68", "direct_nme68") if name in results]
-        if results.get("failed"):
-            shown.append(f"{results['failed']} of {results['count']} fits failed (not in the means)")
-        tqdm.write(f"step {step}: held-out " + ", ".join(shown))
+        tqdm.write(f"step {step}: " + "; ".join(progress_lines(results)))
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for name, value in results.items():
