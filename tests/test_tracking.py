@@ -70,8 +70,11 @@ class FakeRunner:
 
     image_size = SIZE
 
-    def __init__(self, template68: np.ndarray, spread: float = 1.0):
+    def __init__(self, template68: np.ndarray, spread: float = 1.0, roll_degrees: float = 0.0):
         self.template68 = ((template68 - 0.5) * spread + 0.5) * SIZE
+        turn = math.radians(roll_degrees)  # the fitted head turned about the optical axis, the landmarks not
+        c, s = math.cos(turn), math.sin(turn)
+        self.R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([1.0, -1.0, -1.0])
         self.calls = 0
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -80,7 +83,7 @@ class FakeRunner:
         K = np.array([[300.0, 0.0, SIZE / 2], [0.0, 300.0, SIZE / 2], [0.0, 0.0, 1.0]])
         bright = images.reshape(n, -1).mean(-1) > 20
         return {"landmarks68": np.repeat(self.template68[None], n, 0), "landmarks5": np.zeros((n, 5, 2)),
-                "K": np.repeat(K[None], n, 0), "R": np.repeat(np.diag([1.0, -1.0, -1.0])[None], n, 0),
+                "K": np.repeat(K[None], n, 0), "R": np.repeat(self.R[None], n, 0),
                 "t": np.repeat([[0.0, 0.0, 500.0]], n, 0), "vertices": np.zeros((n, 3, 3)),
                 "face_score": np.where(bright, 0.5, 0.0), "fit_valid": np.ones(n)}
 
@@ -145,6 +148,43 @@ def test_tracker_crops_stay_anchored_to_the_detector(default_model):
     assert track.id == 0 and detector.calls == 1 and track.face.framing.method == "landmarks"
     np.testing.assert_allclose(track.face.framing.side, first.side, rtol=1e-6)
     np.testing.assert_allclose(track.face.framing.centre, first.centre, atol=1e-6)
+
+
+def test_tracker_crops_do_not_spin_with_a_leaning_roll(default_model):
+    """A model whose fitted roll leans 6 degrees in every crop, landmarks upright, turned the crop
+    6 degrees a frame when crops followed the fit's roll; they keep the detector's turn."""
+    from tfface.io.records import head_pose_degrees
+
+    runner = FakeRunner(template_landmarks68(default_model), roll_degrees=6.0)
+    assert abs(abs(head_pose_degrees(runner.R)["roll"]) - 6.0) < 1e-6
+    detector = FakeDetector(crops.detection_template(default_model))
+    detector.boxes = [(50, 50, 110, 110)]
+    tracker = FaceTracker(detector, runner, fps=30, redetect_every=0)
+    first = tracker(_frame())[0].face.framing
+    for _ in range(6):
+        (track,) = tracker(_frame())
+    assert track.id == 0 and detector.calls == 1 and track.face.framing.method == "landmarks"
+    assert math.isclose(track.face.framing.angle, first.angle, abs_tol=1e-9)
+    np.testing.assert_allclose(track.face.framing.side, first.side, rtol=1e-6)
+    np.testing.assert_allclose(track.face.framing.centre, first.centre, atol=1e-6)
+
+
+def test_a_crop_drifting_from_the_detector_loses_the_face_and_is_detected_again(default_model):
+    """Fits whose landmarks turn 10% too spread after the detection grow each next crop 1.1 times
+    (under the per-frame jump bound): the crop that would be 1.33 times the detector's loses the
+    face, which is detected again in that frame and anchored anew (steady from then on)."""
+    template68 = template_landmarks68(default_model)
+    detector, runner = FakeDetector(crops.detection_template(default_model)), FakeRunner(template68)
+    detector.boxes = [(50, 50, 110, 110)]
+    tracker = FaceTracker(detector, runner, fps=30, redetect_every=0)
+    first = tracker(_frame())[0].face.framing
+    runner.template68 = ((template68 - 0.5) * 1.1 + 0.5) * SIZE
+    sides = []
+    for _ in range(6):
+        (track,) = tracker(_frame())
+        sides.append(track.face.framing.side / first.side)
+    assert track.id == 0 and detector.calls == 2
+    np.testing.assert_allclose(sides, [1.0, 1.1, 1.0, 1.0, 1.0, 1.0], rtol=1e-6)
 
 
 def test_tracker_redetects_when_the_face_is_lost(fakes):

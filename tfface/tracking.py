@@ -2,17 +2,22 @@
 
 :class:`FaceTracker` follows every face of a video. On the first frame, and whenever a face is
 lost, it runs the detector (:class:`~tfface.detection.blazeface.FaceDetector`); otherwise each
-face's crop is the canonical crop of its previous fit's landmarks, turned by its roll
+face's crop is the canonical crop of its previous fit's landmarks
 (:func:`~tfface.detection.crops.landmark_framing`), so the network sees it framed as in
 training whatever the detector would say. That crop is *anchored* to the detector: when a face is
 detected (and on every re-detection of it), the tracker records how the detector's crop differs
 from the canonical crop of the fit's landmarks (side ratio, centre offset; :func:`crops.anchor`)
 and applies that difference to the crops it derives from later fits, so a model whose landmarks
 are systematically too spread or too tight cannot make the crop grow or shrink frame after
-frame (the shipped model's did: 1.2 times per frame). A face is *lost* when its fit is invalid, its
-``face_score`` drops below ``face_threshold``, or its crop jumps (side changing by more than
-:data:`MAX_SIDE_CHANGE` times, or centre moving more than :data:`MAX_CENTRE_JUMP` crop sides,
-between frames: a fit that has slid off the face). A detection whose crop overlaps a lost face's
+frame (version 1's did: 1.2 times per frame). The crop keeps the detector's turn until the
+next detection: the networks do not estimate in-plane rotation (a turned crop gets a fit upright
+in it, give or take a few degrees), so turning each crop by the previous fit's roll spun it
+(version 3: about 6 degrees per frame on a still face, a full turn in 10 frames on a moving one).
+A face is *lost* when its fit is invalid, its ``face_score`` drops below ``face_threshold``, its
+crop jumps (side changing by more than :data:`MAX_SIDE_CHANGE` times, or centre moving more than
+:data:`MAX_CENTRE_JUMP` crop sides, between frames: a fit that has slid off the face) or its
+side drifts more than :data:`MAX_SIDE_DRIFT` times from the detector's crop of it; a lost face
+is looked for by the detector in the same frame. A detection whose crop overlaps a lost face's
 last crop continues that face (same id, same filters). Every ``redetect_every`` frames the
 detector also looks for new faces; a detection whose crop lies mostly (more than
 :data:`SAME_FACE_COVER`) inside a followed face's crop, or overlaps it, is that face, and
@@ -43,6 +48,10 @@ from tfface.io.records import head_pose_degrees
 
 #: A tracked crop whose side changes by more than this factor between frames is lost.
 MAX_SIDE_CHANGE = 1.5
+#: A tracked crop whose side drifts more than this many times from the detector's crop at the last
+#: detection of its face is lost (the fits of a face, each framed by the last, compound their
+#: scale errors; a few per cent a frame grew version 3's crops 2.6 times in 6 frames).
+MAX_SIDE_DRIFT = 1.3
 #: A tracked crop whose centre moves by more than this many crop sides between frames is lost.
 MAX_CENTRE_JUMP = 0.5
 #: A detection's crop with more than this share inside a tracked face's crop is that face.
@@ -145,6 +154,7 @@ class Track:
         frames: frames it has been seen in.
         anchor: the detector's crop relative to the fit's canonical crop at the last detection
             (:func:`tfface.detection.crops.anchor`).
+        detected: the detector's crop at the last detection.
         filters: its One-Euro filters by quantity.
     """
 
@@ -153,6 +163,7 @@ class Track:
     smoothed: dict
     frames: int = 1
     anchor: tuple[float, np.ndarray] = (1.0, np.zeros(2))
+    detected: crops.Framing | None = None
     filters: dict[str, OneEuroFilter] = dataclasses.field(default_factory=dict, repr=False)
 
     def next_framing(self) -> crops.Framing:
@@ -162,11 +173,13 @@ class Track:
     def reanchor(self, framing: crops.Framing) -> None:
         """Anchor to a detector crop ``framing`` of this frame's face."""
         self.anchor = crops.anchor(fit_framing(self.face), framing)
+        self.detected = framing
 
 
 def fit_framing(face: Face) -> crops.Framing:
-    """The canonical crop of a face's fitted landmarks, turned upright by its fitted roll."""
-    return crops.landmark_framing(face.picture["landmarks68"], head_pose_degrees(face.picture["R"])["roll"])
+    """The canonical crop of a face's fitted landmarks, turned as the crop it was fitted in (see
+    the module docstring: the crop's roll comes from the detector, not the fit)."""
+    return crops.landmark_framing(face.picture["landmarks68"], -math.degrees(face.framing.angle))
 
 
 def _pose_vector(face: Face) -> np.ndarray:
@@ -218,9 +231,10 @@ class FaceTracker:
     def _steady(track: Track) -> bool:
         """Whether the track's next crop stays near the crop of its latest face (see the module docstring)."""
         follow, previous = track.next_framing(), track.face.framing
-        ratio = follow.side / previous.side
+        ratio, drift = follow.side / previous.side, follow.side / track.detected.side
         jump = np.linalg.norm(follow.centre - previous.centre) / previous.side
-        return 1 / MAX_SIDE_CHANGE <= ratio <= MAX_SIDE_CHANGE and jump <= MAX_CENTRE_JUMP
+        return (1 / MAX_SIDE_CHANGE <= ratio <= MAX_SIDE_CHANGE and 1 / MAX_SIDE_DRIFT <= drift <= MAX_SIDE_DRIFT
+                and jump <= MAX_CENTRE_JUMP)
 
     def _same_face(self, framing: crops.Framing, other: crops.Framing) -> float:
         """How much two crops are one face: their IoU, or 1 when ``framing`` lies mostly inside ``other``."""

@@ -38,7 +38,7 @@ faces BlazeFace finds among the 1,000 AFLW2000-3D dev photos:
   4.6 points to that bin's mean).
 
 For video (:mod:`tfface.tracking`), :func:`landmark_framing` frames the next crop canonically
-from the previous frame's fitted landmarks, turned by its roll.
+from the previous frame's fitted landmarks, turned as the detector turned it.
 """
 
 from __future__ import annotations
