@@ -380,3 +380,18 @@ def test_periodic_progress_shows_the_dev_photos_first():
                                        "synthetic renders nme68 27.22%, direct_nme68 25.92%"]
     assert progress_lines({"nme68": 0.1, "failed": 3, "count": 100}) == [
         "synthetic renders nme68 10.00%, 3 of 100 fits failed (not in the means)"]
+
+
+def test_photo_runs_default_to_the_photo_recipe_and_renders_to_small():
+    import argparse
+
+    from tfface.training.commands import default_config
+
+    def args(**fields):
+        return argparse.Namespace(**{"config": None, "synthetic": False, "data": None, **fields})
+
+    assert default_config(args()) == "photos" and default_config(args(synthetic=True)) == "small"
+    assert default_config(args(data="runs/x/data")) == "small" and default_config(args(config="tiny")) == "tiny"
+    photos = load_config("photos")
+    assert photos.pose_anchor_weight > 0 and photos.pretrain_max_yaw > 0 and photos.joint_photometric_confidence
+    assert photos.image_size == load_config("small").image_size

@@ -22,8 +22,10 @@ UNBOUNDED_STEPS = 10_000_000
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="small", help="named config (small, paper, tiny) or JSON file")
-    parser.add_argument("--workdir", default="runs/small", help="run folder (checkpoints, logs)")
+    parser.add_argument("--config", default=None,
+                        help="named config (photos: the real-photo recipe, the default; small: the default on "
+                             "synthetic renders; paper; tiny) or JSON file")
+    parser.add_argument("--workdir", default=None, help="run folder (checkpoints, logs; default: runs/<config name>)")
     parser.add_argument("--data", default=None,
                         help="synthetic TFRecord folder (default: <workdir>/data); with --synthetic or given, "
                              "the run trains on synthetic renders instead of photos")
@@ -31,17 +33,25 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="UV-3DMM file (default: <workdir>/uv3dmm.npz, built from the default model)")
 
 
+def default_config(args) -> str:
+    """``--config``, else the default of the run's data: ``small`` for synthetic renders
+    (``--synthetic`` or ``--data``), ``photos`` for real photos."""
+    if args.config is not None:
+        return args.config
+    return "small" if getattr(args, "synthetic", False) or getattr(args, "data", None) else "photos"
+
+
 def _resolve(args) -> tuple:
     from tfface.training.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(default_config(args))
     overrides = {k: getattr(args, k) for k in ("steps", "pretrain_steps", "mixed_precision")
                  if getattr(args, k, None) is not None}
     config = config.replace(**overrides)
     precision = "mixed bfloat16" if config.uses_mixed_precision() else "float32"
     chosen = "" if config.mixed_precision is not None else " (chosen for this CPU)"
     print(f"U-Net precision: {precision}{chosen}", flush=True)
-    workdir = Path(args.workdir)
+    workdir = Path(args.workdir or Path("runs") / config.name)
     data_dir = Path(args.data) if args.data else workdir / "data"
     return config, workdir, data_dir
 
