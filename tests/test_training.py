@@ -380,6 +380,8 @@ def test_periodic_progress_shows_the_dev_photos_first():
                                        "synthetic renders nme68 27.22%, direct_nme68 25.92%"]
     assert progress_lines({"nme68": 0.1, "failed": 3, "count": 100}) == [
         "synthetic renders nme68 10.00%, 3 of 100 fits failed (not in the means)"]
+    # photos without yaw annotations have no bins
+    assert progress_lines({"photos/pts/nme": 0.25, "photos/pts/failed": 0.0}) == ["dev photos box NME 25.00% (0 failed)"]
 
 
 def test_photo_runs_default_to_the_photo_recipe_and_renders_to_small():

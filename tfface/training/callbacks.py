@@ -294,8 +294,9 @@ def progress_lines(results: dict) -> list[str]:
     lines = []
     photos = next((key[:-len("nme")] for key in results if key.startswith("photos/") and key.endswith("/nme")), None)
     if photos is not None:
-        lines.append(f"dev photos box NME {100 * results[photos + 'nme']:.2f}% (bins mean "
-                     f"{100 * results[photos + 'nme_yaw_mean']:.2f}%, {int(results[photos + 'failed'])} failed)")
+        details = [f"bins mean {100 * results[photos + 'nme_yaw_mean']:.2f}%"] if photos + "nme_yaw_mean" in results else []
+        details.append(f"{int(results.get(photos + 'failed', 0))} failed")
+        lines.append(f"dev photos box NME {100 * results[photos + 'nme']:.2f}% ({', '.join(details)})")
     shown = [f"{name} {100 * results[name]:.2f}%" for name in ("nme68", "direct_nme68") if name in results]
     if results.get("failed"):
         shown.append(f"{results['failed']} of {results['count']} fits failed (not in the means)")
