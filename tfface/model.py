@@ -480,8 +480,9 @@ class FaceModel(keras.Model):
         """Add the batch's mean ``terms`` (unless not ``finite``: a skipped step) to their trackers;
         the results, plus ``extra`` results, as the step's logs."""
         weight = tf.cast(batch_size, tf.float32) * tf.cast(finite, tf.float32)
-        for name in self.trackers.keys() & terms.keys():
-            tracker = self.trackers[name]
+        for name, tracker in self.trackers.items():
+            if name not in terms:  # e.g. the anchor, absent from evaluation
+                continue
             tracker.update_state(tf.where(finite, tf.reduce_mean(terms[name]), 0.0), sample_weight=weight)
         results = {**{name: tracker.result() for name, tracker in self.trackers.items()}, **(extra or {})}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
@@ -500,7 +501,7 @@ class FaceModel(keras.Model):
         maps ``(B, H, W, 4)``, whose supervised loss (:func:`tfface.losses.pretraining_loss`,
         logged as ``anchor``) is added with weight ``pose_anchor_weight``."""
         images = self._images_of(data)
-        anchor = data.get("anchor") if isinstance(data, dict) and "anchor" in self.trackers else None
+        anchor = data.get("anchor") if isinstance(data, dict) and self.config.pose_anchor_weight > 0 else None
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
         if not self.optimizer.built:  # no variable may be created inside apply_gradients_if's branch
