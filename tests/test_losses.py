@@ -77,3 +77,43 @@ def test_pretraining_loss_is_zero_only_at_target_and_finite_at_saturation():
     outside = pred.copy()
     outside[0, 0, 0, 0:3] = 0.9
     np.testing.assert_allclose(losses.pretraining_loss(outside, target).numpy(), zero, atol=1e-6)
+
+
+def _affine_uv_maps(matrix, offset, size=24, confidence=0.8):
+    """``(1, size, size, 5)`` maps whose UV is ``matrix p + offset`` at pixel centre ``p``."""
+    centres = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1)
+    uv = centres @ np.asarray(matrix).T + offset
+    rest = np.broadcast_to([0.0, confidence, confidence], (size, size, 3))
+    return np.concatenate([uv, rest], -1)[None].astype(np.float32)
+
+
+def test_equivariance_loss_is_zero_for_maps_that_follow_the_warp_and_exact_for_ones_that_stay():
+    """UV affine in the pixel: the maps of the warped image that follow the similarity ``A``
+    (``uv'(p) = uv(A^-1 p)``, built in closed form) cost 0; maps that ignore a shift ``d``
+    cost exactly ``|M d|^2`` on every covered pixel."""
+    from tfface.data.augment import similarity_matrices
+
+    matrix, offset, size = np.array([[0.02, 0.005], [-0.004, 0.03]]), np.array([0.1, 0.2]), 24
+    maps = _affine_uv_maps(matrix, offset, size)
+    turn = similarity_matrices([0.4], [1.1], [[2.0, -1.5]], size, size)
+    inverse = np.linalg.inv(turn.numpy()[0])
+    followed = _affine_uv_maps(matrix @ inverse[:2, :2], matrix @ inverse[:2, 2] + offset, size)
+    np.testing.assert_allclose(losses.equivariance_loss(followed, maps, turn).numpy(), [0.0], atol=1e-9)
+    shift = np.array([3.0, -2.0])
+    moved = similarity_matrices([0.0], [1.0], [shift], size, size)
+    expected = np.sum((matrix @ shift) ** 2)
+    np.testing.assert_allclose(losses.equivariance_loss(maps, maps, moved).numpy(), [expected], rtol=1e-4)
+    np.testing.assert_allclose(losses.equivariance_loss(maps, maps, turn).numpy() > 1e-4, [True])
+
+
+def test_equivariance_loss_trains_the_correspondence_not_the_confidence():
+    """The confidences only weigh the error (held fixed); the UV of both maps get a gradient."""
+    from tfface.data.augment import similarity_matrices
+
+    maps = tf.Variable(_affine_uv_maps(np.eye(2) * 0.02, np.zeros(2)))
+    moved = similarity_matrices([0.0], [1.0], [[2.0, 1.0]], 24, 24)
+    with tf.GradientTape() as tape:
+        loss = losses.equivariance_loss(maps * 1.0, maps, moved)
+    gradient = tape.gradient(loss, maps).numpy()
+    assert np.abs(gradient[..., 0:2]).max() > 1e-6
+    np.testing.assert_array_equal(gradient[..., 2:], 0.0)

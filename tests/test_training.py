@@ -312,46 +312,64 @@ def test_photo_training_mixes_in_renders_at_its_rate(default_uv_model, data_dir,
                              [PhotoSource.parse(str(photos))])
 
 
-def test_pose_anchor_adds_the_weighted_pretraining_loss_to_the_step(default_uv_model):
-    """With ``pose_anchor_weight`` w, a step on ``{"image", "anchor"}`` descends the unsupervised
-    loss plus w x the anchor batch's pretraining loss: under plain SGD its update differs from
-    the unanchored step's (same start, same images) by exactly lr x w x that loss's gradient."""
+def _assert_step_adds_weighted_loss(uv_model, config, batch, extra_loss, name: str, weight: float):
+    """Under plain SGD, a step of ``config`` on ``batch`` differs from the plain tiny config's step
+    on ``batch["image"]`` (same start) by exactly lr x ``weight`` x the gradient of
+    ``extra_loss(model)`` (the mean term logged as ``name``), which moves most variables."""
     import keras
 
-    from tfface import losses
     from tfface.training.loop import build_model
+
+    rate = 0.01
+    steps = {}
+    for label, step_config, step_batch in [("plain", CONFIGS["tiny"], batch["image"]), ("extra", config, batch)]:
+        model = build_model(uv_model, step_config)
+        model.compile(optimizer=keras.optimizers.SGD(rate))
+        start = [v.numpy().copy() for v in model.trainable_variables]
+        if label == "extra":
+            model.build_for_training()
+            with tf.GradientTape() as tape:
+                extra = tf.reduce_mean(extra_loss(model))
+            extra_gradient = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(extra, model.trainable_variables)]
+        logs = model.fit(tf.data.Dataset.from_tensors(step_batch), epochs=1, shuffle=False, verbose=0).history
+        steps[label] = (start, [v.numpy() for v in model.trainable_variables], logs)
+    (start, plain, plain_logs), (extra_start, moved_weights, logs) = steps["plain"], steps["extra"]
+    for a, b in zip(start, extra_start):
+        np.testing.assert_array_equal(a, b)
+    assert name not in plain_logs
+    np.testing.assert_allclose(logs[name][0], float(extra), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"][0], plain_logs["loss"][0], rtol=1e-5)  # logged apart
+    moved = 0
+    for p, a, g in zip(plain, moved_weights, extra_gradient):
+        np.testing.assert_allclose(p - a, rate * weight * g, atol=1e-6)
+        moved += np.abs(g).max() > 1e-4
+    assert moved > len(extra_gradient) // 2
+
+
+def test_pose_anchor_adds_the_weighted_pretraining_loss_to_the_step(default_uv_model):
+    """With ``pose_anchor_weight`` w, a step on ``{"image", "anchor"}`` descends the unsupervised
+    loss plus w x the anchor batch's pretraining loss."""
+    from tfface import losses
 
     rng = np.random.default_rng(0)
     images, anchor_images = rng.uniform(size=(2, 4, 32, 32, 3)).astype(np.float32)
     targets = np.concatenate([rng.uniform(size=(4, 32, 32, 3)), rng.uniform(size=(4, 32, 32, 1)) > 0.5],
                              -1).astype(np.float32)
-    weight, rate = 3.0, 0.01
-    steps = {}
-    for name, config, batch in [("plain", CONFIGS["tiny"], images),
-                                ("anchored", CONFIGS["tiny"].replace(pose_anchor_weight=weight),
-                                 {"image": images, "anchor": (anchor_images, targets)})]:
-        model = build_model(default_uv_model, config)
-        model.compile(optimizer=keras.optimizers.SGD(rate))
-        start = [v.numpy().copy() for v in model.trainable_variables]
-        if name == "anchored":
-            with tf.GradientTape() as tape:
-                anchor_loss = tf.reduce_mean(losses.pretraining_loss(model.predict_maps(anchor_images, training=True),
-                                                                     targets))
-            anchor_gradient = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(anchor_loss,
-                                                                                      model.trainable_variables)]
-        logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, shuffle=False, verbose=0).history
-        steps[name] = (start, [v.numpy() for v in model.trainable_variables], logs)
-    (start, plain, plain_logs), (anchored_start, anchored, logs) = steps["plain"], steps["anchored"]
-    for a, b in zip(start, anchored_start):
-        np.testing.assert_array_equal(a, b)
-    assert "anchor" not in plain_logs
-    np.testing.assert_allclose(logs["anchor"][0], float(anchor_loss), rtol=1e-5)
-    np.testing.assert_allclose(logs["loss"][0], plain_logs["loss"][0], rtol=1e-5)  # the anchor is logged apart
-    moved = 0
-    for p, a, g in zip(plain, anchored, anchor_gradient):
-        np.testing.assert_allclose(p - a, rate * weight * g, atol=1e-6)
-        moved += np.abs(g).max() > 1e-4
-    assert moved > len(anchor_gradient) // 2
+    _assert_step_adds_weighted_loss(
+        default_uv_model, CONFIGS["tiny"].replace(pose_anchor_weight=3.0),
+        {"image": images, "anchor": (anchor_images, targets)},
+        lambda model: losses.pretraining_loss(model.predict_maps(anchor_images, training=True), targets),
+        "anchor", 3.0)
+
+
+def test_equivariance_adds_the_weighted_equivariance_loss_to_the_step(default_uv_model):
+    """With ``equivariance_weight`` w, a step descends the unsupervised loss plus w x the
+    equivariance loss of the batch under the similarities drawn for that step (step 0)."""
+    images = np.random.default_rng(1).uniform(size=(4, 32, 32, 3)).astype(np.float32)
+    _assert_step_adds_weighted_loss(
+        default_uv_model, CONFIGS["tiny"].replace(equivariance_weight=2.0), {"image": images},
+        lambda model: model.equivariance_terms(images, model.predict_maps(images, training=True)),
+        "equivariance", 2.0)
 
 
 def test_pose_anchor_pairs_every_training_image_with_a_pretraining_example(default_uv_model, data_dir):

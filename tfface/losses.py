@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfface.data.augment import coverage, warp_images
+
 
 def truncated_confidence_loss(residual, confidence, tau, valid=None, soft: bool = False):
     """Confidence-weighted truncated quadratic loss, averaged over the sampled pixels.
@@ -99,3 +101,32 @@ def pretraining_loss(prediction, target, mask_weight: float = 1.0):
     face_c = face[..., None]
     bce = -(face_c * tf.math.log(confidence) + (1.0 - face_c) * tf.math.log(1.0 - confidence))
     return inside + mask_weight * tf.reduce_mean(bce, axis=[1, 2, 3])
+
+
+def equivariance_loss(maps_of_warped, maps, transforms):
+    """Equivariance of the correspondence under a known 2D similarity, per image.
+
+    A face point keeps its UV coordinate wherever the image moves it: the maps of a warped image
+    must equal the warped maps of the image. Landmark-free (the transforms are drawn, not
+    annotated), it penalises a network that places one canonical face wherever the face is (Thewlis
+    et al., ICCV 2017, use the same constraint to learn landmarks without labels). The UV error
+    is weighted by both maps' joint confidence (held fixed: the other losses decide the face
+    region), over the output pixels the warp covers::
+
+        sum_p w_p |uv'(p) - uv(A^-1 p)|^2 / sum_p w_p,   w_p = c'(p) c(A^-1 p) [p covered]
+
+    Args:
+        maps_of_warped: ``(B, H, W, 5)`` network output on the warped images.
+        maps: ``(B, H, W, 5)`` network output on the images.
+        transforms: ``(B, 3, 3)`` forward similarities (pixels) that made the warped images
+            (:func:`tfface.data.augment.warp_images`).
+
+    Returns:
+        ``(B,)`` loss (squared UV units).
+    """
+    maps_of_warped, maps = tf.cast(maps_of_warped, tf.float32), tf.cast(maps, tf.float32)
+    warped = warp_images(maps, transforms)
+    covered = tf.cast(coverage(transforms, maps.shape[1], maps.shape[2]) > 0.999, tf.float32)
+    weight = tf.stop_gradient(maps_of_warped[..., 3] * maps_of_warped[..., 4] * warped[..., 3] * warped[..., 4]) * covered
+    error = tf.reduce_sum(tf.square(maps_of_warped[..., 0:2] - warped[..., 0:2]), axis=-1)
+    return tf.reduce_sum(weight * error, axis=[1, 2]) / tf.maximum(tf.reduce_sum(weight, axis=[1, 2]), 1.0)

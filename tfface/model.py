@@ -40,12 +40,14 @@ are expressed in the model frame.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from tfface import losses
+from tfface.data.augment import SimilarityRange, fill_background, random_similarity, transform_batch
 from tfface.errors import InputError
 from tfface.geometry.camera import adjugate, camera_is_plausible
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
@@ -321,7 +323,8 @@ class FaceModel(keras.Model):
         self._triangles = tf.constant(m.triangles)
         self._landmarks68 = tf.constant(m.landmarks68)
         self._landmark_uv = tf.constant(self.uv_model.vertex_uv[m.landmarks68])
-        names = LOSS_NAMES + (("anchor",) if cfg.pose_anchor_weight > 0 else ())
+        names = LOSS_NAMES + (("anchor",) if cfg.pose_anchor_weight > 0 else ()) \
+            + (("equivariance",) if cfg.equivariance_weight > 0 else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.skipped_steps = SkippedSteps()
 
@@ -499,7 +502,9 @@ class FaceModel(keras.Model):
 
         A dict batch may carry ``anchor``: pretraining images ``(B, H, W, 3)`` and their target
         maps ``(B, H, W, 4)``, whose supervised loss (:func:`tfface.losses.pretraining_loss`,
-        logged as ``anchor``) is added with weight ``pose_anchor_weight``."""
+        logged as ``anchor``) is added with weight ``pose_anchor_weight``. With
+        ``equivariance_weight`` > 0, the batch is also warped by random similarities
+        (:meth:`equivariance_terms`) and their equivariance loss is added with that weight."""
         images = self._images_of(data)
         anchor = data.get("anchor") if isinstance(data, dict) and self.config.pose_anchor_weight > 0 else None
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -515,6 +520,9 @@ class FaceModel(keras.Model):
             if anchor is not None:
                 terms["anchor"] = losses.pretraining_loss(self.predict_maps(anchor[0], training=True), anchor[1])
                 loss += self.config.pose_anchor_weight * tf.reduce_mean(terms["anchor"])
+            if self.config.equivariance_weight > 0:
+                terms["equivariance"] = self.equivariance_terms(images, fit["maps"])
+                loss += self.config.equivariance_weight * tf.reduce_mean(terms["equivariance"])
             scaled = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled, variables)
         finite = all_finite([loss, *gradients])
@@ -524,6 +532,20 @@ class FaceModel(keras.Model):
             variable.assign(tf.where(finite, variable.value, value))
         self.skipped_steps.update_state(tf.logical_not(finite))
         return self._update_trackers(terms, tf.shape(images)[0], finite, self.skipped_steps.result())
+
+    def equivariance_terms(self, images, maps):
+        """``(B,)`` :func:`tfface.losses.equivariance_loss` of ``images`` ``(B, H, W, 3)`` whose
+        maps are ``maps`` ``(B, H, W, 5)``, under random similarities (``equivariance_*`` ranges
+        of the config, drawn from the seed and the optimizer's step), the uncovered pixels of each
+        warped image filled with the previous image of the batch."""
+        cfg = self.config
+        rotation = math.radians(cfg.equivariance_rotation)
+        ranges = SimilarityRange((-rotation, rotation), cfg.equivariance_scale, cfg.equivariance_translation)
+        seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        size = cfg.image_size
+        transforms = random_similarity(seed, tf.shape(images)[0], size, size, ranges)
+        warped = fill_background(transform_batch({"image": images}, transforms), tf.roll(images, 1, axis=0))
+        return losses.equivariance_loss(self.predict_maps(warped["image"], training=True), maps, transforms)
 
     @staticmethod
     def _global_rms(coefficients):

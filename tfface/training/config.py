@@ -112,6 +112,11 @@ class TrainConfig:
             on a batch of pretraining examples (turned as in pretraining) beside every
             unsupervised batch, an anchor against the unsupervised objective's pull towards one
             frontal face (BUILD.md, "Training on real photographs"); 0: none.
+        equivariance_weight, equivariance_rotation, equivariance_scale, equivariance_translation:
+            weight of :func:`tfface.losses.equivariance_loss` in the main training: every batch
+            is also warped by a random similarity (rotation range in degrees, scale range, shift
+            as a fraction of the side; the uncovered pixels filled from another image) and the
+            warped image's correspondence must be the warped correspondence; 0: none.
         synthetic_mix: fraction of the main training's images on real photos that are synthetic
             renders (their ground truth unread, the same unsupervised loss): renders show poses up
             to ``max_yaw`` that the photo pretraining, frontal by construction, never does.
@@ -170,6 +175,10 @@ class TrainConfig:
     pretrain_max_yaw: float = 0.0
     pretrain_max_pitch: float = 0.0
     pose_anchor_weight: float = 0.0
+    equivariance_weight: float = 0.0
+    equivariance_rotation: float = 30.0
+    equivariance_scale: tuple[float, float] = (0.8, 1.25)
+    equivariance_translation: float = 0.1
     synthetic_mix: float = 0.0
     photo_rotation: float = 15.0
     photo_scale: tuple[float, float] = (0.9, 1.1)
@@ -177,7 +186,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "photo_scale", tuple(float(v) for v in self.photo_scale))  # JSON gives a list
+        for name in ("photo_scale", "equivariance_scale"):  # JSON gives a list
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (unknown fields raise :class:`InputError`)."""
