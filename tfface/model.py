@@ -56,6 +56,7 @@ from tfface.layers.photometric import PhotometricLeastSquares, sample_normals, s
 from tfface.layers.pixel_sampling import LatticePixelSampler, PixelSampler, gather_pixels, pixel_centres
 from tfface.layers.preprocessing import SoftplusPreprocessing
 from tfface.layers.uv_sampling import UVSampling
+from tfface.layers.vignette import apply_vignette, vignette_mask
 from tfface.morphable.model import LANDMARK5_GROUPS
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.nets.unet import build_unet
@@ -300,6 +301,7 @@ class FaceModel(keras.Model):
         self.num_coefficients = m.num_shape + m.num_expression
         self.num_vertices = m.num_vertices
         self.preprocessing = SoftplusPreprocessing(name="preprocessing")
+        self._vignette = tf.constant(vignette_mask(cfg.image_size, cfg.input_vignette)) if cfg.input_vignette > 0 else None
         self.unet = build_unet(cfg.image_size, cfg.variant, cfg.width, depth_offset=cfg.depth_offset,
                                dtype="mixed_bfloat16" if cfg.uses_mixed_precision() else None,
                                synchronized_batchnorm=cfg.synchronized_batchnorm)
@@ -355,6 +357,8 @@ class FaceModel(keras.Model):
         size = self.config.image_size
         if tuple(preprocessed.shape[1:3]) != (size, size):
             raise InputError(f"images must be {size}x{size} for this model, got {tuple(preprocessed.shape[1:3])}")
+        if self._vignette is not None:
+            preprocessed = apply_vignette(preprocessed, self._vignette)
         return self.unet(preprocessed, training=training)
 
     def fit_images(self, images, training=False):

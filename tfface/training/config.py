@@ -120,6 +120,9 @@ class TrainConfig:
         synthetic_mix: fraction of the main training's images on real photos that are synthetic
             renders (their ground truth unread, the same unsupervised loss): renders show poses up
             to ``max_yaw`` that the photo pretraining, frontal by construction, never does.
+        input_vignette: radius (fraction of the side) of the centred disc through which the
+            U-Net sees its input, the rest grey (:mod:`tfface.layers.vignette`: the seams of the
+            augmentation's background fill must not tell the face's placement); 0: all of it.
         photo_rotation, photo_scale, photo_translation: the random similarity of the main
             training on real photos (supplement K): in-plane rotation range (degrees), scale
             range and shift (fraction of the side), on top of each collection's framing.
@@ -176,6 +179,7 @@ class TrainConfig:
     pretrain_max_pitch: float = 0.0
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
+    input_vignette: float = 0.0
     equivariance_rotation: float = 30.0
     equivariance_scale: tuple[float, float] = (0.8, 1.25)
     equivariance_translation: float = 0.1
