@@ -142,7 +142,7 @@ def test_the_shipped_model_on_real_dev_photos():
     model = ExportedModel(DEFAULT_MODEL)
     photos = load_aflw2000_dev(folder, model.image_size, limit=1000).subset(np.arange(0, 1000, 42))  # 24 photos
     table = evaluate_photos(model, photos)["landmarks68"]
-    # every face found; 19.9% on all 1,000 (model card). The bound fails the renders-only
+    # every face found; 17.3% on all 1,000 (model card). The bound fails the renders-only
     # version 1 (130%) and any model that does not follow the face.
     assert table["failed"] == 0 and table["count"] == 24
     assert table["nme"] < 0.30
@@ -158,7 +158,9 @@ def test_the_shipped_model_on_real_dev_photos():
     for k, index in enumerate(indices):
         origin = np.array([(k % 2) * 3 * tile, (k // 2) * 2 * tile])
         truth = (photos.annotations["landmarks68"][index] - photos.crops[index, :2]) * (model.image_size / photos.crops[index, 2])
-        for points, colour in ((truth, TRUTH_COLOUR), (fitted[k], FIT_COLOUR)):
+        # the fit is drawn over the truth: a truth point may be covered by a fitted one
+        for points, colours in ((truth, (TRUTH_COLOUR, FIT_COLOUR)), (fitted[k], (FIT_COLOUR,))):
             inside = [p for p in points * scale if 2 <= p[0] < tile - 2 and 16 <= p[1] < tile - 2]
-            drawn = [np.all(sheet[int(origin[1] + y), int(origin[0] + x)] == colour) for x, y in inside]
-            assert np.mean(drawn) > 0.5, (k, colour)
+            drawn = [any(np.all(sheet[int(origin[1] + y), int(origin[0] + x)] == c) for c in colours)
+                     for x, y in inside]
+            assert np.mean(drawn) > 0.5, (k, colours)
