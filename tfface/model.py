@@ -40,14 +40,13 @@ are expressed in the model frame.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from tfface import losses
-from tfface.data.augment import SimilarityRange, fill_background, random_similarity, transform_batch
+from tfface.data.augment import SimilarityRange, augment_batch
 from tfface.errors import InputError
 from tfface.geometry.camera import adjugate, camera_is_plausible
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
@@ -543,13 +542,11 @@ class FaceModel(keras.Model):
         of the config, drawn from the seed and the optimizer's step), the uncovered pixels of each
         warped image filled with the previous image of the batch."""
         cfg = self.config
-        rotation = math.radians(cfg.equivariance_rotation)
-        ranges = SimilarityRange((-rotation, rotation), cfg.equivariance_scale, cfg.equivariance_translation)
+        ranges = SimilarityRange.symmetric(cfg.equivariance_rotation, cfg.equivariance_scale,
+                                           cfg.equivariance_translation)
         seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-        size = cfg.image_size
-        transforms = random_similarity(seed, tf.shape(images)[0], size, size, ranges)
-        warped = fill_background(transform_batch({"image": images}, transforms), tf.roll(images, 1, axis=0))
-        return losses.equivariance_loss(self.predict_maps(warped["image"], training=True), maps, transforms)
+        warped = augment_batch({"image": images}, seed, ranges)
+        return losses.equivariance_loss(self.predict_maps(warped["image"], training=True), maps, warped["similarity"])
 
     @staticmethod
     def _global_rms(coefficients):

@@ -45,6 +45,12 @@ class SimilarityRange:
         if self.rotation[1] < self.rotation[0] or self.translation < 0:
             raise InputError(f"bad rotation {self.rotation} or translation {self.translation}")
 
+    @classmethod
+    def symmetric(cls, degrees: float, scale: tuple[float, float], translation: float) -> "SimilarityRange":
+        """Rotations within ``+-degrees`` (the configurations' unit), the given scale range and shift."""
+        rotation = math.radians(degrees)
+        return cls((-rotation, rotation), tuple(scale), translation)
+
 
 def similarity_matrices(rotation, scale, translation, height: int, width: int) -> tf.Tensor:
     """Forward similarity matrices about the image centre.

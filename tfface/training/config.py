@@ -179,10 +179,10 @@ class TrainConfig:
     pretrain_max_pitch: float = 0.0
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
-    input_vignette: float = 0.0
     equivariance_rotation: float = 30.0
     equivariance_scale: tuple[float, float] = (0.8, 1.25)
     equivariance_translation: float = 0.1
+    input_vignette: float = 0.0
     synthetic_mix: float = 0.0
     photo_rotation: float = 15.0
     photo_scale: tuple[float, float] = (0.9, 1.1)

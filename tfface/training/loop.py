@@ -101,8 +101,7 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
     """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
     the aligned photos under a random similarity, turned when the configuration profiles."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
-    rotation = math.radians(config.augment_rotation)
-    ranges = SimilarityRange(rotation=(-rotation, rotation), scale=(0.85, 1.15), translation=0.06)
+    ranges = SimilarityRange.symmetric(config.augment_rotation, (0.85, 1.15), 0.06)
     return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
                                .shuffle(1024, seed=config.seed),
                                targets, batch_size, ranges, seed=config.seed,

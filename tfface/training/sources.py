@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -131,9 +130,7 @@ class PhotoData(TrainingData):
         """The photo data of a configuration (template from ``uv_model``'s mean face)."""
         if not sources or not aligned:
             raise InputError("training on photos needs at least one photo folder (--images DIR)")
-        rotation = math.radians(config.photo_rotation)
-        ranges = SimilarityRange(rotation=(-rotation, rotation), scale=config.photo_scale,
-                                 translation=config.photo_translation)
+        ranges = SimilarityRange.symmetric(config.photo_rotation, config.photo_scale, config.photo_translation)
         return cls(tuple(sources), tuple(aligned), config.image_size, template_landmarks5(uv_model.model), ranges,
                    config.seed, evaluation, synthetic, config.synthetic_mix)
 
