@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, coverage, fill_background,
-                                 random_similarity, similarity_matrices, transform_batch, transform_points,
+from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, confine_disc, coverage,
+                                 fill_background, random_similarity, similarity_matrices, transform_batch, transform_points,
                                  warp_images)
 from tfface.errors import InputError
 from tfface.geometry import camera
@@ -95,6 +95,48 @@ def test_background_is_filled_from_another_image():
     np.testing.assert_allclose(corner, [[0.7] * 3, [0.2] * 3], atol=1e-5)  # each from the other image
     black = augment_batch({"image": images}, [1, 2], ranges, fill=False)
     np.testing.assert_allclose(black["image"].numpy()[:, 0, 0], 0, atol=1e-6)
+
+
+def _disc_preimage_radius(transforms, radius: float, side: int = 64) -> np.ndarray:
+    """``(B,)`` farthest distance (fraction of the side) from the centre of the input points that
+    the output's centred disc of ``radius`` samples (its rim mapped back)."""
+    angles = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+    rim = np.stack([side / 2 + radius * side * np.cos(angles), side / 2 + radius * side * np.sin(angles),
+                    np.ones_like(angles)])
+    back = np.linalg.inv(np.asarray(transforms, np.float64)) @ rim
+    return np.hypot(back[:, 0] - side / 2, back[:, 1] - side / 2).max(-1) / side
+
+
+def test_confined_disc_samples_only_the_source_disc():
+    side, radius, source = 64, 0.4, 0.45
+    reach = source - 0.5 / side  # half a pixel inside, where bilinear sampling reads only the source
+    ranges = SimilarityRange.symmetric(40.0, (0.6, 1.4), 0.2)
+    drawn = random_similarity([3, 4], 500, side, side, ranges).numpy()
+    confined = confine_disc(drawn, radius, source, side, side).numpy()
+    before, after = _disc_preimage_radius(drawn, radius), _disc_preimage_radius(confined, radius)
+    inside = before <= reach
+    assert 0.1 < inside.mean() < 0.9  # both cases occur
+    np.testing.assert_allclose(confined[inside], drawn[inside], atol=1e-4)  # already inside: unchanged
+    np.testing.assert_allclose(after[~inside], reach, atol=1e-4)  # moved just onto the rim, no further
+    scale = np.sqrt(np.linalg.det(drawn[:, :2, :2]))
+    np.testing.assert_allclose(np.sqrt(np.linalg.det(confined[:, :2, :2])), np.maximum(scale, radius / reach),
+                               rtol=1e-5)  # zoomed only when the disc cannot fit otherwise
+    angle = lambda m: np.arctan2(m[:, 1, 0], m[:, 0, 0])
+    np.testing.assert_allclose(angle(confined), angle(drawn), atol=1e-5)  # the turn is kept
+    per_image = confine_disc(drawn[:2], radius, [0.5, 0.42], side, side).numpy()
+    assert _disc_preimage_radius(per_image, radius)[1] <= 0.42 - 0.5 / side + 1e-4
+
+
+def test_confined_augmentation_keeps_the_fill_out_of_the_disc():
+    images = np.stack([np.full((H, W, 3), 0.2), np.full((H, W, 3), 0.7)]).astype(np.float32)
+    ranges = SimilarityRange(scale=(0.5, 0.6), translation=0.2)
+    rows, cols = np.mgrid[0:H, 0:W] + 0.5
+    disc = np.hypot(cols - W / 2, rows - H / 2) <= 0.35 * H
+    free = augment_batch({"image": images}, [5, 6], ranges)["image"].numpy()
+    assert np.ptp(free[0][disc]) > 0.3  # unconfined, the other image shows inside the disc
+    confined = augment_batch({"image": images}, [5, 6], ranges, confine=(0.35, 0.5))["image"].numpy()
+    np.testing.assert_allclose(confined[0][disc], 0.2, atol=1e-5)
+    np.testing.assert_allclose(confined[1][disc], 0.7, atol=1e-5)
 
 
 def test_augment_dataset_is_reproducible_inside_tf_data():

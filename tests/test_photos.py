@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfface.data.framing import CANONICAL, PhotoFraming
+from tfface.data.framing import AFLW_CROPS, CANONICAL, PhotoFraming
 from tfface.data.photos import PhotoSource, photo_dataset, pixel_similarity
 from tfface.data.augment import SimilarityRange
 from tfface.errors import InputError
@@ -65,6 +65,30 @@ def test_random_similarity_keeps_the_face_inside_its_ranges_and_fills_uncovered_
         np.testing.assert_allclose(_dot_position(np.where(image[..., :1] > 0.9, 1.0, 0.0)), [0.5, 0.5], atol=0.03)
         # ... and the uncovered border is filled from a photo (grey or blue), never left black
         assert image[0, 0].max() > 0.3 and image[-1, -1].max() > 0.3
+
+
+def test_content_radius_is_the_distance_to_the_nearest_edge_of_the_framed_photo():
+    assert CANONICAL.content_radius(TEMPLATE5) == pytest.approx(0.5)
+    assert AFLW_CROPS.content_radius(TEMPLATE5) == pytest.approx(0.5 * 1.4 / 1.5)  # zoomed out about the centre
+    shifted = PhotoFraming("shifted", tuple(map(tuple, TEMPLATE5 + [0.1, 0.0])))
+    assert shifted.content_radius(TEMPLATE5) == pytest.approx(0.4)  # moved 0.1 left: the right edge comes in
+
+
+def test_seam_radius_keeps_the_fill_and_its_seams_out_of_the_disc(tmp_path):
+    for name, value in (("white", 255), ("black", 0)):
+        for index in range(3):
+            Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(tmp_path / f"{name}{index}.png")
+    ranges = SimilarityRange.symmetric(30.0, (0.6, 0.9), 0.2)
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    disc = np.hypot(cols - SIZE / 2, rows - SIZE / 2) <= 0.4 * SIZE
+
+    def spread_in_disc(seam_radius):
+        images = photo_dataset([PhotoSource(tmp_path, CANONICAL)], SIZE, TEMPLATE5, ranges, seed=1,
+                               seam_radius=seam_radius).take(24).as_numpy_iterator()
+        return np.array([np.ptp(image[disc]) for image in images])
+
+    assert (spread_in_disc(None) > 0.5).any()  # zoomed out and shifted: the donor shows in the disc
+    np.testing.assert_array_less(spread_in_disc(0.4), 1e-3)
 
 
 def test_pixel_similarity_matches_unit_similarity():

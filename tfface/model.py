@@ -540,12 +540,15 @@ class FaceModel(keras.Model):
         """``(B,)`` :func:`tfface.losses.equivariance_loss` of ``images`` ``(B, H, W, 3)`` whose
         maps are ``maps`` ``(B, H, W, 5)``, under random similarities (``equivariance_*`` ranges
         of the config, drawn from the seed and the optimizer's step), the uncovered pixels of each
-        warped image filled with the previous image of the batch."""
+        warped image filled with the previous image of the batch. When ``seam_free``, the
+        warped disc shows only what the unwarped disc showed (no fill, no seam)."""
         cfg = self.config
         ranges = SimilarityRange.symmetric(cfg.equivariance_rotation, cfg.equivariance_scale,
                                            cfg.equivariance_translation)
         seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-        warped = augment_batch({"image": images}, seed, ranges)
+        seam_radius = cfg.seam_radius()
+        confine = None if seam_radius is None else (seam_radius, seam_radius)
+        warped = augment_batch({"image": images}, seed, ranges, confine=confine)
         return losses.equivariance_loss(self.predict_maps(warped["image"], training=True), maps, warped["similarity"])
 
     @staticmethod

@@ -86,6 +86,46 @@ def random_similarity(seed, batch_size, height: int, width: int,
     return similarity_matrices(rotation, tf.exp(log_scale), shift * [width, height], height, width)
 
 
+def confine_disc(transforms, radius, source_radius, height: int, width: int) -> tf.Tensor:
+    """Pull forward similarities in so that the output's centred disc samples only the input's.
+
+    The output disc of ``radius`` about the centre ``c`` comes from the input disc of radius
+    ``radius / sigma`` about ``q = A^-1 c`` (``sigma``: the similarity's scale). Each transform is
+    zoomed about ``c`` by the least factor ``>= 1`` that makes that disc no larger than the
+    input's centred disc of ``source_radius`` (which keeps ``q``), then its translation is changed
+    so that ``q`` moves straight towards ``c`` just as far as the disc needs to fit inside. A
+    transform whose disc already fits is unchanged. The input disc is taken half a pixel smaller
+    than ``source_radius``, so that bilinear sampling inside it reads only input pixels within
+    ``source_radius``: with ``source_radius`` the part of the input that shows the photo, no seam
+    of the background fill enters the output disc.
+
+    Args:
+        transforms: ``(B, 3, 3)`` forward similarities (pixel coordinates).
+        radius: output disc radius, a fraction of the shorter side.
+        source_radius: scalar or ``(B,)`` input disc radii, fractions of the shorter side.
+        height, width: image size (input and output alike).
+
+    Returns:
+        ``(B, 3, 3)`` float32 confined similarities.
+    """
+    transforms = tf.cast(transforms, tf.float32)
+    side = float(min(height, width))
+    centre = tf.constant([width / 2.0, height / 2.0], tf.float32)
+    radius = tf.cast(radius, tf.float32) * side
+    source = tf.broadcast_to(tf.cast(source_radius, tf.float32) * side - 0.5, tf.shape(transforms)[:1])
+    linear, offset = transforms[:, :2, :2], transforms[:, :2, 2]
+    scale = tf.sqrt(tf.abs(tf.linalg.det(linear)))
+    zoom = tf.maximum(1.0, radius / (scale * source))
+    linear = linear * zoom[:, None, None]
+    reach = tf.maximum(source - radius / (scale * zoom), 0.0)
+    away = tf.linalg.solve(transforms[:, :2, :2], (centre - offset)[..., None])[..., 0] - centre
+    distance = tf.norm(away, axis=-1)
+    kept = centre + away * tf.minimum(1.0, reach / tf.maximum(distance, 1e-9))[:, None]
+    offset = centre - tf.linalg.matvec(linear, kept)
+    top = tf.concat([linear, offset[..., None]], axis=-1)
+    return tf.concat([top, transforms[:, 2:]], axis=-2)
+
+
 def warp_images(images, transforms, interpolation: str = "BILINEAR", fill_value: float = 0.0) -> tf.Tensor:
     """Apply forward transforms to ``(B, H, W, C)`` images with ``ImageProjectiveTransformV3``.
 
@@ -226,13 +266,18 @@ def fill_background(batch: dict, backgrounds) -> dict:
 
 
 def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange(),
-                  fill: bool = True) -> dict:
+                  fill: bool = True, confine: tuple[float, float] | None = None) -> dict:
     """Random similarity augmentation of a batch dict: :func:`transform_batch` with random
     transforms from the stateless ``(2,)`` ``seed``, then (if ``fill``) :func:`fill_background`
-    with the previous image of the batch (rolled by one; a shuffled source pairs random images)."""
+    with the previous image of the batch (rolled by one; a shuffled source pairs random images).
+    With ``confine = (radius, source_radius)`` the transforms first go through
+    :func:`confine_disc`, so the output's centred disc shows only the input's."""
     image = tf.convert_to_tensor(batch["image"], tf.float32)
     height, width = _image_size(image, 4, "augment_batch")
-    out = transform_batch(batch, random_similarity(seed, tf.shape(image)[0], height, width, ranges))
+    transforms = random_similarity(seed, tf.shape(image)[0], height, width, ranges)
+    if confine is not None:
+        transforms = confine_disc(transforms, *confine, height, width)
+    out = transform_batch(batch, transforms)
     return fill_background(out, tf.roll(image, 1, axis=0)) if fill else out
 
 

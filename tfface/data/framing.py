@@ -110,6 +110,18 @@ class PhotoFraming:
         zoom = self.box_scale / FRAMING_SCALE  # a box framed looser shows the face smaller
         return np.array([[zoom, 0, 0.5 - 0.5 * zoom], [0, zoom, 0.5 - 0.5 * zoom], [0, 0, 1.0]])
 
+    def content_radius(self, template5: np.ndarray) -> float:
+        """Radius (unit) of the largest disc about the canonical centre that the collection's
+        (centre-square) photos cover once framed: beyond it a canonical crop may show fill.
+
+        Args:
+            template5: as for :meth:`to_canonical`.
+        """
+        corners = (self.to_canonical(template5) @ np.array([[0, 1, 1, 0], [0, 0, 1, 1], [1, 1, 1, 1]]))[:2].T
+        edges = np.roll(corners, -1, axis=0) - corners
+        normals = np.stack([-edges[:, 1], edges[:, 0]], -1) / np.linalg.norm(edges, axis=-1, keepdims=True)
+        return float(np.abs(((0.5 - corners) * normals).sum(-1)).min())
+
 
 #: CelebA's face-centred crops (../shared/data/celeba): eyes level at 43% of the height and 24% of
 #: the width apart, read off the mean of 500 of them (BUILD.md, "Real photographs").

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfface.data.augment import SimilarityRange, fill_background, random_similarity, transform_batch
+from tfface.data.augment import SimilarityRange, confine_disc, fill_background, random_similarity, transform_batch
 from tfface.data.framing import FRAMINGS, PhotoFraming
 from tfface.data.images import FolderScan, decode_image, fit_square, scan_image_folder
 from tfface.errors import InputError
@@ -71,7 +71,8 @@ def _decoded(scan: FolderScan, size: int, seed: int) -> tf.data.Dataset:
 
 
 def photo_dataset(sources: Sequence[PhotoSource], size: int, template5: np.ndarray,
-                  ranges: SimilarityRange | None = None, seed: int = 0) -> tf.data.Dataset:
+                  ranges: SimilarityRange | None = None, seed: int = 0,
+                  seam_radius: float | None = None) -> tf.data.Dataset:
     """Endless unbatched ``(size, size, 3)`` float32 face photos in the canonical framing.
 
     Args:
@@ -81,6 +82,9 @@ def photo_dataset(sources: Sequence[PhotoSource], size: int, template5: np.ndarr
             (:func:`tfface.data.framing.template_landmarks5`).
         ranges: random similarity applied after the framing (None: framing only).
         seed: seed of the shuffles, the mix and the random similarities.
+        seam_radius: when given, every random similarity is confined
+            (:func:`tfface.data.augment.confine_disc`) so that the centred disc of this radius
+            (fraction of the side) shows only the photo, never the fill and its seams.
 
     Returns:
         Dataset of images (RGB in [0, 1]).
@@ -93,18 +97,22 @@ def photo_dataset(sources: Sequence[PhotoSource], size: int, template5: np.ndarr
     streams = []
     for index, source in enumerate(sources):
         framing = tf.constant(pixel_similarity(source.framing.to_canonical(template5), size))
+        content = tf.constant(source.framing.content_radius(template5), tf.float32)
         streams.append(_decoded(scan_image_folder(source.folder), size, seed + index).map(
-            lambda image, framing=framing: (image, framing)))
+            lambda image, framing=framing, content=content: (image, framing, content)))
     weights = np.array([source.weight for source in sources], np.float64)
     mixed = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
         streams, weights=(weights / weights.sum()).tolist(), seed=seed)
 
     def frame(step, group):
-        images, framings = group
+        images, framings, contents = group
         transforms = framings
         if ranges is not None:
             step_seed = tf.stack([tf.constant(seed, tf.int64), step])
-            transforms = random_similarity(step_seed, tf.shape(images)[0], size, size, ranges) @ framings
+            similarities = random_similarity(step_seed, tf.shape(images)[0], size, size, ranges)
+            if seam_radius is not None:
+                similarities = confine_disc(similarities, seam_radius, contents, size, size)
+            transforms = similarities @ framings
         out = transform_batch({"image": images}, transforms)
         return fill_background(out, tf.roll(images, 1, axis=0))["image"]
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from tfface.errors import InputError
+from tfface.layers.vignette import FEATHER
 from tfface.runtime import native_bfloat16
 
 
@@ -123,6 +124,10 @@ class TrainConfig:
         input_vignette: radius (fraction of the side) of the centred disc through which the
             U-Net sees its input, the rest grey (:mod:`tfface.layers.vignette`: the seams of the
             augmentation's background fill must not tell the face's placement); 0: all of it.
+        seam_free: confine every random similarity (photos, pretraining, equivariance) so that
+            the vignette's disc shows only photo, never fill or its seams
+            (:func:`tfface.data.augment.confine_disc`, :meth:`seam_radius`); needs
+            ``input_vignette``.
         photo_rotation, photo_scale, photo_translation: the random similarity of the main
             training on real photos (supplement K): in-plane rotation range (degrees), scale
             range and shift (fraction of the side), on top of each collection's framing.
@@ -183,6 +188,7 @@ class TrainConfig:
     equivariance_scale: tuple[float, float] = (0.8, 1.25)
     equivariance_translation: float = 0.1
     input_vignette: float = 0.0
+    seam_free: bool = False
     synthetic_mix: float = 0.0
     photo_rotation: float = 15.0
     photo_scale: tuple[float, float] = (0.9, 1.1)
@@ -192,6 +198,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("photo_scale", "equivariance_scale"):  # JSON gives a list
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
+            raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (unknown fields raise :class:`InputError`)."""
@@ -199,6 +207,11 @@ class TrainConfig:
         if unknown:
             raise InputError(f"unknown training config fields: {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
+
+    def seam_radius(self) -> float | None:
+        """Radius (fraction of the side) of the disc the vignette lets through, feather included,
+        kept free of seams when ``seam_free``; None otherwise."""
+        return self.input_vignette + FEATHER if self.seam_free else None
 
     def uses_mixed_precision(self) -> bool:
         """``mixed_precision``, with ``None`` resolved for this machine's CPU."""

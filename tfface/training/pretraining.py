@@ -98,7 +98,7 @@ def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray,
 
 def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, batch_size: int,
                         ranges: SimilarityRange = SimilarityRange(), seed: int = 0,
-                        no_face_fraction: float = 0.0, profiler=None,
+                        confine: tuple[float, float] | None = None, no_face_fraction: float = 0.0, profiler=None,
                         max_turn: tuple[float, float] = (0.0, 0.0)) -> tf.data.Dataset:
     """Batches ``(augmented image, augmented target maps)`` for supervised pretraining.
 
@@ -112,6 +112,8 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
         batch_size: batch size.
         ranges: random similarity applied to image and maps alike.
         seed: stateless seed of the augmentation.
+        confine: ``(radius, source_radius)`` of :func:`tfface.data.augment.confine_disc` (None:
+            the similarities are not confined).
         no_face_fraction: probability in [0, 1] that an example is face-free.
         profiler: a :class:`tfface.training.profiling.FaceProfiler`: when given, every example's
             face is first turned by a yaw and a pitch drawn uniformly within ``max_turn``
@@ -136,7 +138,7 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
             image, example_maps = profiler(image, turn[:, 0], turn[:, 1])
         batch = {"image": image, "correspondence": example_maps[..., 0:2], "depth": example_maps[..., 2],
                  "confidence": example_maps[..., 3]}
-        out = augment_batch(batch, step_seed, ranges)
+        out = augment_batch(batch, step_seed, ranges, confine=confine)
         image, confidence = out["image"], out["confidence"]
         if no_face_fraction > 0:
             draw, texture = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))

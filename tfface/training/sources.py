@@ -47,6 +47,11 @@ class TrainingData:
         """``(5, 2)`` pixel position of the aligned images' average 5 landmarks (one template)."""
         raise NotImplementedError
 
+    def aligned_content_radius(self) -> float:
+        """Radius (fraction of the side) of the centred disc that every aligned image shows of
+        its photo or render (beyond it: background fill)."""
+        raise NotImplementedError
+
     def training_images(self) -> tf.data.Dataset:
         """Endless unbatched ``(S, S, 3)`` images of the main training (nothing else is read)."""
         raise NotImplementedError
@@ -76,6 +81,9 @@ class SyntheticData(TrainingData):
 
     def mean_landmarks5(self) -> np.ndarray:
         return data.mean_landmarks5(self.folder)
+
+    def aligned_content_radius(self) -> float:
+        return 0.5  # renders fill their square
 
     def training_images(self) -> tf.data.Dataset:
         return data.training_images(self.folder)
@@ -107,6 +115,8 @@ class PhotoData(TrainingData):
         synthetic: an optional synthetic folder whose held-out split is evaluated beside them.
         synthetic_mix: fraction of the main training's images drawn from that folder's training
             renders (:attr:`TrainConfig.synthetic_mix`).
+        seam_radius: radius of the centred disc kept free of fill seams in the main training
+            (:meth:`TrainConfig.seam_radius`); None: not confined.
     """
 
     sources: Sequence[PhotoSource]
@@ -118,6 +128,7 @@ class PhotoData(TrainingData):
     evaluation: AnnotatedPhotos | None = None
     synthetic: Path | None = None
     synthetic_mix: float = 0.0
+    seam_radius: float | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.synthetic_mix < 1.0 or (self.synthetic_mix > 0 and self.synthetic is None):
@@ -132,7 +143,7 @@ class PhotoData(TrainingData):
             raise InputError("training on photos needs at least one photo folder (--images DIR)")
         ranges = SimilarityRange.symmetric(config.photo_rotation, config.photo_scale, config.photo_translation)
         return cls(tuple(sources), tuple(aligned), config.image_size, template_landmarks5(uv_model.model), ranges,
-                   config.seed, evaluation, synthetic, config.synthetic_mix)
+                   config.seed, evaluation, synthetic, config.synthetic_mix, config.seam_radius())
 
     def aligned_images(self) -> tf.data.Dataset:
         return photo_dataset(self.aligned, self.image_size, self.template5, seed=self.seed)
@@ -140,8 +151,12 @@ class PhotoData(TrainingData):
     def mean_landmarks5(self) -> np.ndarray:
         return (self.template5 * self.image_size).astype(np.float32)
 
+    def aligned_content_radius(self) -> float:
+        return min(source.framing.content_radius(self.template5) for source in self.aligned)
+
     def training_images(self) -> tf.data.Dataset:
-        photos = photo_dataset(self.sources, self.image_size, self.template5, self.ranges, self.seed)
+        photos = photo_dataset(self.sources, self.image_size, self.template5, self.ranges, self.seed,
+                               self.seam_radius)
         if not self.synthetic_mix:
             return photos
         renders = data.training_images(self.synthetic)
