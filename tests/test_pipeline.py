@@ -63,14 +63,14 @@ def test_batches_keep_the_order(runner):
 
 
 def test_a_fit_strewn_far_outside_its_crop_is_a_failure(runner, detector):
-    """AFLW2000-3D dev photo image00872: BlazeFace boxes the face and its crop frames it, but the
+    """AFLW2000-3D dev photo image02249: BlazeFace boxes the face and its crop frames it, but the
     shipped network's fit strews some of the 68 landmarks more than half a crop width beyond the
     crop while their centroid lies inside it, where the export's own centroid rule passes. The fit
     is reported invalid (implausible), not a face."""
     folder = shared_or_skip("data", "aflw2000-3d-dev")
     with np.load(folder / "landmarks.npz") as data:
-        points = data["landmarks68"][list(data["names"]).index("image00872")]
-    picture = read_image(folder / "images" / "image00872.jpg")
+        points = data["landmarks68"][list(data["names"]).index("image02249")]
+    picture = read_image(folder / "images" / "image02249.jpg")
     detection = match(detector(picture), points)
     assert detection is not None  # the detector finds this face
     framing = crops.detection_framing(detection, crops.default_detection_template())
