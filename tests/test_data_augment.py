@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfface.data.augment import (SimilarityRange, augment_batch, augment_dataset, confine_disc, coverage,
-                                 fill_background, random_similarity, similarity_matrices, transform_batch, transform_points,
-                                 warp_images)
+                                 fill_background, random_similarity, similarity_matrices, transform_batch,
+                                 transform_points, warp_images)
 from tfface.errors import InputError
 from tfface.geometry import camera
 

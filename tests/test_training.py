@@ -54,6 +54,9 @@ def test_seam_free_keeps_the_vignettes_disc_feather_included():
 
     assert CONFIGS["small"].seam_radius() is None
     assert CONFIGS["small"].replace(input_vignette=0.3, seam_free=True).seam_radius() == pytest.approx(0.3 + FEATHER)
+    assert CONFIGS["small"].seam_confinement(0.5) is None
+    assert CONFIGS["small"].replace(input_vignette=0.3, seam_free=True).seam_confinement(0.5) == (
+        pytest.approx(0.3 + FEATHER), 0.5)
     for vignette in (0.0, 0.5 - FEATHER):  # no disc, or one that reaches the edge
         with pytest.raises(InputError, match="seam_free"):
             CONFIGS["small"].replace(input_vignette=vignette, seam_free=True)

@@ -546,8 +546,7 @@ class FaceModel(keras.Model):
         ranges = SimilarityRange.symmetric(cfg.equivariance_rotation, cfg.equivariance_scale,
                                            cfg.equivariance_translation)
         seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-        seam_radius = cfg.seam_radius()
-        confine = None if seam_radius is None else (seam_radius, seam_radius)
+        confine = cfg.seam_confinement(cfg.seam_radius())  # the input shows photo within the same disc
         warped = augment_batch({"image": images}, seed, ranges, confine=confine)
         return losses.equivariance_loss(self.predict_maps(warped["image"], training=True), maps, warped["similarity"])
 

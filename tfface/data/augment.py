@@ -114,11 +114,11 @@ def confine_disc(transforms, radius, source_radius, height: int, width: int) -> 
     radius = tf.cast(radius, tf.float32) * side
     source = tf.broadcast_to(tf.cast(source_radius, tf.float32) * side - 0.5, tf.shape(transforms)[:1])
     linear, offset = transforms[:, :2, :2], transforms[:, :2, 2]
+    away = tf.linalg.solve(linear, (centre - offset)[..., None])[..., 0] - centre  # q - c
     scale = tf.sqrt(tf.abs(tf.linalg.det(linear)))
     zoom = tf.maximum(1.0, radius / (scale * source))
     linear = linear * zoom[:, None, None]
     reach = tf.maximum(source - radius / (scale * zoom), 0.0)
-    away = tf.linalg.solve(transforms[:, :2, :2], (centre - offset)[..., None])[..., 0] - centre
     distance = tf.norm(away, axis=-1)
     kept = centre + away * tf.minimum(1.0, reach / tf.maximum(distance, 1e-9))[:, None]
     offset = centre - tf.linalg.matvec(linear, kept)

@@ -213,6 +213,13 @@ class TrainConfig:
         kept free of seams when ``seam_free``; None otherwise."""
         return self.input_vignette + FEATHER if self.seam_free else None
 
+    def seam_confinement(self, source_radius: float) -> tuple[float, float] | None:
+        """The ``(radius, source_radius)`` of :func:`tfface.data.augment.confine_disc` for warps
+        of inputs that show their photo within ``source_radius`` (fraction of the side); None
+        unless ``seam_free``."""
+        radius = self.seam_radius()
+        return None if radius is None else (radius, source_radius)
+
     def uses_mixed_precision(self) -> bool:
         """``mixed_precision``, with ``None`` resolved for this machine's CPU."""
         return native_bfloat16() if self.mixed_precision is None else self.mixed_precision

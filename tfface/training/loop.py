@@ -102,8 +102,7 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
     the aligned photos under a random similarity, turned when the configuration profiles."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
     ranges = SimilarityRange.symmetric(config.augment_rotation, (0.85, 1.15), 0.06)
-    seam_radius = config.seam_radius()
-    confine = None if seam_radius is None else (seam_radius, source.aligned_content_radius())
+    confine = config.seam_confinement(source.aligned_content_radius())
     return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
                                .shuffle(1024, seed=config.seed),
                                targets, batch_size, ranges, seed=config.seed, confine=confine,
