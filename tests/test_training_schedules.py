@@ -77,3 +77,31 @@ def test_resumed_run_continues_the_warm_up():
 def test_negative_warm_up_raises():
     with pytest.raises(InputError, match="warmup_steps"):
         CosineLearningRate(1e-3, 1e-5, total_steps=10, warmup_steps=-1)
+
+
+def test_pretraining_rate_is_constant_by_default():
+    from tfface.training.config import CONFIGS
+    from tfface.training.loop import pretraining_rate
+
+    assert pretraining_rate(CONFIGS["photos"]) == CONFIGS["photos"].pretrain_learning_rate
+
+
+def test_pretraining_rate_decays_along_a_cosine_to_the_final_rate():
+    from tfface.training.config import CONFIGS
+    from tfface.training.loop import pretraining_rate
+
+    config = CONFIGS["photos"].replace(pretrain_steps=1000, pretrain_learning_rate=1e-3,
+                                       pretrain_final_learning_rate=1e-5)
+    schedule = pretraining_rate(config)
+    rates = [float(schedule(step)) for step in (0, 500, 1000, 2000)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[1] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2, rel=1e-5)  # half-way down the cosine
+    assert rates[2] == pytest.approx(1e-5, rel=1e-5) and rates[3] == pytest.approx(1e-5, rel=1e-5)
+
+
+@pytest.mark.parametrize("final", [-1e-6, 2e-3])
+def test_pretraining_final_rate_outside_the_range_raises(final):
+    from tfface.training.config import CONFIGS
+
+    with pytest.raises(InputError, match="pretrain_final_learning_rate"):
+        CONFIGS["photos"].replace(pretrain_final_learning_rate=final)

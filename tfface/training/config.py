@@ -87,6 +87,9 @@ class TrainConfig:
         steps: main-training steps.
         pretrain_steps, pretrain_learning_rate, pretrain_batch_size: supervised pretraining
             (supplement F).
+        pretrain_final_learning_rate: with a value, the pretraining rate decays along a cosine
+            from ``pretrain_learning_rate`` to it over ``pretrain_steps`` (Adam's iteration count,
+            restored on resume); None: constant.
         no_face_fraction: share of pretraining examples replaced by face-free textures with zero
             target confidence (so that the network reports no face instead of inventing one).
         checkpoint_every: steps between checkpoints and BackupAndRestore backups.
@@ -168,6 +171,7 @@ class TrainConfig:
     pretrain_steps: int = 4000
     pretrain_learning_rate: float = 1.0e-3
     pretrain_batch_size: int = 8
+    pretrain_final_learning_rate: float | None = None
     no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
@@ -200,6 +204,9 @@ class TrainConfig:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
+        final = self.pretrain_final_learning_rate
+        if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
+            raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (unknown fields raise :class:`InputError`)."""

@@ -123,6 +123,15 @@ def _anchored(model: FaceModel, config: TrainConfig, source: TrainingData):
     return make_dataset
 
 
+def pretraining_rate(config: TrainConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The pretraining's learning rate: constant, or a cosine decay to ``pretrain_final_learning_rate``
+    over ``pretrain_steps``."""
+    rate, final = config.pretrain_learning_rate, config.pretrain_final_learning_rate
+    if final is None:
+        return rate
+    return keras.optimizers.schedules.CosineDecay(rate, max(config.pretrain_steps, 1), alpha=final / rate)
+
+
 def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str | Path, workdir: str | Path,
              time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None) -> Path:
     """Supervised pretraining of the U-Net (supplement F); returns the saved U-Net weights path.
@@ -144,7 +153,7 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
         network = keras.Model(inputs, model.predict_maps(inputs, training=None), name="pretraining")
-        network.compile(optimizer=keras.optimizers.Adam(config.pretrain_learning_rate), loss=PretrainingLoss())
+        network.compile(optimizer=keras.optimizers.Adam(pretraining_rate(config)), loss=PretrainingLoss())
     epochs, per_epoch = _epochs(config.pretrain_steps, config.checkpoint_every)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq="epoch", double_checkpoint=True,
