@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,9 +12,11 @@ from tfface.data.annotated import AnnotatedPhotos, load_aflw2000_dev, load_annot
 from tfface.data.framing import template_landmarks68
 from tfface.errors import InputError
 from tfface.paths import shared_dir
+from tfface.training.config import CONFIGS
+from tfface.training.loop import build_model
 from tfface.training.photo_sheet import FIT_COLOUR, TRUTH_COLOUR, photo_sheet, spread_over_yaw
 from tfface.training.photo_evaluation import (box_nme, evaluate_photos, format_photo_table, interocular_nme,
-                                              mean_shape_in_box, predict_landmarks, summarise)
+                                              keras_runner, mean_shape_in_box, predict_landmarks, summarise)
 
 SIZE = 32
 
@@ -164,3 +168,15 @@ def test_the_shipped_model_on_real_dev_photos():
             drawn = [any(np.all(sheet[int(origin[1] + y), int(origin[0] + x)] == c) for c in colours)
                      for x, y in inside]
             assert np.mean(drawn) > 0.5, (k, colours)
+
+
+def test_keras_runner_keeps_its_model_alive(default_uv_model):
+    # The compiled inference holds the model weakly; a runner whose caller dropped the model
+    # (as tools/placement_probe.py's runner_of does) must still run it.
+    model = build_model(default_uv_model, CONFIGS["tiny"])
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    expected = model.infer(images.astype(np.float32) / 255.0)["landmarks68"].numpy()
+    run = keras_runner(model)
+    del model
+    gc.collect()
+    np.testing.assert_allclose(run(images)["landmarks68"], expected, rtol=1e-4, atol=1e-3)

@@ -90,9 +90,16 @@ Runner = Callable[[np.ndarray], Mapping[str, Any]]
 
 
 def keras_runner(model) -> Runner:
-    """A FaceModel's inference (:func:`tfface.training.evaluation.compiled_outputs`) on uint8 crops."""
-    infer = compiled_outputs(model)
-    return lambda images: {k: v.numpy() for k, v in infer(np.asarray(images, np.float32) / 255.0).items()}
+    """A FaceModel's inference (:func:`tfface.training.evaluation.compiled_outputs`) on uint8 crops.
+
+    The runner holds ``model`` (the compiled function, cached per model, holds it only weakly),
+    so it works after the caller drops its own reference.
+    """
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = compiled_outputs(model)(np.asarray(images, np.float32) / 255.0)
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    return run
 
 
 def predict_landmarks(run: Runner, photos: AnnotatedPhotos, batch_size: int = 25) -> tuple[np.ndarray, np.ndarray]:
