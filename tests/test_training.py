@@ -405,6 +405,42 @@ def test_pose_anchor_pairs_every_training_image_with_a_pretraining_example(defau
         assert set(np.unique(target[..., 3])) <= {0.0, 1.0} and target[..., 3].mean() > 0.1  # a face region
 
 
+def _face_centroids(maps: np.ndarray) -> np.ndarray:
+    """``(B, 2)`` pixel centroid (x, y) of the face-region channel of ``(B, H, W, 4)`` target maps."""
+    face = maps[..., 3]
+    ys, xs = np.mgrid[:face.shape[1], :face.shape[2]]
+    area = face.sum(axis=(1, 2))
+    return np.stack([(face * xs).sum(axis=(1, 2)) / area, (face * ys).sum(axis=(1, 2)) / area], -1)
+
+
+def test_pretraining_examples_move_within_the_configured_similarity(default_uv_model, data_dir):
+    from tfface.training.loop import _pretraining_examples, build_model
+    from tfface.training.sources import SyntheticData
+
+    source = SyntheticData(data_dir)
+    still = CONFIGS["tiny"].replace(no_face_fraction=0.0, augment_rotation=0.0, pretrain_scale=(1.0, 1.0),
+                                    pretrain_translation=0.0)
+    model = build_model(default_uv_model, still)
+    fixed = pretraining_targets(default_uv_model, source.mean_landmarks5(), 32).maps
+    _, maps = next(iter(_pretraining_examples(model, still, source, 16)))
+    np.testing.assert_allclose(maps.numpy(), np.broadcast_to(fixed, maps.shape), atol=1e-5)
+
+    shift = 0.15
+    moving = still.replace(pretrain_translation=shift)
+    _, maps = next(iter(_pretraining_examples(model, moving, source, 32)))
+    moves = _face_centroids(maps.numpy()) - _face_centroids(fixed[None])
+    assert np.abs(moves).max() <= shift * 32 + 0.5  # within the range (half a pixel of rasterisation)
+    assert np.abs(moves).max(axis=0).min() > 0.6 * shift * 32  # and reaching across it on both axes
+
+
+def test_bad_similarity_ranges_raise():
+    for fields in ({"pretrain_scale": (1.2, 0.9)}, {"pretrain_translation": -0.1}, {"photo_scale": (0.0, 1.0)},
+                   {"equivariance_rotation": -10.0}):
+        with pytest.raises(InputError):
+            CONFIGS["photos"].replace(**fields)
+    assert CONFIGS["photos"].replace(pretrain_scale=[0.7, 1.4]).pretrain_scale == (0.7, 1.4)  # JSON lists
+
+
 def test_periodic_progress_shows_the_dev_photos_first():
     from tfface.training.callbacks import progress_lines
 

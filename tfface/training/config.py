@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from tfface.data.augment import SimilarityRange
 from tfface.errors import InputError
 from tfface.layers.vignette import FEATHER
 from tfface.runtime import native_bfloat16
@@ -106,8 +107,11 @@ class TrainConfig:
         synthetic_count, heldout_count: training and held-out synthetic images to generate.
         aligned_count: roughly aligned (near-frontal) synthetic images for pretraining.
         max_yaw, max_pitch, max_roll: pose ranges (degrees) of the synthetic training and
-            held-out images; ``augment_rotation`` is the in-plane rotation range (degrees) of
-            the pretraining augmentation.
+            held-out images.
+        augment_rotation, pretrain_scale, pretrain_translation: the random similarity of the
+            pretraining (and of the pose anchor's examples): in-plane rotation range (degrees),
+            scale range and shift (fraction of the side). The supervised targets move with it,
+            so it is what teaches the network to read the face's placement off the face.
         pretrain_max_yaw, pretrain_max_pitch: with either above 0, every pretraining photo's face is
             turned by a yaw and a pitch drawn uniformly within them (degrees) and supervised with
             the turned mean shape's maps (:mod:`tfface.training.profiling`); 0: supplement F's
@@ -184,6 +188,8 @@ class TrainConfig:
     max_pitch: float = 15.0
     max_roll: float = 30.0
     augment_rotation: float = 30.0
+    pretrain_scale: tuple[float, float] = (0.85, 1.15)
+    pretrain_translation: float = 0.06
     pretrain_max_yaw: float = 0.0
     pretrain_max_pitch: float = 0.0
     pose_anchor_weight: float = 0.0
@@ -200,8 +206,11 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("photo_scale", "equivariance_scale"):  # JSON gives a list
+        for name in ("photo_scale", "equivariance_scale", "pretrain_scale"):  # JSON gives a list
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        SimilarityRange.symmetric(self.augment_rotation, self.pretrain_scale, self.pretrain_translation)
+        SimilarityRange.symmetric(self.photo_rotation, self.photo_scale, self.photo_translation)
+        SimilarityRange.symmetric(self.equivariance_rotation, self.equivariance_scale, self.equivariance_translation)
         if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
         final = self.pretrain_final_learning_rate

@@ -101,7 +101,7 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
     """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
     the aligned photos under a random similarity, turned when the configuration profiles."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
-    ranges = SimilarityRange.symmetric(config.augment_rotation, (0.85, 1.15), 0.06)
+    ranges = SimilarityRange.symmetric(config.augment_rotation, config.pretrain_scale, config.pretrain_translation)
     confine = config.seam_confinement(source.aligned_content_radius())
     return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
                                .shuffle(1024, seed=config.seed),
