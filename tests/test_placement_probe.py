@@ -48,3 +48,38 @@ def test_rows_report_the_median_of_each_move():
                for name in probe.MOVES}
     row = probe.format_rows("x", results).split()
     assert row[1:] == ["-10", "-10", "x1.05", "+0.02", "+0.04"]
+
+
+def test_the_window_move_is_what_a_follower_scores():
+    for name, (turn, zoom, right, down) in probe.MOVES.items():
+        np.testing.assert_allclose(probe.similarity_parameters(probe.window_move((turn, zoom, right, down), SIZE), SIZE),
+                                   [-turn, zoom, right, down], atol=1e-9, err_msg=name)
+
+
+def dot_follower(images: np.ndarray) -> dict[str, np.ndarray]:
+    """A "network" that follows what it sees: ``(N, 3, 2)`` centroids of the red, green and blue dots."""
+    points = []
+    for image in np.asarray(images, np.float64):
+        ys, xs = np.mgrid[:image.shape[0], :image.shape[1]]
+        weights = [np.clip(image[..., c] - image[..., [k for k in range(3) if k != c]].max(-1), 0, None)
+                   for c in range(3)]
+        points.append([[(w * xs).sum() / w.sum() + 0.5, (w * ys).sum() / w.sum() + 0.5] for w in weights])
+    return {"landmarks68": np.array(points)}
+
+
+def test_a_follower_on_a_training_collection_scores_each_move(tmp_path):
+    from PIL import Image
+
+    for index in range(3):
+        photo = np.full((SIZE, SIZE, 3), 90 + 20 * index, np.uint8)
+        for channel, (x, y) in enumerate([(50, 52), (80, 56), (62, 84)]):
+            photo[y - 3:y + 4, x - 3:x + 4] = 0
+            photo[y - 3:y + 4, x - 3:x + 4, channel] = 255
+        Image.fromarray(photo).save(tmp_path / f"{index}.png")
+    crops_of = probe.collection_crops(f"{tmp_path}:canonical", 3, SIZE)
+    assert crops_of(None).shape == (3, SIZE, SIZE, 3)
+    results = probe.followed(dot_follower, crops_of, SIZE, "landmarks68")
+    for name, (turn, zoom, right, down) in probe.MOVES.items():
+        assert results[name].shape == (3, 4)
+        error = np.abs(np.median(results[name], axis=0) - [-turn, zoom, right, down])
+        assert (error <= [0.5, 0.01, 0.005, 0.005]).all(), (name, error)  # degrees, factor, sides

@@ -12,8 +12,15 @@ shift as a fraction of the crop side), for the fitted landmarks and, with a run'
 those read directly off the correspondence map. A follower scores the move itself in every
 column; a canonical face 0 (x1.00 for the zoom).
 
+With ``--collection FOLDER:FRAMING`` the photos are instead a training collection's, framed as
+the training frames them (:class:`tfface.data.photos.PhotoSource`, e.g. the CelebA photos of the
+pretraining), and the framed square itself is moved (the same similarity, bilinear, no fill
+inside the vignette's disc for moves up to the content radius): what a network follows on the
+photos it was trained on, against what it follows on the dev photos.
+
     python3 tools/placement_probe.py --model savedmodel/tfface_ict/5
     python3 tools/placement_probe.py --workdir runs/photos [--pretrained] [--config C]
+    python3 tools/placement_probe.py --workdir runs/photos --pretrained --collection ../shared/data/celeba:celeba
 """
 
 from __future__ import annotations
@@ -60,25 +67,76 @@ def similarity_parameters(matrix: np.ndarray, size: int) -> np.ndarray:
     return np.array([turn, math.sqrt(abs(np.linalg.det(linear))), -shift[0], -shift[1]])
 
 
-def followed(run, pictures, framings, size: int, key: str) -> dict[str, np.ndarray]:
+def window_move(move: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """``(3, 3)`` similarity of crop pixels taking a crop onto the crop of its window moved by
+    ``move`` (:data:`MOVES`' values); the same for every framing."""
+    reference = crops.Framing(np.zeros(2), float(size))
+    return moved(reference, *move).matrix(size) @ np.linalg.inv(reference.matrix(size))
+
+
+def followed(run, crops_of, size: int, key: str) -> dict[str, np.ndarray]:
     """Per move, ``(N, 4)`` :func:`similarity_parameters` of what ``run``'s landmarks ``key``
-    follow of it (photos whose fit fails in either crop dropped)."""
-    def landmarks(framing_list):
-        images, matrices = zip(*(crops.crop(p, f, size) for p, f in zip(pictures, framing_list)))
-        out = run(np.stack(images))
+    follow of it (photos whose fit fails in either crop dropped).
+
+    Args:
+        run: the network (:data:`tfface.training.photo_evaluation.Runner`).
+        crops_of: ``move -> (N, size, size, 3)`` crops (0-255) with their windows moved by
+            ``move``, one of :data:`MOVES`' values or ``None`` for the crops themselves.
+        size: crop side in pixels.
+        key: ``"landmarks68"`` (fitted) or ``"direct_landmarks68"``.
+    """
+    def landmarks(move):
+        out = run(crops_of(move))
         points = np.asarray(out[key], np.float64)
         valid = np.isfinite(points).all(axis=(1, 2))
         if "fit_valid" in out and key == "landmarks68":
             valid &= np.asarray(out["fit_valid"]).reshape(-1).astype(bool)
         return points, valid
 
-    base, base_valid = landmarks(framings)
+    base, base_valid = landmarks(None)
     results = {}
     for name, move in MOVES.items():
-        points, valid = landmarks([moved(f, *move) for f in framings])
+        points, valid = landmarks(move)
         keep = np.flatnonzero(base_valid & valid)
         results[name] = np.array([similarity_parameters(fit_similarity(base[i], points[i]), size) for i in keep])
     return results
+
+
+def dev_crops(folder: Path, count: int, size: int):
+    """``move -> crops`` (:func:`followed`) of the first ``count`` near-frontal (|yaw| < 30) dev
+    photos, cropped canonically from their annotated landmarks and then with the window moved
+    inside the whole photo."""
+    dev = load_dev_pictures(folder)
+    frontal = np.flatnonzero(np.abs(dev.yaw) < 30)[:count]
+    pictures = [dev.pictures[i] for i in frontal]
+    framings = [crops.landmark_framing(dev.landmarks[i]) for i in frontal]
+
+    def crops_of(move):
+        windows = framings if move is None else [moved(f, *move) for f in framings]
+        return np.stack([crops.crop(p, f, size)[0] for p, f in zip(pictures, windows)])
+
+    return crops_of
+
+
+def collection_crops(source: str, count: int, size: int):
+    """``move -> crops`` (:func:`followed`) of ``count`` photos of a training collection
+    (``FOLDER:FRAMING``) framed as in training, the framed square moved by the window's move."""
+    from tfface.data.augment import transform_batch
+    from tfface.data.framing import template_landmarks5
+    from tfface.data.photos import PhotoSource, photo_dataset
+    from tfface.morphable.loaders import load_default_model
+
+    template5 = template_landmarks5(load_default_model())
+    framed = photo_dataset([PhotoSource.parse(source)], size, template5).take(count)
+    images = np.stack([image.numpy() for image in framed]) * 255.0
+
+    def crops_of(move):
+        if move is None:
+            return images
+        transforms = np.repeat(window_move(move, size)[None].astype(np.float32), len(images), axis=0)
+        return transform_batch({"image": images}, transforms)["image"].numpy()
+
+    return crops_of
 
 
 def format_rows(label: str, results: dict[str, np.ndarray]) -> str:
@@ -116,25 +174,24 @@ def main() -> None:
     parser.add_argument("--uv-model", help="UV-3DMM file (default: <workdir>/uv3dmm.npz)")
     parser.add_argument("--weights", help="weights file (default: the run's final weights)")
     parser.add_argument("--pretrained", action="store_true", help="the run's pretrained network")
-    parser.add_argument("--photos", type=int, default=150, help="near-frontal dev photos to move")
+    parser.add_argument("--photos", type=int, default=150, help="photos to move")
     parser.add_argument("--dev", help="AFLW2000-3D dev folder (default: <shared>/data/aflw2000-3d-dev)")
+    parser.add_argument("--collection", help="FOLDER:FRAMING of training photos to move instead of dev photos")
     args = parser.parse_args()
     if bool(args.model) == bool(args.workdir):
         parser.error("pass one of --model and --workdir")
-    folder = Path(args.dev) if args.dev else shared_dir() / "data" / "aflw2000-3d-dev"
-    dev = load_dev_pictures(folder)
-    frontal = np.flatnonzero(np.abs(dev.yaw) < 30)[:args.photos]
-    pictures = [dev.pictures[i] for i in frontal]
-    framings = [crops.landmark_framing(dev.landmarks[i]) for i in frontal]
     run, size, keys = runner_of(args)
-    print(f"{len(frontal)} near-frontal dev photos; median over photos of what the landmarks follow of each move")
+    if args.collection:
+        crops_of, what = collection_crops(args.collection, args.photos, size), f"photos of {args.collection}"
+    else:
+        folder = Path(args.dev) if args.dev else shared_dir() / "data" / "aflw2000-3d-dev"
+        crops_of, what = dev_crops(folder, args.photos, size), "near-frontal dev photos"
+    print(f"{args.photos} {what}; median over photos of what the landmarks follow of each move")
     print(f"{'landmarks':<28}" + "".join(f"{name:>18}" for name in MOVES))
-    window = {name: similarity_parameters(moved(framings[0], *move).matrix(size)
-                                          @ np.linalg.inv(framings[0].matrix(size)), size)[None]
-              for name, move in MOVES.items()}
+    window = {name: similarity_parameters(window_move(move, size), size)[None] for name, move in MOVES.items()}
     print(format_rows("(the window's move)", window))
     for key in keys:
-        print(format_rows(key, followed(run, pictures, framings, size, key)))
+        print(format_rows(key, followed(run, crops_of, size, key)))
 
 
 if __name__ == "__main__":
