@@ -77,7 +77,7 @@ def test_a_follower_on_a_training_collection_scores_each_move(tmp_path):
             photo[y - 3:y + 4, x - 3:x + 4, channel] = 255
         Image.fromarray(photo).save(tmp_path / f"{index}.png")
     crops_of = probe.collection_crops(f"{tmp_path}:canonical", 3, SIZE)
-    assert crops_of(None).shape == (3, SIZE, SIZE, 3)
+    assert crops_of(None).shape == (3, SIZE, SIZE, 3) and crops_of(None).dtype == np.uint8  # as photo crops
     results = probe.followed(dot_follower, crops_of, SIZE, "landmarks68")
     for name, (turn, zoom, right, down) in probe.MOVES.items():
         assert results[name].shape == (3, 4)

@@ -128,13 +128,14 @@ def collection_crops(source: str, count: int, size: int):
 
     template5 = template_landmarks5(load_default_model())
     framed = photo_dataset([PhotoSource.parse(source)], size, template5).take(count)
-    images = np.stack([image.numpy() for image in framed]) * 255.0
+    images = np.stack([image.numpy() for image in framed])
 
     def crops_of(move):
-        if move is None:
-            return images
-        transforms = np.repeat(window_move(move, size)[None].astype(np.float32), len(images), axis=0)
-        return transform_batch({"image": images}, transforms)["image"].numpy()
+        moved_images = images
+        if move is not None:
+            transforms = np.repeat(window_move(move, size)[None].astype(np.float32), len(images), axis=0)
+            moved_images = transform_batch({"image": images}, transforms)["image"].numpy()
+        return np.clip(np.round(moved_images * 255.0), 0, 255).astype(np.uint8)  # as crops of photos
 
     return crops_of
 
