@@ -3,9 +3,11 @@
 Every warp here is given by a ``(3, 3)`` homogeneous matrix ``A`` taking *source* pixel
 coordinates to *output* pixel coordinates (x right, y down, pixel centres at +0.5, as everywhere
 in tfface), so a point found in the output maps back to the source by ``A^-1``
-(:func:`apply`). Downscaling warps are anti-aliased: the source is first reduced by the whole
-factor that keeps at least two source pixels per output pixel (box filter), as Pillow's resize
-does, then sampled bilinearly. Outside the source the output is black.
+(:func:`apply`). Downscaling warps are anti-aliased as the training photos are (decoded and
+resized with an anti-aliasing filter, :func:`tfface.data.images.fit_square`): the source is first
+reduced by the whole factor that keeps at least two source pixels per output pixel (box filter),
+then, while the map still shrinks, warped bilinearly at twice the output size and resized to it
+with Pillow's anti-aliased bilinear (triangle) filter. Outside the source the output is black.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     if factor > 1:  # anti-aliasing: box-reduce first, then the remaining map needs <= 2:1 per axis
         source = source.reduce(factor)
         matrix = matrix @ scale_translation(float(factor), (0.0, 0.0))
+    if math.sqrt(abs(np.linalg.det(matrix[:2, :2]))) >= 1.0:
+        return _bilinear(source, matrix, size)
+    # Still shrinking: warp at twice the size with a margin of one output pixel all round (so the
+    # filter sees whole neighbourhoods at the border), resize anti-aliased, cut the margin off.
+    doubled = _bilinear(source, scale_translation(2.0, (2.0, 2.0)) @ matrix, 2 * size + 4)
+    resized = Image.fromarray(doubled).resize((size + 2, size + 2), Image.Resampling.BILINEAR)
+    return np.asarray(resized, np.uint8)[1:-1, 1:-1]
+
+
+def _bilinear(source: Image.Image, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``(size, size, 3)`` uint8 bilinear samples of ``source`` under the source-to-output ``matrix``."""
     inverse = np.linalg.inv(matrix)
     warped = source.transform((size, size), Image.Transform.AFFINE, data=tuple(inverse[:2].ravel()),
                               resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
