@@ -46,7 +46,7 @@ import keras
 import tensorflow as tf
 
 from tfface import losses
-from tfface.data.augment import SimilarityRange, augment_batch
+from tfface.data.augment import augment_batch
 from tfface.errors import InputError
 from tfface.geometry.camera import adjugate, camera_is_plausible
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
@@ -543,11 +543,9 @@ class FaceModel(keras.Model):
         warped image filled with the previous image of the batch. When ``seam_free``, the
         warped disc shows only what the unwarped disc showed (no fill, no seam)."""
         cfg = self.config
-        ranges = SimilarityRange.symmetric(cfg.equivariance_rotation, cfg.equivariance_scale,
-                                           cfg.equivariance_translation)
         seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         confine = cfg.seam_confinement(cfg.seam_radius())  # the input shows photo within the same disc
-        warped = augment_batch({"image": images}, seed, ranges, confine=confine)
+        warped = augment_batch({"image": images}, seed, cfg.equivariance_ranges(), confine=confine)
         return losses.equivariance_loss(self.predict_maps(warped["image"], training=True), maps, warped["similarity"])
 
     @staticmethod

@@ -60,7 +60,7 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     if factor > 1:  # anti-aliasing: box-reduce first, then the remaining map needs <= 2:1 per axis
         source = source.reduce(factor)
         matrix = matrix @ scale_translation(float(factor), (0.0, 0.0))
-    if math.sqrt(abs(np.linalg.det(matrix[:2, :2]))) >= 1.0:
+    if scale * factor >= 1.0:  # the remaining map no longer shrinks
         return _bilinear(source, matrix, size)
     # Still shrinking: warp at twice the size with a margin of one output pixel all round (so the
     # filter sees whole neighbourhoods at the border), resize anti-aliased, cut the margin off.

@@ -208,9 +208,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("photo_scale", "equivariance_scale", "pretrain_scale"):  # JSON gives a list
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        SimilarityRange.symmetric(self.augment_rotation, self.pretrain_scale, self.pretrain_translation)
-        SimilarityRange.symmetric(self.photo_rotation, self.photo_scale, self.photo_translation)
-        SimilarityRange.symmetric(self.equivariance_rotation, self.equivariance_scale, self.equivariance_translation)
+        for ranges in (self.pretraining_ranges, self.photo_ranges, self.equivariance_ranges):
+            ranges()  # raises InputError on a bad range
         if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
         final = self.pretrain_final_learning_rate
@@ -223,6 +222,19 @@ class TrainConfig:
         if unknown:
             raise InputError(f"unknown training config fields: {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
+
+    def pretraining_ranges(self) -> SimilarityRange:
+        """The random similarity of the pretraining and of the pose anchor's examples."""
+        return SimilarityRange.symmetric(self.augment_rotation, self.pretrain_scale, self.pretrain_translation)
+
+    def photo_ranges(self) -> SimilarityRange:
+        """The random similarity of the main training's photos (supplement K)."""
+        return SimilarityRange.symmetric(self.photo_rotation, self.photo_scale, self.photo_translation)
+
+    def equivariance_ranges(self) -> SimilarityRange:
+        """The random similarity of the equivariance loss's warps."""
+        return SimilarityRange.symmetric(self.equivariance_rotation, self.equivariance_scale,
+                                         self.equivariance_translation)
 
     def seam_radius(self) -> float | None:
         """Radius (fraction of the side) of the disc the vignette lets through, feather included,

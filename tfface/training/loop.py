@@ -33,7 +33,6 @@ from tfface.training.config import TrainConfig
 from tfface.training.distribute import distribute_batches
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
 from tfface.training.sources import SyntheticData, TrainingData
-from tfface.data.augment import SimilarityRange
 
 
 class PretrainingLoss(keras.losses.Loss):
@@ -101,11 +100,10 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
     """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
     the aligned photos under a random similarity, turned when the configuration profiles."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
-    ranges = SimilarityRange.symmetric(config.augment_rotation, config.pretrain_scale, config.pretrain_translation)
     confine = config.seam_confinement(source.aligned_content_radius())
     return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
                                .shuffle(1024, seed=config.seed),
-                               targets, batch_size, ranges, seed=config.seed, confine=confine,
+                               targets, batch_size, config.pretraining_ranges(), seed=config.seed, confine=confine,
                                no_face_fraction=config.no_face_fraction, **_profiling(model, config, source))
 
 

@@ -141,9 +141,8 @@ class PhotoData(TrainingData):
         """The photo data of a configuration (template from ``uv_model``'s mean face)."""
         if not sources or not aligned:
             raise InputError("training on photos needs at least one photo folder (--images DIR)")
-        ranges = SimilarityRange.symmetric(config.photo_rotation, config.photo_scale, config.photo_translation)
-        return cls(tuple(sources), tuple(aligned), config.image_size, template_landmarks5(uv_model.model), ranges,
-                   config.seed, evaluation, synthetic, config.synthetic_mix, config.seam_radius())
+        return cls(tuple(sources), tuple(aligned), config.image_size, template_landmarks5(uv_model.model),
+                   config.photo_ranges(), config.seed, evaluation, synthetic, config.synthetic_mix, config.seam_radius())
 
     def aligned_images(self) -> tf.data.Dataset:
         return photo_dataset(self.aligned, self.image_size, self.template5, seed=self.seed)
