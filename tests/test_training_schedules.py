@@ -83,7 +83,7 @@ def test_pretraining_rate_is_constant_by_default():
     from tfface.training.config import CONFIGS
     from tfface.training.loop import pretraining_rate
 
-    assert pretraining_rate(CONFIGS["photos"]) == CONFIGS["photos"].pretrain_learning_rate
+    assert pretraining_rate(CONFIGS["small"]) == CONFIGS["small"].pretrain_learning_rate
 
 
 def test_pretraining_rate_decays_along_a_cosine_to_the_final_rate():
