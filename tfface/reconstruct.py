@@ -52,7 +52,7 @@ from tfface.paths import REPO_ROOT
 from tfface.visualize import panel
 
 #: The model shipped with the repository (``savedmodel/<name>/<version>``).
-DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "6"
+DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "7"
 
 #: Default ``face_score`` threshold (share of confident pixels) below which no face is reported.
 DEFAULT_FACE_THRESHOLD = 0.05

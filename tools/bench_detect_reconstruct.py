@@ -16,7 +16,7 @@ With ``--upright`` the detected crops are not turned by the keypoints (box frami
 first fit's landmarks (:func:`tfface.detection.crops.landmark_framing`, the crop video tracking
 uses). Also prints the latency per photo (p50, wall clock) of detection + crop + model + mapping.
 
-    python tools/bench_detect_reconstruct.py --model savedmodel/tfface_ict/6 [--limit N] [--refine]
+    python tools/bench_detect_reconstruct.py --model savedmodel/tfface_ict/7 [--limit N] [--refine]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ not (:func:`tfface.detection.evaluation.match`), and its box NME in the scene be
 of the same face when its photo is reconstructed alone (the single-face bound). Also counts the
 detections that match no annotated face (the dev photos' unannotated people, or false ones).
 
-    python tools/bench_multiface.py --model savedmodel/tfface_ict/6 [--scenes 30]
+    python tools/bench_multiface.py --model savedmodel/tfface_ict/7 [--scenes 30]
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Figures, in % of the face size (the side of BlazeFace's box of the face in the p
 * *lag*: the delay ``tau`` (frames, 0.1 steps) for which ``M(t - tau)`` of the reference best
   explains the landmarks; the smoothed landmarks trail the motion by it.
 
-    python tools/bench_video_jitter.py --model savedmodel/tfface_ict/6 [--photo PHOTO] [--smooth-beta 1.0]
+    python tools/bench_video_jitter.py --model savedmodel/tfface_ict/7 [--photo PHOTO] [--smooth-beta 1.0]
 """
 
 from __future__ import annotations
