@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tfface.errors import InputError, ModelFileError
+from tfface.paths import DEFAULT_MODEL, REPO_ROOT
 
 
 def register(subparsers) -> None:
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
                           "tracked crops (0: only when a face is lost; default 10)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--model", type=Path, default=None,
-                     help="exported model version folder (default: savedmodel/tfface_ict/7 of the repository)")
+                     help=f"exported model version folder (default: {DEFAULT_MODEL.relative_to(REPO_ROOT)} of the repository)")
     rec.add_argument("--backend", choices=("savedmodel", "tflite"), default="savedmodel",
                      help="run the SavedModel with TensorFlow or the TFLite model (default: savedmodel)")
     rec.add_argument("--face-threshold", type=float, default=None,

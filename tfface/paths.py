@@ -15,6 +15,9 @@ from pathlib import Path
 #: Root of the repository checkout (the folder holding ``tfface/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: The exported model shipped with the repository (``savedmodel/<name>/<version>``).
+DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "7"
+
 #: Data files shipped inside the package (see ``tfface/assets/README.md``).
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 

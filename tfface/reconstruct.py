@@ -48,11 +48,8 @@ from tfface.model import FIT_OK, FIT_STATUS_NAMES
 from tfface.io import images as io_images
 from tfface.io.mesh import write_obj, write_ply
 from tfface.io.records import face_record, write_json
-from tfface.paths import REPO_ROOT
+from tfface.paths import DEFAULT_MODEL
 from tfface.visualize import panel
-
-#: The model shipped with the repository (``savedmodel/<name>/<version>``).
-DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "7"
 
 #: Default ``face_score`` threshold (share of confident pixels) below which no face is reported.
 DEFAULT_FACE_THRESHOLD = 0.05

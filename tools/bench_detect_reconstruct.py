@@ -16,7 +16,7 @@ With ``--upright`` the detected crops are not turned by the keypoints (box frami
 first fit's landmarks (:func:`tfface.detection.crops.landmark_framing`, the crop video tracking
 uses). Also prints the latency per photo (p50, wall clock) of detection + crop + model + mapping.
 
-    python tools/bench_detect_reconstruct.py --model savedmodel/tfface_ict/7 [--limit N] [--refine]
+    python tools/bench_detect_reconstruct.py [--model EXPORT] [--limit N] [--refine]
 """
 
 from __future__ import annotations
@@ -35,17 +35,9 @@ from tfface.detection.evaluation import load_dev_pictures, match
 from tfface.detection.pipeline import reconstruct_framings
 from tfface.export import ExportedModel
 from tfface.io.records import head_pose_degrees
-from tfface.paths import REPO_ROOT, shared_dir
+from tfface.paths import DEFAULT_MODEL, shared_dir
 from tfface.runtime import use_pooled_cpu_allocator
 from tfface.training.photo_evaluation import evaluate_photos, format_photo_table, summarise
-
-
-def latest_model(root: Path = REPO_ROOT / "savedmodel" / "tfface_ict") -> Path:
-    """The highest numbered version folder under ``root``."""
-    versions = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise SystemExit(f"no exported version under {root}; pass --model")
-    return max(versions, key=lambda p: int(p.name))
 
 
 def detect_then_reconstruct(runner, dev, upright: bool, refine: bool) -> tuple[np.ndarray, np.ndarray, list[float]]:
@@ -72,8 +64,8 @@ def detect_then_reconstruct(runner, dev, upright: bool, refine: bool) -> tuple[n
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="exported version folder (default: the highest under savedmodel/tfface_ict)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="exported version folder (default: the shipped model, %(default)s)")
     parser.add_argument("--photos", type=Path, default=shared_dir() / "data" / "aflw2000-3d-dev",
                         help="an AFLW2000-3D dev folder (images/, landmarks.npz)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N photos")
@@ -83,15 +75,14 @@ def main(argv=None) -> int:
     if not (args.photos / "landmarks.npz").is_file():
         parser.error(f"{args.photos} is not an AFLW2000-3D dev folder (set TFFACE_SHARED or pass --photos)")
     use_pooled_cpu_allocator()
-    model = args.model or latest_model()
-    runner = ExportedModel(model)
+    runner = ExportedModel(args.model)
     photos = load_aflw2000_dev(args.photos, runner.image_size, args.limit)
     dev = load_dev_pictures(args.photos, args.limit)
     label = "detect, upright" if args.upright else "detect"
     label += ", refined" if args.refine else ""
     predicted, failed, seconds = detect_then_reconstruct(runner, dev, args.upright, args.refine)
     rows = {"ground-truth crops": evaluate_photos(runner, photos), f"{label} then reconstruct": summarise(predicted, photos, failed)}
-    print(f"model {model}")
+    print(f"model {args.model}")
     print(format_photo_table(rows, f"{len(photos)} AFLW2000-3D dev photos"))
     print(f"\ndetect-then-reconstruct latency per photo (detector + crop + model + mapping, batch 1): "
           f"p50 {1000 * statistics.median(seconds):.0f} ms, p90 {1000 * np.percentile(seconds, 90):.0f} ms")

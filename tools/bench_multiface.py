@@ -8,7 +8,7 @@ not (:func:`tfface.detection.evaluation.match`), and its box NME in the scene be
 of the same face when its photo is reconstructed alone (the single-face bound). Also counts the
 detections that match no annotated face (the dev photos' unannotated people, or false ones).
 
-    python tools/bench_multiface.py --model savedmodel/tfface_ict/7 [--scenes 30]
+    python tools/bench_multiface.py [--model EXPORT] [--scenes 30]
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_detect_reconstruct import latest_model
 from tfface.detection import warp
 from tfface.detection.blazeface import FaceDetector
 from tfface.detection.evaluation import load_dev_pictures, match, tiled_scene
 from tfface.detection.pipeline import reconstruct_picture
 from tfface.export import ExportedModel
-from tfface.paths import shared_dir
+from tfface.paths import DEFAULT_MODEL, shared_dir
 from tfface.runtime import use_pooled_cpu_allocator
 from tfface.training.photo_evaluation import box_nme
 
@@ -40,14 +39,13 @@ def face_nme(faces, points: np.ndarray) -> float | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="exported version folder (default: the highest under savedmodel/tfface_ict)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="exported version folder (default: the shipped model, %(default)s)")
     parser.add_argument("--photos", type=Path, default=shared_dir() / "data" / "aflw2000-3d-dev")
     parser.add_argument("--scenes", type=int, default=30, help="number of tiled scenes (faces 2, 3, 4 in turn)")
     args = parser.parse_args(argv)
     use_pooled_cpu_allocator()
-    model = args.model or latest_model()
-    runner, detector = ExportedModel(model), FaceDetector()
+    runner, detector = ExportedModel(args.model), FaceDetector()
     counts = [2 + i % 3 for i in range(args.scenes)]
     dev = load_dev_pictures(args.photos, sum(counts))
     found, tiled, single, unmatched, start = 0, [], [], 0, 0
@@ -68,7 +66,7 @@ def main(argv=None) -> int:
         found += matched
         unmatched += len(faces) - matched
     tiled, single = np.array(tiled), np.array(single)
-    print(f"model {model}; {args.scenes} scenes of 2-4 dev photos over clutter (800x800): "
+    print(f"model {args.model}; {args.scenes} scenes of 2-4 dev photos over clutter (800x800): "
           f"{found} of {sum(counts)} faces found, {unmatched} other detections")
     print(f"box NME of the {len(tiled)} faces fitted both ways (%): in the scenes {100 * tiled.mean():.2f} "
           f"(median {100 * np.median(tiled):.2f}), each photo alone {100 * single.mean():.2f} "

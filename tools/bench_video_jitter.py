@@ -18,7 +18,7 @@ Figures, in % of the face size (the side of BlazeFace's box of the face in the p
 * *lag*: the delay ``tau`` (frames, 0.1 steps) for which ``M(t - tau)`` of the reference best
   explains the landmarks; the smoothed landmarks trail the motion by it.
 
-    python tools/bench_video_jitter.py --model savedmodel/tfface_ict/7 [--photo PHOTO] [--smooth-beta 1.0]
+    python tools/bench_video_jitter.py [--model EXPORT] [--photo PHOTO] [--smooth-beta 1.0]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tfface.detection.blazeface import FaceDetector
 from tfface.export import ExportedModel
 from tfface.io import video
 from tfface.io.images import read_image
-from tfface.paths import REPO_ROOT
+from tfface.paths import DEFAULT_MODEL, REPO_ROOT
 from tfface.runtime import use_pooled_cpu_allocator
 from tfface.tracking import FaceTracker, Smoothing
 
@@ -78,8 +78,8 @@ def figures(points: np.ndarray, matrices: list[np.ndarray], reference: np.ndarra
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="exported version folder (default: the highest under savedmodel/tfface_ict)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="exported version folder (default: the shipped model, %(default)s)")
     parser.add_argument("--photo", type=Path, default=REPO_ROOT / "samples" / "astronaut.jpg")
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--fps", type=float, default=30.0)
@@ -95,13 +95,10 @@ def main(argv=None) -> int:
     parser.add_argument("--video", type=Path, default=None, help="also keep the test video here")
     args = parser.parse_args(argv)
     use_pooled_cpu_allocator()
-    from bench_detect_reconstruct import latest_model
-
-    model = args.model or latest_model()
     photo = read_image(args.photo)
     args.photo_shape = photo.shape[:2]
     smoothing = Smoothing(args.smooth_min_cutoff, args.smooth_beta, args.smooth_d_cutoff)
-    tracker = FaceTracker(FaceDetector(), ExportedModel(model), args.fps, smoothing, max_faces=1)
+    tracker = FaceTracker(FaceDetector(), ExportedModel(args.model), args.fps, smoothing, max_faces=1)
     with tempfile.TemporaryDirectory() as folder:
         path = args.video or Path(folder) / "test.mp4"
         matrices = make_video(photo, path, args)
@@ -122,7 +119,7 @@ def main(argv=None) -> int:
     if not detections:
         raise SystemExit(f"no face found in {args.photo}")
     face = detections[0].size
-    print(f"model {model}; {args.photo.name} moved over {args.frames} frames at {args.fps:g} fps ({args.size}x{args.size}"
+    print(f"model {args.model}; {args.photo.name} moved over {args.frames} frames at {args.fps:g} fps ({args.size}x{args.size}"
           f", shift {args.shift:g}, turn {args.turn:g} deg, zoom {args.zoom:g}, noise {args.noise:g}); face "
           f"{face:.0f} px in the photo; {lost} frames without a tracked face; {args.frames / seconds:.1f} frames/s")
     print(f"smoothing: One-Euro min_cutoff {smoothing.min_cutoff:g} Hz, beta {smoothing.beta:g}, "
