@@ -354,17 +354,16 @@ class ExportedMesh:
 class ExportedModel:
     """An exported model folder run by TensorFlow (SavedModel) or TFLite.
 
-    Parameters
-    ----------
-    folder : path
-        A version folder written by :func:`export_model`.
-    backend : {"savedmodel", "tflite"}
-
     Call with ``(B, H, W, 3)`` uint8 RGB images; returns a dict of numpy arrays
     (:data:`OUTPUT_DOCS`; ``fit_valid`` and ``fit_status`` judged by today's rule,
-    :func:`with_fit_validity`, also for an export older than it). The TFLite backend runs the batch one image at a time with
-    ``tf.lite.Interpreter`` (it warns that it is deprecated in favour of ``ai_edge_litert``, which is
-    not installed here; in TF 2.21 it works, with the XNNPACK delegate).
+    :func:`with_fit_validity`, also for an export older than it). The TFLite backend runs the
+    batch one image at a time with ``tf.lite.Interpreter`` (it warns that it is deprecated in
+    favour of ``ai_edge_litert``, which is not installed here; in TF 2.21 it works, with the
+    XNNPACK delegate).
+
+    Args:
+        folder: A version folder written by :func:`export_model`.
+        backend: ``"savedmodel"`` or ``"tflite"``.
     """
 
     BACKENDS = ("savedmodel", "tflite")

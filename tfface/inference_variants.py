@@ -53,12 +53,10 @@ class KnownIntrinsicsGeometry(GeometricLeastSquares):
 class SharedIdentityGeometry(GeometricLeastSquares):
     """Geometric least squares for a batch of images of one person: a shared identity.
 
-    Parameters
-    ----------
-    num_identity : int
-        Leading identity columns of the basis (the rest are expression).
-
     Same call and outputs as the base layer; ``coefficients`` (B, K) repeat the shared identity.
+
+    Args:
+        num_identity: Leading identity columns of the basis (the rest are expression).
     """
 
     def __init__(self, num_identity: int, **kwargs) -> None:

@@ -100,28 +100,21 @@ def compose_inverse_camera(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     r"""Inverse camera :math:`(\hat P, \hat q)` of a camera ``K, R, t`` and depth scale ``psi``.
 
-    Parameters
-    ----------
-    K : (..., 3, 3) float
-        Upper-triangular intrinsics (pixels), ``K[..., 2, 2] == 1``, ``k1, k4 > 0``.
-    R : (..., 3, 3) float
-        Rotation, model to camera space.
-    t : (..., 3) float
-        Translation (mm), model to camera space.
-    psi : (...) float
-        Positive depth scale: predicted depth ``d = psi * Z``.
+    Args:
+        K: ``(..., 3, 3)`` float. Upper-triangular intrinsics (pixels), ``K[..., 2, 2] == 1``,
+            ``k1, k4 > 0``.
+        R: ``(..., 3, 3)`` float. Rotation, model to camera space.
+        t: ``(..., 3)`` float. Translation (mm), model to camera space.
+        psi: ``(...)`` float. Positive depth scale: predicted depth ``d = psi * Z``.
 
-    Returns
-    -------
-    p_hat : (..., 3, 3)
-        :math:`\hat P = P^{-1} = R^T K^{-1} / \psi` (mm per pixel-depth unit).
-    q_hat : (..., 3)
-        :math:`\hat q = -P^{-1} q = -R^T t`, the camera centre in model space (mm).
+    Returns:
+        p_hat: ``(..., 3, 3)``. :math:`\hat P = P^{-1} = R^T K^{-1} / \psi`
+            (mm per pixel-depth unit).
+        q_hat: ``(..., 3)``. :math:`\hat q = -P^{-1} q = -R^T t`, the camera centre in model space
+            (mm).
 
-    Raises
-    ------
-    InputError
-        In eager mode, when ``psi``, ``k1`` or ``k4`` is not positive.
+    Raises:
+        InputError: In eager mode, when ``psi``, ``k1`` or ``k4`` is not positive.
     """
     K = tf.convert_to_tensor(K)
     R = tf.convert_to_tensor(R, dtype=K.dtype)
@@ -147,14 +140,12 @@ def inverse_camera_is_valid(p_hat: tf.Tensor, q_hat: tf.Tensor) -> tf.Tensor:
     matrices count as degenerate. This ratio is invariant to the scale of each column and close
     to 1 for realistic cameras (about ``1 / sqrt(1 + |c|^2 / f^2)`` for principal point ``c``).
 
-    Parameters
-    ----------
-    p_hat : (..., 3, 3) float
-    q_hat : (..., 3) float
+    Args:
+        p_hat: ``(..., 3, 3)`` float.
+        q_hat: ``(..., 3)`` float.
 
-    Returns
-    -------
-    valid : (...) bool
+    Returns:
+        valid: ``(...)`` bool.
     """
     p_hat = tf.convert_to_tensor(p_hat)
     q_hat = tf.convert_to_tensor(q_hat, dtype=p_hat.dtype)
@@ -207,38 +198,29 @@ def decompose_inverse_camera(
     :math:`P` is formed without a general matrix inverse, as :func:`adjugate` of :math:`\hat P`
     over :math:`\det \hat P`, so the result is smooth wherever the input is valid.
 
-    Parameters
-    ----------
-    p_hat : (..., 3, 3) float
-        :math:`\hat P = P^{-1}`.
-    q_hat : (..., 3) float
-        :math:`\hat q = -R^T t` (mm).
-    strict : bool
-        Raise eagerly on a degenerate input (below). False: never raise; degenerate entries get
-        the placeholder camera of graph mode, and the caller must flag them with
-        :func:`inverse_camera_is_valid` (as :class:`~tfface.layers.geometric.InverseCameraDecomposition`
-        does in its ``valid`` output).
+    Args:
+        p_hat: ``(..., 3, 3)`` float. :math:`\hat P = P^{-1}`.
+        q_hat: ``(..., 3)`` float. :math:`\hat q = -R^T t` (mm).
+        strict: Raise eagerly on a degenerate input (below). False: never raise; degenerate entries
+            get the placeholder camera of graph mode, and the caller must flag them with
+            :func:`inverse_camera_is_valid` (as
+            :class:`~tfface.layers.geometric.InverseCameraDecomposition` does in its ``valid``
+            output).
 
-    Returns
-    -------
-    K : (..., 3, 3)
-        Upper triangular, ``K[..., 2, 2] = 1``, ``k1, k4 > 0``.
-    R : (..., 3, 3)
-        Proper rotation (``det R = +1``).
-    t : (..., 3)
-        Translation (mm).
-    psi : (...)
-        Depth scale, :math:`\psi = \|p_3\| > 0`.
+    Returns:
+        K: ``(..., 3, 3)``. Upper triangular, ``K[..., 2, 2] = 1``, ``k1, k4 > 0``.
+        R: ``(..., 3, 3)``. Proper rotation (``det R = +1``).
+        t: ``(..., 3)``. Translation (mm).
+        psi: ``(...)``. Depth scale, :math:`\psi = \|p_3\| > 0`.
 
-    Raises
-    ------
-    SolveError
-        In eager mode with ``strict``, when any input is degenerate (see
-        :func:`inverse_camera_is_valid`): non-finite, :math:`\det \hat P \le 0` (a reflection, no
-        proper rotation exists) or nearly singular. In graph mode (inside ``tf.function``) or
-        without ``strict`` no error is raised: degenerate entries get the placeholder ``K = R = I``,
-        ``psi = 1`` and ``t = -q_hat`` (``t = 0`` when ``q_hat`` is not finite), which is finite,
-        has zero gradient and is no camera: check :func:`inverse_camera_is_valid` to tell it apart.
+    Raises:
+        SolveError: In eager mode with ``strict``, when any input is degenerate
+            (see :func:`inverse_camera_is_valid`): non-finite, :math:`\det \hat P \le 0`
+            (a reflection, no proper rotation exists) or nearly singular. In graph mode
+            (inside ``tf.function``) or without ``strict`` no error is raised: degenerate entries
+            get the placeholder ``K = R = I``, ``psi = 1`` and ``t = -q_hat``
+            (``t = 0`` when ``q_hat`` is not finite), which is finite, has zero gradient and is no
+            camera: check :func:`inverse_camera_is_valid` to tell it apart.
     """
     p_hat = tf.convert_to_tensor(p_hat)
     q_hat = tf.convert_to_tensor(q_hat, dtype=p_hat.dtype)
@@ -283,23 +265,17 @@ def project(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Project model points to pixels: ``x = K (R X + t) / Z``.
 
-    Parameters
-    ----------
-    points : (..., N, 3) float
-        Model-space points (mm).
-    K : (..., 3, 3) float
-        Intrinsics, last row ``[0, 0, 1]``.
-    R : (..., 3, 3) float
-    t : (..., 3) float
+    Args:
+        points: ``(..., N, 3)`` float. Model-space points (mm).
+        K: ``(..., 3, 3)`` float. Intrinsics, last row ``[0, 0, 1]``.
+        R: ``(..., 3, 3)`` float.
+        t: ``(..., 3)`` float.
 
-    Returns
-    -------
-    pixels : (..., N, 2)
-        Pixel coordinates (x right, y down, centres at +0.5).
-    depth : (..., N)
-        Camera-space depth ``Z`` (mm); positive in front of the camera. Points with
-        ``|Z| < tiny`` (the dtype's smallest normal number) are divided by ``±tiny`` instead, so
-        pixels are always finite; check ``depth > 0`` before trusting them.
+    Returns:
+        pixels: ``(..., N, 2)``. Pixel coordinates (x right, y down, centres at +0.5).
+        depth: ``(..., N)``. Camera-space depth ``Z`` (mm); positive in front of the camera. Points
+            with ``|Z| < tiny`` (the dtype's smallest normal number) are divided by ``±tiny``
+            instead, so pixels are always finite; check ``depth > 0`` before trusting them.
     """
     points = tf.convert_to_tensor(points)
     K = tf.convert_to_tensor(K, dtype=points.dtype)
@@ -318,21 +294,15 @@ def unproject(
 ) -> tf.Tensor:
     """Model points seen at ``pixels`` with camera depth ``depth``: ``X = R^T (Z K^-1 x - t)``.
 
-    Parameters
-    ----------
-    pixels : (..., N, 2) float
-        Pixel coordinates.
-    depth : (..., N) float
-        Camera-space depth ``Z`` (mm).
-    K : (..., 3, 3) float
-        Upper-triangular intrinsics with positive diagonal.
-    R : (..., 3, 3) float
-    t : (..., 3) float
+    Args:
+        pixels: ``(..., N, 2)`` float. Pixel coordinates.
+        depth: ``(..., N)`` float. Camera-space depth ``Z`` (mm).
+        K: ``(..., 3, 3)`` float. Upper-triangular intrinsics with positive diagonal.
+        R: ``(..., 3, 3)`` float.
+        t: ``(..., 3)`` float.
 
-    Returns
-    -------
-    points : (..., N, 3)
-        Model-space points (mm).
+    Returns:
+        points: ``(..., N, 3)``. Model-space points (mm).
     """
     pixels = tf.convert_to_tensor(pixels)
     depth = tf.convert_to_tensor(depth, dtype=pixels.dtype)
@@ -400,10 +370,9 @@ def random_cameras(num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     Gaussian quaternion), translation ``N(0, 100^2)`` mm per axis plus 600 mm along z, and
     ``psi`` log-uniform in [1e-3, 1e3].
 
-    Returns
-    -------
-    K : (num, 3, 3), R : (num, 3, 3), t : (num, 3), psi : (num,)
-        float64 NumPy arrays.
+    Returns:
+        K, R, t, psi: float64 NumPy arrays ``(num, 3, 3)``, ``(num, 3, 3)``, ``(num, 3)`` and
+            ``(num,)``.
     """
     rng = np.random.default_rng(seed)
     f = rng.uniform(100, 3000, num)

@@ -15,15 +15,12 @@ def face_normals(vertices: tf.Tensor, triangles: tf.Tensor) -> tf.Tensor:
     """Unnormalised triangle normals ``(v1 - v0) x (v2 - v0)``: direction by the right-hand rule
     (counter-clockwise corners face the viewer), length twice the triangle's area.
 
-    Parameters
-    ----------
-    vertices : (B, V, 3) float
-    triangles : (T, 3) int
-        Vertex indices, shared by the batch.
+    Args:
+        vertices: ``(B, V, 3)`` float.
+        triangles: ``(T, 3)`` int. Vertex indices, shared by the batch.
 
-    Returns
-    -------
-    normals : (B, T, 3)
+    Returns:
+        normals: ``(B, T, 3)``.
     """
     corners = tf.gather(vertices, triangles, axis=1)  # (B, T, 3, 3)
     return cross(corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :])
@@ -37,23 +34,16 @@ def vertex_normals(vertices: tf.Tensor, triangles: tf.Tensor) -> tf.Tensor:
     neighbours) gets ``(0, 0, 1)``, the model's viewing direction, with zero gradient, so the
     result and its gradient are always finite for finite input.
 
-    Parameters
-    ----------
-    vertices : (B, V, 3) float
-        Vertex positions (mm).
-    triangles : (T, 3) int
-        Vertex indices, counter-clockwise seen from the front.
+    Args:
+        vertices: ``(B, V, 3)`` float. Vertex positions (mm).
+        triangles: ``(T, 3)`` int. Vertex indices, counter-clockwise seen from the front.
 
-    Returns
-    -------
-    normals : (B, V, 3)
-        Unit vectors, dtype of ``vertices``.
+    Returns:
+        normals: ``(B, V, 3)``. Unit vectors, dtype of ``vertices``.
 
-    Raises
-    ------
-    InputError
-        When the shapes are not (B, V, 3) and (T, 3), or (in eager mode) an index is out of
-        range.
+    Raises:
+        InputError: When the shapes are not (B, V, 3) and (T, 3), or (in eager mode) an index is out
+            of range.
     """
     vertices = tf.convert_to_tensor(vertices)
     triangles = tf.convert_to_tensor(triangles)

@@ -72,15 +72,11 @@ def _shade(coefficients: tf.Tensor, basis: tf.Tensor) -> tf.Tensor:
 def sh_basis(normals: tf.Tensor) -> tf.Tensor:
     """The 9 real orthonormal SH basis functions of order <= 2 at unit ``normals``.
 
-    Parameters
-    ----------
-    normals : (..., 3) float
-        Unit vectors ``(x, y, z)``.
+    Args:
+        normals: ``(..., 3)`` float. Unit vectors ``(x, y, z)``.
 
-    Returns
-    -------
-    basis : (..., 9)
-        Values in the order of the module docstring's table.
+    Returns:
+        basis: ``(..., 9)``. Values in the order of the module docstring's table.
     """
     normals = tf.convert_to_tensor(normals)
     if normals.shape.rank is not None and normals.shape[-1] not in (None, 3):
@@ -106,9 +102,8 @@ def sh_basis(normals: tf.Tensor) -> tf.Tensor:
 def sample_sphere(num_points: int, seed: int | tf.Tensor = 0, dtype: tf.DType = tf.float64) -> tf.Tensor:
     """Points drawn uniformly on the unit sphere (normalised Gaussian vectors).
 
-    Returns
-    -------
-    points : (num_points, 3) of ``dtype``
+    Returns:
+        points: ``(num_points, 3)`` of ``dtype``.
     """
     v = tf.random.stateless_normal([num_points, 3], seed=_seed_pair(seed), dtype=tf.float64)
     return tf.cast(v / tf.norm(v, axis=-1, keepdims=True), dtype)
@@ -130,9 +125,8 @@ def random_sh_lighting(
     drive negative, and errors far outside Fig. 11's range.) Use the same coefficients for the
     three colour channels to reproduce the paper.
 
-    Returns
-    -------
-    coefficients : (*shape, 9) of ``dtype``
+    Returns:
+        coefficients: ``(*shape, 9)`` of ``dtype``.
     """
     coefficients = sigma * tf.random.stateless_normal([*shape, 9], seed=_seed_pair(seed), dtype=tf.float64)
     constant = tf.one_hot(0, 9, on_value=ambient / SH_CONSTANTS[0], dtype=tf.float64)
@@ -142,18 +136,15 @@ def random_sh_lighting(
 def fit_sh(directions: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
     """Least-squares SH coefficients ``l`` minimising ``sum_j (sh_basis(n_j) @ l - v_j)^2``.
 
-    Parameters
-    ----------
-    directions : (N, 3) float
-        Unit sample directions, well spread (N >= 9), e.g. :func:`sample_sphere`.
-    values : (..., N) float
-        Function values at the directions, any number of leading batch dimensions.
+    Args:
+        directions: ``(N, 3)`` float. Unit sample directions, well spread (N >= 9), e.g.
+            :func:`sample_sphere`.
+        values: ``(..., N)`` float. Function values at the directions, any number of leading batch
+            dimensions.
 
-    Returns
-    -------
-    coefficients : (..., 9)
-        Solved through the 9 x 9 normal equations (Cholesky); exact when ``values`` lie in the
-        span of the basis.
+    Returns:
+        coefficients: ``(..., 9)``. Solved through the 9 x 9 normal equations (Cholesky); exact when
+            ``values`` lie in the span of the basis.
     """
     directions = tf.convert_to_tensor(directions)
     values = tf.convert_to_tensor(values, dtype=directions.dtype)
@@ -178,27 +169,20 @@ def fit_inverse_sh(
     uniform random directions ``n_j`` on the whole sphere (:func:`sample_sphere` with
     ``seed``), computed in float64 and returned in the input's dtype.
 
-    Parameters
-    ----------
-    sh_coeffs : (..., 9) float
-        Conventional SH lighting ``l`` (one vector per colour channel or per lighting).
-    num_points : int
-        Number of sphere samples (100,000 in the paper).
-    seed : int or (2,) int tensor
-        Seed of the sample directions.
-    min_shading : float
-        In graph mode, shading below this value is clamped to it (see Raises).
+    Args:
+        sh_coeffs: ``(..., 9)`` float. Conventional SH lighting ``l``
+            (one vector per colour channel or per lighting).
+        num_points: Number of sphere samples (100,000 in the paper).
+        seed: int or (2,) int tensor. Seed of the sample directions.
+        min_shading: In graph mode, shading below this value is clamped to it (see Raises).
 
-    Returns
-    -------
-    inverse_coeffs : (..., 9)
+    Returns:
+        inverse_coeffs: ``(..., 9)``.
 
-    Raises
-    ------
-    InputError
-        In eager mode, when a lighting shades some sample direction by ``<= 0`` (its inverse is
-        undefined there) or is not finite. In graph mode the shading is clamped to
-        ``min_shading`` instead, which keeps the result finite but not meaningful.
+    Raises:
+        InputError: In eager mode, when a lighting shades some sample direction by ``<= 0``
+            (its inverse is undefined there) or is not finite. In graph mode the shading is clamped
+            to ``min_shading`` instead, which keeps the result finite but not meaningful.
     """
     sh_coeffs = tf.convert_to_tensor(sh_coeffs)
     directions = sample_sphere(num_points, seed, tf.float64)
@@ -224,15 +208,12 @@ def inverse_lighting_errors(
     model (the inverse model renders ``albedo / g``). Where ``g <= 0`` the inverse model cannot
     render and the error counts as infinite.
 
-    Parameters
-    ----------
-    sh_coeffs, inverse_coeffs : (..., 9) float
-    directions : (N, 3) float
-        Unit directions to evaluate at.
+    Args:
+        sh_coeffs, inverse_coeffs: ``(..., 9)`` float.
+        directions: ``(N, 3)`` float. Unit directions to evaluate at.
 
-    Returns
-    -------
-    max_error, rms_error : (...)
+    Returns:
+        max_error, rms_error: ``(...)``.
     """
     sh_coeffs = tf.convert_to_tensor(sh_coeffs)
     basis = sh_basis(tf.cast(directions, sh_coeffs.dtype))

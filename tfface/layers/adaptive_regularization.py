@@ -64,18 +64,14 @@ class AdaptiveRegularizer(keras.layers.Layer):
     (broadcast to the coefficients' shape) and then updates; with ``training`` false or
     ``None`` it only returns them.
 
-    Parameters
-    ----------
-    num_coefficients : int
-        K, the number of regularised coefficients (shape + expression).
-    theta : float
-        Weight of the previous averages in eq. 18 (see the module docstring), in [0, 1].
-    weight_range : (float, float)
-        :math:`(\\omega_{min}, \\omega_{max})`.
-    rate_range : (float, float)
-        :math:`(\\alpha^2_{min}, \\alpha^2_{max})`, the clamp of the rate of change ``k``.
-    initial_mean_squared, initial_mean_weight, initial_weight : float
-        :math:`E[\\alpha^2]_0`, :math:`E[\\omega]_0` and :math:`\\omega_0`.
+    Args:
+        num_coefficients: K, the number of regularised coefficients (shape + expression).
+        theta: Weight of the previous averages in eq. 18 (see the module docstring), in [0, 1].
+        weight_range: ``(float, float)``. :math:`(\\omega_{min}, \\omega_{max})`.
+        rate_range: ``(float, float)``. :math:`(\\alpha^2_{min}, \\alpha^2_{max})`, the clamp of the
+            rate of change ``k``.
+        initial_mean_squared, initial_mean_weight, initial_weight: :math:`E[\\alpha^2]_0`,
+            :math:`E[\\omega]_0` and :math:`\\omega_0`.
     """
 
     def __init__(
@@ -140,15 +136,12 @@ class AdaptiveRegularizer(keras.layers.Layer):
     def update(self, coefficients: tf.Tensor) -> tf.Tensor:
         """Apply eq. 18 once with this iteration's fitted ``coefficients``.
 
-        Parameters
-        ----------
-        coefficients : (..., K) float
-            Fitted coefficients; all leading dimensions are averaged over (minibatch).
+        Args:
+            coefficients: ``(..., K)`` float. Fitted coefficients; all leading dimensions are
+                averaged over (minibatch).
 
-        Returns
-        -------
-        omega : (K,) float32
-            The new weights, for the next iteration.
+        Returns:
+            omega: ``(K,)`` float32. The new weights, for the next iteration.
         """
         coefficients = tf.convert_to_tensor(coefficients)
         if coefficients.shape.rank is None or coefficients.shape.rank < 1 or coefficients.shape[-1] != self.num_coefficients:

@@ -46,13 +46,10 @@ class GeometricSystem(NamedTuple):
     Unknowns ``x = [theta'_0, theta'_1, theta'_2, m]`` with ``theta_k = T^T theta'_k`` the
     ``k``-th row of ``[P_hat | q_hat]``.
 
-    Attributes
-    ----------
-    problem : LinearProblem
-        Features ``u'`` (B, P, 4), weights, basis ``-B_j`` rows, target ``a_j`` and the prior
-        (translation and coefficient regularisers).
-    transform : (B, 4, 4)
-        ``T`` (constant for the gradient).
+    Attributes:
+        problem: LinearProblem. Features ``u'`` (B, P, 4), weights, basis ``-B_j`` rows, target
+            ``a_j`` and the prior (translation and coefficient regularisers).
+        transform: ``(B, 4, 4)``. ``T`` (constant for the gradient).
     """
 
     problem: LinearProblem
@@ -64,24 +61,19 @@ def camera_features(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Normalised camera features ``u' = T (d x, d y, d, 1)`` of the samples.
 
-    Parameters
-    ----------
-    pixels : (B, P, 2) float32
-        Pixel coordinates (x right, y down, centres at +0.5).
-    depth : (B, P) float32
-        Predicted depth ``d`` (any positive unit; its scale is ``psi``).
-    weights : (B, P) float32
-        Sample weights; the statistics use the samples with positive weight (all samples if
-        none has).
+    Args:
+        pixels: ``(B, P, 2)`` float32. Pixel coordinates (x right, y down, centres at +0.5).
+        depth: ``(B, P)`` float32. Predicted depth ``d`` (any positive unit; its scale is ``psi``).
+        weights: ``(B, P)`` float32. Sample weights; the statistics use the samples with positive
+            weight (all samples if none has).
 
-    Returns
-    -------
-    features : (B, P, 4)
-        ``((x - c_x) d / (s D), (y - c_y) d / (s D), d / D - m, 1)`` with ``c`` the weighted
-        pixel centroid, ``s`` the weighted RMS pixel spread (at least 1e-3 px), ``D`` the largest
-        ``|d|`` and ``m`` the weighted mean of ``d / D``; differentiable in pixels and depth.
-    transform : (B, 4, 4)
-        ``T`` with ``features = T u``; built from stop-gradient statistics.
+    Returns:
+        features: ``(B, P, 4)``. ``((x - c_x) d / (s D), (y - c_y) d / (s D), d / D - m, 1)`` with
+            ``c`` the weighted pixel centroid, ``s`` the weighted RMS pixel spread
+            (at least 1e-3 px), ``D`` the largest ``|d|`` and ``m`` the weighted mean of ``d / D``;
+            differentiable in pixels and depth.
+        transform: ``(B, 4, 4)``. ``T`` with ``features = T u``; built from stop-gradient
+            statistics.
     """
     dtype = pixels.dtype
     used = tf.stop_gradient(tf.cast(weights > 0, dtype))
@@ -140,28 +132,19 @@ def geometric_system(
 ) -> GeometricSystem:
     """Form the normal equations of eq. 37 (see the module docstring).
 
-    Parameters
-    ----------
-    pixels : (B, P, 2)
-    depth : (B, P)
-    weights : (B, P)
-        Confidence times validity, ``omega_j >= 0``.
-    mean : (B, P, 3)
-        Sampled 3DMM mean ``a_j`` (mm).
-    basis : (B, P, 3, K)
-        Sampled shape+expression basis ``B_j`` (mm per unit coefficient).
-    coefficient_weights : (K,) or (B, K)
-        ``alpha_i^2`` pulling ``m_i`` to 0.
-    translation_weight : scalar
-        ``rho`` pulling ``q_hat`` to ``(0, 0, z0)``.
-    z0 : float
-        Distance (mm) of the prior camera centre in front of the face.
+    Args:
+        pixels: ``(B, P, 2)``.
+        depth: ``(B, P)``.
+        weights: ``(B, P)``. Confidence times validity, ``omega_j >= 0``.
+        mean: ``(B, P, 3)``. Sampled 3DMM mean ``a_j`` (mm).
+        basis: ``(B, P, 3, K)``. Sampled shape+expression basis ``B_j`` (mm per unit coefficient).
+        coefficient_weights: ``(K,)`` or ``(B, K)``. ``alpha_i^2`` pulling ``m_i`` to 0.
+        translation_weight: scalar. ``rho`` pulling ``q_hat`` to ``(0, 0, z0)``.
+        z0: Distance (mm) of the prior camera centre in front of the face.
 
-    Returns
-    -------
-    GeometricSystem
-        Rows ``[I_3 (x) u'_j, -B_j] x = a_j``: the basis enters as given, the structured
-        problem's sign convention supplies the minus.
+    Returns:
+        GeometricSystem: Rows ``[I_3 (x) u'_j, -B_j] x = a_j``: the basis enters as given, the
+            structured problem's sign convention supplies the minus.
     """
     dtype = pixels.dtype
     num_coefficients = basis.shape[-1]
@@ -211,15 +194,13 @@ def solve_geometry(
 ) -> dict[str, tf.Tensor]:
     """Solve eq. 37 for one image per batch entry (see :func:`geometric_system` for inputs).
 
-    Returns
-    -------
-    dict with
-        ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3) (mm), ``coefficients`` (B, K),
-        ``residual`` (B, P, 3) (mm) and ``well_posed`` (B,) float32: 1 where some sample had
-        positive weight, the solution is finite and the inverse camera decomposes
-        (:func:`~tfface.geometry.camera.inverse_camera_is_valid`), else 0 (no weight: the
-        solution is the prior's; all samples on one pixel, planar depth without translation
-        prior, ...: a singular ``P_hat``).
+    Returns:
+        dict: ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3) (mm), ``coefficients`` (B, K), ``residual``
+            (B, P, 3) (mm) and ``well_posed`` (B,) float32: 1 where some sample had positive weight,
+            the solution is finite and the inverse camera decomposes
+            (:func:`~tfface.geometry.camera.inverse_camera_is_valid`), else 0 (no weight: the
+            solution is the prior's; all samples on one pixel, planar depth without translation
+            prior, ...: a singular ``P_hat``).
     """
     system = geometric_system(
         pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
@@ -274,27 +255,23 @@ def check_geometric_inputs(
 class GeometricLeastSquares(LeastSquaresLayer):
     """Keras layer solving eq. 37: inverse camera and shape+expression coefficients.
 
-    Parameters
-    ----------
-    z0 : float
-        Prior camera centre ``(0, 0, z0)`` in model space (mm) of the translation regulariser.
-    translation_weight : float
-        Initial ``rho``; a non-trainable variable (``layer.translation_weight``) a training
-        schedule assigns to (supplement F: on early, decaying). Units: same as the sample
-        weights (a weight of 1 counts like one sample with unit confidence).
-    ridge, refinement_steps, solver
-        See :class:`~tfface.layers.solve_layer.LeastSquaresLayer`.
+    Args:
+        z0: Prior camera centre ``(0, 0, z0)`` in model space (mm) of the translation regulariser.
+        translation_weight: Initial ``rho``; a non-trainable variable (``layer.translation_weight``)
+            a training schedule assigns to (supplement F: on early, decaying). Units: same as the
+            sample weights (a weight of 1 counts like one sample with unit confidence).
+        ridge, refinement_steps, solver: See :class:`~tfface.layers.solve_layer.LeastSquaresLayer`.
 
-    Call arguments
-    --------------
-    pixels (B, P, 2), depth (B, P), weights (B, P), mean (B, P, 3), basis (B, P, 3, K),
-    coefficient_weights (K,) or (B, K): see :func:`geometric_system`.
+    Call arguments:
+        pixels, depth, weights, mean, basis, coefficient_weights: ``(B, P, 2)``, ``(B, P)``,
+            ``(B, P)``, ``(B, P, 3)``, ``(B, P, 3, K)`` and ``(K,)`` or ``(B, K)``: see
+            :func:`geometric_system`.
 
-    Returns
-    -------
-    dict: ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3), ``coefficients`` (B, K), ``residual``
-    (B, P, 3) mm, ``well_posed`` (B,). In eager mode, non-finite inputs raise
-    :class:`~tfface.errors.InputError` and a non-finite result :class:`~tfface.errors.SolveError`.
+    Returns:
+        dict: ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3), ``coefficients`` (B, K), ``residual``
+            (B, P, 3) mm, ``well_posed`` (B,). In eager mode, non-finite inputs raise
+            :class:`~tfface.errors.InputError` and a non-finite result
+            :class:`~tfface.errors.SolveError`.
     """
 
     solve_name = "geometric"
@@ -333,15 +310,13 @@ class InverseCameraDecomposition(keras.layers.Layer):
     decomposable inputs (finite, ``det P_hat > 0``); the others get a finite placeholder camera
     (``K = R = I``) that only ``valid`` tells apart.
 
-    Parameters
-    ----------
-    strict : bool
-        In eager mode, raise :class:`~tfface.errors.SolveError` on a degenerate input (default).
-        False: never raise, so that one degenerate image of a batch fails alone (inference).
+    Args:
+        strict: In eager mode, raise :class:`~tfface.errors.SolveError` on a degenerate input
+            (default). False: never raise, so that one degenerate image of a batch fails alone
+            (inference).
 
-    Returns
-    -------
-    dict: ``K`` (B, 3, 3), ``R`` (B, 3, 3), ``t`` (B, 3) mm, ``psi`` (B,), ``valid`` (B,).
+    Returns:
+        dict: ``K`` (B, 3, 3), ``R`` (B, 3, 3), ``t`` (B, 3) mm, ``psi`` (B,), ``valid`` (B,).
     """
 
     def __init__(self, strict: bool = True, **kwargs) -> None:

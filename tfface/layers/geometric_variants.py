@@ -142,23 +142,18 @@ def solve_geometry_known_intrinsics(
 ) -> dict[str, tf.Tensor]:
     """Pose, depth scale and shape for known intrinsics (see the module docstring).
 
-    Parameters
-    ----------
-    pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
-        As for :func:`~tfface.layers.geometric.geometric_system`.
-    intrinsics : (B, 3, 3)
-        Known ``K`` (pixels), upper triangular, last row ``[0, 0, 1]``.
-    ridge, refinement_steps, solver
-        As for :func:`~tfface.layers.geometric.solve_geometry`.
-    rotation_steps : int
-        Gauss-Newton steps on the rotation (0: the polar projection of the unconstrained
-        estimate).
+    Args:
+        pixels, depth, weights, mean, basis, coefficient_weights, translation_weight, z0: As for
+            :func:`~tfface.layers.geometric.geometric_system`.
+        intrinsics: ``(B, 3, 3)``. Known ``K`` (pixels), upper triangular, last row ``[0, 0, 1]``.
+        ridge, refinement_steps, solver: As for :func:`~tfface.layers.geometric.solve_geometry`.
+        rotation_steps: Gauss-Newton steps on the rotation
+            (0: the polar projection of the unconstrained estimate).
 
-    Returns
-    -------
-    dict with ``p_hat`` (B, 3, 3) in pixel units (``R^T K^-1 / psi``), ``q_hat`` (B, 3),
-    ``coefficients`` (B, K), ``residual`` (B, P, 3) mm, ``well_posed`` (B,), and the camera
-    ``K`` (the input), ``R`` (B, 3, 3) proper rotation, ``t`` (B, 3) mm, ``psi`` (B,).
+    Returns:
+        dict: ``p_hat`` (B, 3, 3) in pixel units (``R^T K^-1 / psi``), ``q_hat`` (B, 3),
+            ``coefficients`` (B, K), ``residual`` (B, P, 3) mm, ``well_posed`` (B,), and the camera
+            ``K`` (the input), ``R`` (B, 3, 3) proper rotation, ``t`` (B, 3) mm, ``psi`` (B,).
     """
     intrinsics = tf.convert_to_tensor(intrinsics, pixels.dtype)
     normalised = _normalised_pixels(pixels, intrinsics)
@@ -229,27 +224,23 @@ def solve_geometry_shared_identity(
 ) -> dict[str, tf.Tensor]:
     """One identity, per-image cameras and expressions, for ``V`` images of each person.
 
-    Parameters
-    ----------
-    pixels : (B, V, P, 2)
-    depth, weights : (B, V, P)
-    mean : (B, V, P, 3)
-    basis : (B, V, P, 3, K)
-        Columns ``[identity (num_identity), expression (K - num_identity)]``, the UV-3DMM's
-        order.
-    coefficient_weights : (K,) or (B, K)
-        ``alpha_i^2``; the identity part is applied once per person.
-    num_identity : int
-        Number of leading identity columns of ``basis``.
-    translation_weight, z0, ridge, refinement_steps, solver
-        As for :func:`~tfface.layers.geometric.solve_geometry` (the translation prior applies
-        to every image).
+    Args:
+        pixels: ``(B, V, P, 2)``.
+        depth, weights: ``(B, V, P)``.
+        mean: ``(B, V, P, 3)``.
+        basis: ``(B, V, P, 3, K)``. Columns
+            ``[identity (num_identity), expression (K - num_identity)]``, the UV-3DMM's order.
+        coefficient_weights: ``(K,)`` or ``(B, K)``. ``alpha_i^2``; the identity part is applied
+            once per person.
+        num_identity: Number of leading identity columns of ``basis``.
+        translation_weight, z0, ridge, refinement_steps, solver: As for
+            :func:`~tfface.layers.geometric.solve_geometry`
+            (the translation prior applies to every image).
 
-    Returns
-    -------
-    dict with ``p_hat`` (B, V, 3, 3), ``q_hat`` (B, V, 3), ``identity`` (B, num_identity),
-    ``expression`` (B, V, K - num_identity), ``coefficients`` (B, V, K) (identity repeated),
-    ``residual`` (B, V, P, 3) mm, ``well_posed`` (B, V).
+    Returns:
+        dict: ``p_hat`` (B, V, 3, 3), ``q_hat`` (B, V, 3), ``identity`` (B, num_identity),
+            ``expression`` (B, V, K - num_identity), ``coefficients`` (B, V, K) (identity repeated),
+            ``residual`` (B, V, P, 3) mm, ``well_posed`` (B, V).
     """
     dtype = pixels.dtype
     num_views = pixels.shape[1]

@@ -20,23 +20,17 @@ def check_samples(
 ) -> None:
     """Check per-sample tensors ``(B, P, *trailing)``, the weights and the prior weights.
 
-    Parameters
-    ----------
-    samples : dict
-        ``name -> (tensor, trailing)``; ``None`` in ``trailing`` must be a static dimension of
-        any size. ``weights`` must be one of them with ``trailing = ()``.
-    weights : (B, P)
-        Sample weights, non-negative.
-    coefficient_weights : (K,) or (B, K)
-        Non-negative prior weights, ``K`` the last dimension of ``samples[basis_name]``.
-    basis_name : str
-        The entry whose last dimension is the number of coefficients.
+    Args:
+        samples: dict. ``name -> (tensor, trailing)``; ``None`` in ``trailing`` must be a static
+            dimension of any size. ``weights`` must be one of them with ``trailing = ()``.
+        weights: ``(B, P)``. Sample weights, non-negative.
+        coefficient_weights: ``(K,)`` or ``(B, K)``. Non-negative prior weights, ``K`` the last
+            dimension of ``samples[basis_name]``.
+        basis_name: The entry whose last dimension is the number of coefficients.
 
-    Raises
-    ------
-    InputError
-        Wrong rank or trailing dimensions, disagreeing ``(B, P)``, or (eager mode) non-finite or
-        negative values.
+    Raises:
+        InputError: Wrong rank or trailing dimensions, disagreeing ``(B, P)``, or (eager mode)
+            non-finite or negative values.
     """
     for name, (tensor, trailing) in samples.items():
         shape = tensor.shape

@@ -240,12 +240,10 @@ def noisy_fit_errors(
     the *fitted* camera. Sample weights are 1, shape modes have ``alpha^2 = shape_weight``, the
     albedo and lighting priors are negligible (1e-6).
 
-    Returns
-    -------
-    dict
-        ``shape (mm)`` RMS vertex error, ``coefficients``, ``K``, ``t``, ``psi``, ``lighting``,
-        ``albedo`` relative errors and ``R (deg)``; ``shape|K (mm)`` and ``R|K (deg)`` of the
-        known-intrinsics variant on the same samples.
+    Returns:
+        dict: ``shape (mm)`` RMS vertex error, ``coefficients``, ``K``, ``t``, ``psi``,
+            ``lighting``, ``albedo`` relative errors and ``R (deg)``; ``shape|K (mm)`` and
+            ``R|K (deg)`` of the known-intrinsics variant on the same samples.
     """
     rng = np.random.default_rng(seed)
     truth = geometric_problem(geometry, rng, batch, samples)

@@ -42,25 +42,17 @@ def solve_refined(
 ) -> tf.Tensor:
     """Solve SPD normal equations, then refine with gradients recomputed from the data.
 
-    Parameters
-    ----------
-    matrix : (B, n, n) float
-        Normal matrix ``A^T W A + Gamma``.
-    rhs : (B, n) float
-        Right-hand side ``A^T W b + Gamma x_0``.
-    gradient : callable
-        Maps ``(B, n)`` solutions to ``(B, n)`` gradients of the half objective (see module doc).
-    refinement_steps : int
-        Number of refinement steps (0 disables).
-    ridge : float
-        Relative ridge of the Jacobi-scaled system.
-    method : str
-        Solver name, see :data:`tfface.layers.linear_solve.SOLVERS`.
+    Args:
+        matrix: ``(B, n, n)`` float. Normal matrix ``A^T W A + Gamma``.
+        rhs: ``(B, n)`` float. Right-hand side ``A^T W b + Gamma x_0``.
+        gradient: callable. Maps ``(B, n)`` solutions to ``(B, n)`` gradients of the half objective
+            (see module doc).
+        refinement_steps: Number of refinement steps (0 disables).
+        ridge: Relative ridge of the Jacobi-scaled system.
+        method: Solver name, see :data:`tfface.layers.linear_solve.SOLVERS`.
 
-    Returns
-    -------
-    x : (B, n)
-        The solution.
+    Returns:
+        x: ``(B, n)``. The solution.
     """
     x = solve_normal_equations(matrix, rhs, ridge=ridge, method=method)
     for _ in range(refinement_steps):

@@ -58,25 +58,21 @@ def sample_normals(
 ) -> tf.Tensor:
     """Camera-space unit normals of the fitted shape at the samples.
 
-    Parameters
-    ----------
-    vertices : (B, V, 3) float
-        Fitted model vertices (mm), e.g. ``mean + basis . m`` of the geometric solve.
-    triangles : (T, 3) int
-        The model's triangles (counter-clockwise from the front).
-    vertex_ids : (B, P, 3) int
-        Corner vertices of the triangle under each sample (``UVSample.vertex_ids``).
-    barycentrics : (B, P, 3) float
-        Barycentric weights of each sample (``UVSample.barycentrics``).
-    rotation : (B, 3, 3) float
-        Camera rotation ``R`` (model to camera space) of the geometric solve.
+    Args:
+        vertices: ``(B, V, 3)`` float. Fitted model vertices (mm), e.g. ``mean + basis . m`` of the
+            geometric solve.
+        triangles: ``(T, 3)`` int. The model's triangles (counter-clockwise from the front).
+        vertex_ids: ``(B, P, 3)`` int. Corner vertices of the triangle under each sample
+            (``UVSample.vertex_ids``).
+        barycentrics: ``(B, P, 3)`` float. Barycentric weights of each sample
+            (``UVSample.barycentrics``).
+        rotation: ``(B, 3, 3)`` float. Camera rotation ``R`` (model to camera space) of the
+            geometric solve.
 
-    Returns
-    -------
-    normals : (B, P, 3)
-        Unit normals ``R n`` (barycentric blend of area-weighted vertex normals, renormalised;
-        ``R (0, 0, 1)`` where the blend vanishes). Differentiable in vertices, barycentrics and
-        rotation.
+    Returns:
+        normals: ``(B, P, 3)``. Unit normals ``R n`` (barycentric blend of area-weighted vertex
+            normals, renormalised; ``R (0, 0, 1)`` where the blend vanishes). Differentiable in
+            vertices, barycentrics and rotation.
     """
     per_vertex = vertex_normals(vertices, triangles)
     corners = tf.gather(per_vertex, vertex_ids, batch_dims=1)  # (B, P, 3, 3)
@@ -101,17 +97,12 @@ def neutral_lighting(dtype: tf.DType = tf.float32) -> tf.Tensor:
 def inverse_shading(normals: tf.Tensor, lighting: tf.Tensor) -> tf.Tensor:
     """Inverse shading ``F(n) . l_c`` of every sample and colour channel.
 
-    Parameters
-    ----------
-    normals : (B, P, 3)
-        Unit normals the lighting was fitted against.
-    lighting : (B, 3, 9)
-        Inverse-SH coefficients, one row per RGB channel.
+    Args:
+        normals: ``(B, P, 3)``. Unit normals the lighting was fitted against.
+        lighting: ``(B, 3, 9)``. Inverse-SH coefficients, one row per RGB channel.
 
-    Returns
-    -------
-    shading : (B, P, 3)
-        ``albedo = pixel * shading``.
+    Returns:
+        shading: ``(B, P, 3)``. ``albedo = pixel * shading``.
     """
     return tf.matmul(sh_basis(normals), lighting, transpose_b=True)
 
@@ -128,29 +119,20 @@ def photometric_system(
 ) -> LinearProblem:
     """Eq. 41 as a structured least-squares problem (see the module docstring).
 
-    Parameters
-    ----------
-    image : (B, P, 3)
-        Pixel colours ``i_j`` at the samples (softplus-preprocessed, supplement E).
-    normals : (B, P, 3)
-        Camera-space unit normals of the fitted shape (:func:`sample_normals`).
-    weights : (B, P)
-        ``omega_j >= 0``.
-    albedo_mean : (B, P, 3)
-        Sampled albedo mean ``c_j``.
-    albedo_basis : (B, P, 3, Kr)
-        Sampled albedo basis ``D_j``.
-    coefficient_weights : (Kr,) or (B, Kr)
-        ``gamma_i^2``.
-    lighting_weight : float
-        ``xi``.
-    lighting_target : (3, 9)
-        ``l_0``.
+    Args:
+        image: ``(B, P, 3)``. Pixel colours ``i_j`` at the samples
+            (softplus-preprocessed, supplement E).
+        normals: ``(B, P, 3)``. Camera-space unit normals of the fitted shape
+            (:func:`sample_normals`).
+        weights: ``(B, P)``. ``omega_j >= 0``.
+        albedo_mean: ``(B, P, 3)``. Sampled albedo mean ``c_j``.
+        albedo_basis: ``(B, P, 3, Kr)``. Sampled albedo basis ``D_j``.
+        coefficient_weights: ``(Kr,)`` or ``(B, Kr)``. ``gamma_i^2``.
+        lighting_weight: ``xi``.
+        lighting_target: ``(3, 9)``. ``l_0``.
 
-    Returns
-    -------
-    LinearProblem
-        Features ``i_jc F_j`` (B, P, 3, 9), unknowns ``[l_0, l_1, l_2, h]``.
+    Returns:
+        LinearProblem: Features ``i_jc F_j`` (B, P, 3, 9), unknowns ``[l_0, l_1, l_2, h]``.
     """
     dtype = image.dtype
     sh = sh_basis(normals)  # (B, P, 9)
@@ -181,15 +163,13 @@ def solve_photometry(
 ) -> dict[str, tf.Tensor]:
     """Solve eq. 41 (see :func:`photometric_system` for the inputs).
 
-    Returns
-    -------
-    dict with
-        ``lighting`` (B, 3, 9) inverse-SH coefficients, ``coefficients`` (B, Kr) albedo
-        coefficients, ``albedo`` (B, P, 3) fitted albedo ``c + D h``, ``inverse_shading``
-        (B, P, 3), ``colour`` (B, P, 3) reconstructed pixel colour ``albedo / inverse_shading``
-        (shading clamped below at ``MIN_INVERSE_SHADING``), ``residual`` (B, P, 3) the solve's
-        residual ``i * inverse_shading - albedo`` (albedo units; the colour-space error is
-        ``image - colour``), ``well_posed`` (B,).
+    Returns:
+        dict: ``lighting`` (B, 3, 9) inverse-SH coefficients, ``coefficients`` (B, Kr) albedo
+            coefficients, ``albedo`` (B, P, 3) fitted albedo ``c + D h``, ``inverse_shading``
+            (B, P, 3), ``colour`` (B, P, 3) reconstructed pixel colour ``albedo / inverse_shading``
+            (shading clamped below at ``MIN_INVERSE_SHADING``), ``residual`` (B, P, 3) the solve's
+            residual ``i * inverse_shading - albedo``
+            (albedo units; the colour-space error is ``image - colour``), ``well_posed`` (B,).
     """
     if lighting_prior not in LIGHTING_PRIORS:
         raise InputError(f"lighting_prior must be one of {LIGHTING_PRIORS}, got {lighting_prior!r}")
@@ -242,24 +222,21 @@ def check_photometric_inputs(
 class PhotometricLeastSquares(LeastSquaresLayer):
     """Keras layer solving eq. 41: inverse-SH lighting and albedo coefficients.
 
-    Parameters
-    ----------
-    lighting_weight : float
-        ``xi`` of the lighting prior (units of the sample weights).
-    lighting_prior : {"neutral", "zero"}
-        ``l_0``: unit inverse shading (default, see the module docstring) or 0 (eq. 40).
-    ridge, refinement_steps, solver
-        See :class:`~tfface.layers.solve_layer.LeastSquaresLayer`.
+    Args:
+        lighting_weight: ``xi`` of the lighting prior (units of the sample weights).
+        lighting_prior: ``"neutral"`` or ``"zero"``, the prior mean ``l_0``: unit inverse shading
+            (default, see the module docstring) or 0 (eq. 40).
+        ridge, refinement_steps, solver: See :class:`~tfface.layers.solve_layer.LeastSquaresLayer`.
 
-    Call arguments
-    --------------
-    image (B, P, 3), normals (B, P, 3), weights (B, P), albedo_mean (B, P, 3),
-    albedo_basis (B, P, 3, Kr), coefficient_weights (Kr,) or (B, Kr).
+    Call arguments:
+        image, normals, weights, albedo_mean, albedo_basis, coefficient_weights: ``(B, P, 3)``,
+            ``(B, P, 3)``, ``(B, P)``, ``(B, P, 3)``, ``(B, P, 3, Kr)`` and ``(Kr,)`` or
+            ``(B, Kr)``: see :func:`solve_photometry`.
 
-    Returns
-    -------
-    dict: see :func:`solve_photometry`. In eager mode, non-finite inputs raise
-    :class:`~tfface.errors.InputError` and a non-finite result :class:`~tfface.errors.SolveError`.
+    Returns:
+        dict: see :func:`solve_photometry`. In eager mode, non-finite inputs raise
+            :class:`~tfface.errors.InputError` and a non-finite result
+            :class:`~tfface.errors.SolveError`.
     """
 
     solve_name = "photometric"

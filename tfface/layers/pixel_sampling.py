@@ -37,26 +37,21 @@ def sample_pixels(
 ) -> tf.Tensor:
     """Flat indices of ``num_samples`` pixels per image chosen by confidence (supplement C).
 
-    Parameters
-    ----------
-    confidence : (B, H, W) float
-        Per-pixel confidence, expected >= 0. Non-finite values (NaN, +-inf) count as 0;
-        pixels with confidence <= 0 never qualify, so an all-zero (or all-NaN) map is sampled
-        uniformly at random.
-    num_samples : int
-        Samples per image, P.
-    threshold : float
-        A pixel qualifies when ``confidence > threshold * max(confidence)`` over its image.
-    seed : (2,) int tensor
-        Seed of the stateless random keys: equal seeds give equal samples.
+    Args:
+        confidence: ``(B, H, W)`` float. Per-pixel confidence, expected >= 0. Non-finite values
+            (NaN, +-inf) count as 0; pixels with confidence <= 0 never qualify, so an all-zero
+            (or all-NaN) map is sampled uniformly at random.
+        num_samples: Samples per image, P.
+        threshold: A pixel qualifies when ``confidence > threshold * max(confidence)`` over its
+            image.
+        seed: ``(2,)`` int tensor. Seed of the stateless random keys: equal seeds give equal
+            samples.
 
-    Returns
-    -------
-    indices : (B, P) int32
-        Row-major flat pixel indices ``row * W + col``. Within an image they are distinct when
-        ``H * W >= P``. Smaller images are sampled in ``ceil(P / (H W))`` rounds (as from
-        that many copies of the image, without replacement): every pixel appears at most that
-        many times, qualifying pixels first.
+    Returns:
+        indices: ``(B, P)`` int32. Row-major flat pixel indices ``row * W + col``. Within an image
+            they are distinct when ``H * W >= P``. Smaller images are sampled in ``ceil(P / (H W))``
+            rounds (as from that many copies of the image, without replacement): every pixel appears
+            at most that many times, qualifying pixels first.
     """
     confidence = tf.convert_to_tensor(confidence)
     if confidence.shape.rank != 3:
@@ -81,17 +76,13 @@ def expected_draws(confidence: tf.Tensor, num_samples: int, threshold: float) ->
     whose samples are weighted by these counts (divided by its own draws per pixel) has the
     expected normal equations of the training fit: the same balance of data and priors.
 
-    Parameters
-    ----------
-    confidence : (B, H, W) float
-        As for :func:`sample_pixels`.
-    num_samples, threshold :
-        As for :func:`sample_pixels`.
+    Args:
+        confidence: ``(B, H, W)`` float. As for :func:`sample_pixels`.
+        num_samples, threshold: As for :func:`sample_pixels`.
 
-    Returns
-    -------
-    draws : (B, H * W) float32
-        Expected draws per pixel, row-major; each image's sum is ``num_samples``.
+    Returns:
+        draws: ``(B, H * W)`` float32. Expected draws per pixel, row-major; each image's sum is
+            ``num_samples``.
     """
     confidence = tf.convert_to_tensor(confidence)
     num_pixels = tf.shape(confidence)[1] * tf.shape(confidence)[2]
@@ -107,16 +98,12 @@ def expected_draws(confidence: tf.Tensor, num_samples: int, threshold: float) ->
 def pixel_centres(indices: tf.Tensor, width: int | tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
     """Pixel-centre coordinates ``(col + 0.5, row + 0.5)`` of flat indices (x right, y down).
 
-    Parameters
-    ----------
-    indices : (B, P) int
-        Flat indices ``row * width + col``.
-    width : int
-        Image width W.
+    Args:
+        indices: ``(B, P)`` int. Flat indices ``row * width + col``.
+        width: Image width W.
 
-    Returns
-    -------
-    coordinates : (B, P, 2) of ``dtype``
+    Returns:
+        coordinates: ``(B, P, 2)`` of ``dtype``.
     """
     indices = tf.convert_to_tensor(indices)
     width = tf.cast(width, indices.dtype)
@@ -128,16 +115,12 @@ def pixel_centres(indices: tf.Tensor, width: int | tf.Tensor, dtype: tf.DType = 
 def gather_pixels(maps: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     """Values of per-pixel ``maps`` at sampled pixels; differentiable with respect to ``maps``.
 
-    Parameters
-    ----------
-    maps : (B, H, W, C)
-        Any per-pixel maps (image, network outputs).
-    indices : (B, P) int
-        Flat indices from :func:`sample_pixels` / :class:`PixelSampler`.
+    Args:
+        maps: ``(B, H, W, C)``. Any per-pixel maps (image, network outputs).
+        indices: ``(B, P)`` int. Flat indices from :func:`sample_pixels` / :class:`PixelSampler`.
 
-    Returns
-    -------
-    values : (B, P, C)
+    Returns:
+        values: ``(B, P, C)``.
     """
     maps = tf.convert_to_tensor(maps)
     indices = tf.convert_to_tensor(indices)
@@ -168,14 +151,10 @@ class PixelSampler(keras.layers.Layer):
     rounds, repeating pixels). Convert to coordinates with :func:`pixel_centres` and read
     maps with :func:`gather_pixels`.
 
-    Parameters
-    ----------
-    num_samples : int
-        Pixels per image, P (10,000 in the paper).
-    threshold : float
-        Qualifying confidence as a fraction of the image's maximum (0.001 in the paper).
-    seed : int, optional
-        Seed of the generator; ``None`` picks one at random.
+    Args:
+        num_samples: Pixels per image, P (10,000 in the paper).
+        threshold: Qualifying confidence as a fraction of the image's maximum (0.001 in the paper).
+        seed: int, optional. Seed of the generator; ``None`` picks one at random.
     """
 
     def __init__(self, num_samples: int = 10_000, threshold: float = 0.001, seed: int | None = None, **kwargs):
@@ -215,14 +194,11 @@ class LatticePixelSampler(keras.layers.Layer):
     ``P / (H W)``. Denser lattices then lower the fit's sampling noise without shifting its
     balance of data and priors.
 
-    Parameters
-    ----------
-    num_samples : int
-        Pixels per image, P.
-    training_samples : int
-        Samples per image of the sampler the weights refer to (the training configuration's).
-    threshold : float
-        That sampler's qualifying threshold (see :func:`sample_pixels`).
+    Args:
+        num_samples: Pixels per image, P.
+        training_samples: Samples per image of the sampler the weights refer to
+            (the training configuration's).
+        threshold: That sampler's qualifying threshold (see :func:`sample_pixels`).
     """
 
     def __init__(self, num_samples: int, training_samples: int, threshold: float = 0.001, **kwargs):
@@ -249,12 +225,9 @@ class LatticePixelSampler(keras.layers.Layer):
     def sample_weights(self, confidence, indices):
         """``(B, P)`` float32 weight of each sample (see the class docstring).
 
-        Parameters
-        ----------
-        confidence : (B, H, W) float
-            The confidence the samples were drawn from.
-        indices : (B, P) int
-            This sampler's output for ``confidence``.
+        Args:
+            confidence: ``(B, H, W)`` float. The confidence the samples were drawn from.
+            indices: ``(B, P)`` int. This sampler's output for ``confidence``.
         """
         draws = expected_draws(confidence, self.training_samples, self.threshold)
         per_pixel = self.num_samples / float(int(confidence.shape[1]) * int(confidence.shape[2]))

@@ -29,16 +29,12 @@ XI = 4.0
 def softplus_preprocess(images: tf.Tensor, xi: float = XI) -> tf.Tensor:
     """``log(1 + exp(xi * images)) / xi``, elementwise and overflow-free (``tf.nn.softplus``).
 
-    Parameters
-    ----------
-    images : (...) float
-        Intensities, nominally in [0, 1].
-    xi : float
-        Softplus scale (> 0).
+    Args:
+        images: ``(...)`` float. Intensities, nominally in [0, 1].
+        xi: Softplus scale (> 0).
 
-    Returns
-    -------
-    preprocessed : (...), same dtype; always > 0.
+    Returns:
+        preprocessed: ``(...)`` , same dtype; always > 0.
     """
     images = tf.convert_to_tensor(images)
     return tf.nn.softplus(xi * images) / xi
@@ -51,14 +47,12 @@ def inverse_softplus_preprocess(preprocessed: tf.Tensor, xi: float = XI) -> tf.T
     smallest normal number first, so the result is finite (about ``-22`` for float32 at
     ``xi = 4``, where the true inverse is minus infinity).
 
-    Parameters
-    ----------
-    preprocessed : (...) float
-    xi : float
+    Args:
+        preprocessed: ``(...)`` float.
+        xi: Softplus scale of the forward map (> 0).
 
-    Returns
-    -------
-    images : (...), same dtype.
+    Returns:
+        images: ``(...)``, the dtype of ``preprocessed``.
     """
     preprocessed = tf.convert_to_tensor(preprocessed)
     x = tf.maximum(preprocessed, np.finfo(preprocessed.dtype.as_numpy_dtype).tiny)

@@ -15,15 +15,13 @@ from tfface.layers.linear_solve import SOLVERS
 class LeastSquaresLayer(keras.layers.Layer):
     """A Keras layer around a closed-form least-squares solve.
 
-    Parameters
-    ----------
-    ridge : float
-        Relative ridge of the Jacobi-scaled normal equations.
-    refinement_steps : int
-        Iterative-refinement steps from the samples (recover the float32 accuracy the normal
-        equations lose; 0 is faster and about 1e-3 instead of 1e-5 relative on exact data).
-    solver : {"cholesky", "gauss_jordan"}
-        SPD solver; ``"gauss_jordan"`` uses TFLite built-in ops only.
+    Args:
+        ridge: Relative ridge of the Jacobi-scaled normal equations.
+        refinement_steps: Iterative-refinement steps from the samples (recover the float32 accuracy
+            the normal equations lose; 0 is faster and about 1e-3 instead of 1e-5 relative on exact
+            data).
+        solver: The SPD solver, ``"cholesky"`` or ``"gauss_jordan"`` (TFLite built-in ops
+            only).
     """
 
     #: Name of the solve in error messages.

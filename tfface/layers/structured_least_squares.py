@@ -53,20 +53,14 @@ CHUNK_SAMPLES = 1024
 class LinearProblem(NamedTuple):
     """A structured weighted least-squares problem (see the module docstring).
 
-    Attributes
-    ----------
-    features : (B, P, q) or (B, P, 3, q)
-        ``f_jc``: shared by the three channels (rank 3) or per channel (rank 4).
-    weights : (B, P)
-        ``omega_j``.
-    basis : (B, P, 3, K)
-        ``M_jc``.
-    target : (B, P, 3)
-        ``b_jc``.
-    prior_matrix : (B, n, n)
-        ``Gamma``, ``n = 3q + K``.
-    prior_rhs : (B, n)
-        ``gamma``.
+    Attributes:
+        features: ``(B, P, q)`` or ``(B, P, 3, q)``. ``f_jc``: shared by the three channels
+            (rank 3) or per channel (rank 4).
+        weights: ``(B, P)``. ``omega_j``.
+        basis: ``(B, P, 3, K)``. ``M_jc``.
+        target: ``(B, P, 3)``. ``b_jc``.
+        prior_matrix: ``(B, n, n)``. ``Gamma``, ``n = 3q + K``.
+        prior_rhs: ``(B, n)``. ``gamma``.
     """
 
     features: tf.Tensor
