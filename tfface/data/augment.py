@@ -52,7 +52,8 @@ class SimilarityRange:
         return cls((-rotation, rotation), tuple(scale), translation)
 
 
-def similarity_matrices(rotation, scale, translation, height: int, width: int) -> tf.Tensor:
+def similarity_matrices(rotation: tf.Tensor, scale: tf.Tensor, translation: tf.Tensor, height: int,
+                        width: int) -> tf.Tensor:
     """Forward similarity matrices about the image centre.
 
     Args:
@@ -75,7 +76,7 @@ def similarity_matrices(rotation, scale, translation, height: int, width: int) -
     return tf.concat([top, bottom], axis=-2)
 
 
-def random_similarity(seed, batch_size, height: int, width: int,
+def random_similarity(seed: tf.Tensor, batch_size: int | tf.Tensor, height: int, width: int,
                       ranges: SimilarityRange = SimilarityRange()) -> tf.Tensor:
     """``(B, 3, 3)`` random similarities from a stateless ``seed`` (shape ``(2,)`` int)."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
@@ -86,7 +87,8 @@ def random_similarity(seed, batch_size, height: int, width: int,
     return similarity_matrices(rotation, tf.exp(log_scale), shift * [width, height], height, width)
 
 
-def confine_disc(transforms, radius, source_radius, height: int, width: int) -> tf.Tensor:
+def confine_disc(transforms: tf.Tensor, radius: float | tf.Tensor, source_radius: float | tf.Tensor, height: int,
+                 width: int) -> tf.Tensor:
     """Pull forward similarities in so that the output's centred disc samples only the input's.
 
     The output disc of ``radius`` about the centre ``c`` comes from the input disc of radius
@@ -126,7 +128,8 @@ def confine_disc(transforms, radius, source_radius, height: int, width: int) -> 
     return tf.concat([top, transforms[:, 2:]], axis=-2)
 
 
-def warp_images(images, transforms, interpolation: str = "BILINEAR", fill_value: float = 0.0) -> tf.Tensor:
+def warp_images(images: tf.Tensor, transforms: tf.Tensor, interpolation: str = "BILINEAR",
+                fill_value: float = 0.0) -> tf.Tensor:
     """Apply forward transforms to ``(B, H, W, C)`` images with ``ImageProjectiveTransformV3``.
 
     Args:
@@ -152,7 +155,7 @@ def warp_images(images, transforms, interpolation: str = "BILINEAR", fill_value:
         fill_value=tf.constant(fill_value, tf.float32), interpolation=interpolation, fill_mode="CONSTANT")
 
 
-def coverage(transforms, height: int, width: int) -> tf.Tensor:
+def coverage(transforms: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """``(B, H, W)`` share of each output pixel that bilinear :func:`warp_images` takes from inside
     the input image (what warping an all-ones image gives), computed in closed form.
 
@@ -172,13 +175,14 @@ def coverage(transforms, height: int, width: int) -> tf.Tensor:
     return along_x * along_y
 
 
-def transform_points(points, transforms) -> tf.Tensor:
+def transform_points(points: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     """Map ``(B, P, 2)`` pixel coordinates through ``(B, 3, 3)`` forward similarities."""
     points = tf.convert_to_tensor(points, tf.float32)
     return tf.linalg.matmul(points, transforms[:, :2, :2], transpose_b=True) + transforms[:, None, :2, 2]
 
 
-def transform_camera(K, R, t, transforms):
+def transform_camera(K: tf.Tensor, R: tf.Tensor, t: tf.Tensor,
+                     transforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The camera that sees the transformed image: ``A K [R | t] = K' [R' | t']``.
 
     ``A K`` is split by a 2x2 RQ decomposition of its upper-left block into an upper-triangular
@@ -216,7 +220,7 @@ def _image_size(image: tf.Tensor, rank: int, what: str) -> tuple[int, int]:
     return height, width
 
 
-def transform_batch(batch: dict, transforms) -> dict:
+def transform_batch(batch: dict, transforms: tf.Tensor) -> dict:
     """Apply given forward similarities to a batch dict (no background fill).
 
     Args:
@@ -255,7 +259,7 @@ def transform_batch(batch: dict, transforms) -> dict:
     return out
 
 
-def fill_background(batch: dict, backgrounds) -> dict:
+def fill_background(batch: dict, backgrounds: tf.Tensor) -> dict:
     """Fill the pixels a transformed batch (:func:`transform_batch`) does not cover with
     ``backgrounds`` ``(B, H, W, 3)``, alpha-blended by the closed-form :func:`coverage` of its
     ``"similarity"`` (so partially covered edge pixels blend smoothly)."""
@@ -265,7 +269,7 @@ def fill_background(batch: dict, backgrounds) -> dict:
     return {**batch, "image": image + (1.0 - cover) * tf.cast(backgrounds, image.dtype)}
 
 
-def augment_batch(batch: dict, seed, ranges: SimilarityRange = SimilarityRange(),
+def augment_batch(batch: dict, seed: tf.Tensor, ranges: SimilarityRange = SimilarityRange(),
                   fill: bool = True, confine: tuple[float, float] | None = None) -> dict:
     """Random similarity augmentation of a batch dict: :func:`transform_batch` with random
     transforms from the stateless ``(2,)`` ``seed``, then (if ``fill``) :func:`fill_background`

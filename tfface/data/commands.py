@@ -41,7 +41,7 @@ def _faces(args):
     return SyntheticFaces(uv_model, SynthesisConfig(image_size=args.size))
 
 
-def run_synth(args) -> int:
+def run_synth(args: argparse.Namespace) -> int:
     from tfface.data.images import image_folder_dataset
     from tfface.data.tfrecords import write_tfrecords
 
@@ -62,7 +62,7 @@ def run_synth(args) -> int:
     return 0
 
 
-def run_sheet(args) -> int:
+def run_sheet(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tfface.data.sheet import contact_sheet
@@ -78,7 +78,7 @@ def run_sheet(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data synth`` and ``data sheet`` to the ``tfface`` command."""
     data = subparsers.add_parser("data", help="synthetic data: render TFRecords, contact sheets")
     commands = data.add_subparsers(dest="data_command", required=True)

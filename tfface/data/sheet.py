@@ -12,7 +12,8 @@ DOT_COLOUR = (40, 255, 60)
 OUTLINE_COLOUR = (0, 0, 0)
 
 
-def contact_sheet(images, landmarks=None, columns: int = 4, radius: float = 1.5) -> Image.Image:
+def contact_sheet(images: np.ndarray, landmarks: np.ndarray | None = None, columns: int = 4,
+                  radius: float = 1.5) -> Image.Image:
     """Tile ``(N, S, S, 3)`` float images in [0, 1] into a grid and draw ``(N, P, 2)`` landmarks.
 
     Landmarks are in pixel coordinates of each tile (centres at +0.5); each is drawn as a filled
@@ -44,7 +45,7 @@ def contact_sheet(images, landmarks=None, columns: int = 4, radius: float = 1.5)
     return sheet
 
 
-def draw_dots(draw: ImageDraw.ImageDraw, points, colour: tuple[int, int, int], radius: float = 1.5,
+def draw_dots(draw: ImageDraw.ImageDraw, points: np.ndarray, colour: tuple[int, int, int], radius: float = 1.5,
               outline: tuple[int, int, int] | None = None) -> None:
     """Draw each of ``(P, 2)`` pixel ``points`` as a filled dot of ``radius`` pixels."""
     for x, y in np.asarray(points, np.float64):

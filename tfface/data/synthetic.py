@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -47,6 +48,9 @@ from tfface.morphable.model import LANDMARK5_GROUPS
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate
 from tfface.render.shader import render
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: The sample dict's keys in the order of the module docstring.
 SAMPLE_KEYS = ("image", "correspondence", "depth", "mask", "K", "R", "t", "shape_coefficients",
@@ -110,7 +114,7 @@ def _rotation_xyz(yaw, pitch, roll) -> tf.Tensor:
     return rz @ rx @ ry
 
 
-def landmarks5_matrix(dtype=np.float32) -> np.ndarray:
+def landmarks5_matrix(dtype: npt.DTypeLike = np.float32) -> np.ndarray:
     """``(5, 68)`` averaging matrix: ``landmarks5 = M @ landmarks68`` (``LANDMARK5_GROUPS``)."""
     matrix = np.zeros((len(LANDMARK5_GROUPS), 68), dtype)
     for row, group in enumerate(LANDMARK5_GROUPS):
@@ -118,7 +122,7 @@ def landmarks5_matrix(dtype=np.float32) -> np.ndarray:
     return matrix
 
 
-def procedural_backgrounds(seed, batch_size: int, size: int) -> tf.Tensor:
+def procedural_backgrounds(seed: tf.Tensor, batch_size: int, size: int) -> tf.Tensor:
     """``(B, S, S, 3)`` random clutter in [0, 1]: a base layer with texture detail on top.
 
     The base is smooth colour noise, a linear colour gradient or stripes; every image then gets
@@ -187,7 +191,7 @@ class SyntheticFaces:
         m = self.uv_model.model
         return m.num_shape, m.num_expression, m.num_albedo
 
-    def sample_parameters(self, seeds) -> dict:
+    def sample_parameters(self, seeds: tf.Tensor) -> dict:
         """Random scene parameters for per-sample stateless ``seeds`` ``(B, 2)`` int64.
 
         Returns:
@@ -237,7 +241,7 @@ class SyntheticFaces:
         return {**coefficients, "lighting": lighting, "K": K, "R": rotation, "t": t,
                 "texture_seed": texture_seeds}
 
-    def render(self, parameters: dict, background=None) -> dict:
+    def render(self, parameters: dict, background: tf.Tensor | None = None) -> dict:
         """Render a batch of scenes (:meth:`sample_parameters`) into sample dicts.
 
         Args:

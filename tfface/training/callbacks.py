@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -17,6 +18,11 @@ from tfface.errors import InputError, SolveError
 from tfface.geometry.normals import vertex_normals
 from tfface.layers.preprocessing import inverse_softplus_preprocess
 from tfface.render.rasterizer import interpolate, rasterize
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tfface.model import FaceModel
 
 
 class TranslationSchedule(keras.callbacks.Callback):
@@ -31,7 +37,7 @@ class TranslationSchedule(keras.callbacks.Callback):
         self.initial = float(initial)
         self.decay_steps = float(decay_steps)
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         value = losses.translation_weight(step, self.initial, self.decay_steps)
         self.model.geometric.translation_weight.assign(value)
@@ -71,7 +77,7 @@ class CosineLearningRate(keras.callbacks.Callback):
         self.warmup_steps = int(warmup_steps)
         self._start = 0.0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._start = time.monotonic()
 
     def rate(self, fraction: float, step: int | None = None) -> float:
@@ -82,7 +88,7 @@ class CosineLearningRate(keras.callbacks.Callback):
             return cosine
         return cosine * (step + 1) / self.warmup_steps
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         fraction = run_fraction(step, self.total_steps, time.monotonic() - self._start, self.time_limit)
         self.model.optimizer.learning_rate.assign(self.rate(fraction, step))
@@ -122,7 +128,7 @@ class StopOnNonFiniteSteps(keras.callbacks.Callback):
         self.max_consecutive = int(max_consecutive)
         self._skipped = 0.0
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         step = int(self.model.optimizer.iterations.numpy())
         if "consecutive_skipped_steps" not in logs:
@@ -151,7 +157,7 @@ class ReportStart(keras.callbacks.Callback):
         self.name = name
         self.total_steps = int(total_steps)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         print(f"{self.name}: starting at step {step} of {self.total_steps}", flush=True)
 
@@ -169,7 +175,7 @@ class StepProgress(keras.callbacks.Callback):
         time_limit: seconds after which training stops (``model.stop_training``), or None.
     """
 
-    def __init__(self, total_steps: int, description: str = "train", keys=("loss",),
+    def __init__(self, total_steps: int, description: str = "train", keys: Iterable[str] = ("loss",),
                  time_limit: float | None = None):
         super().__init__()
         self.total_steps = int(total_steps)
@@ -179,7 +185,7 @@ class StepProgress(keras.callbacks.Callback):
         self._bar = None
         self._start = 0.0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         done = int(self.model.optimizer.iterations.numpy())
         if self.time_limit is None:
             self._bar = tqdm(total=self.total_steps, initial=done, desc=self.description, unit="step",
@@ -189,7 +195,7 @@ class StepProgress(keras.callbacks.Callback):
                              dynamic_ncols=True, mininterval=2.0)
         self._start = time.monotonic()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         elapsed = time.monotonic() - self._start
         step = int(self.model.optimizer.iterations.numpy())
         shown = {k: f"{float(logs[k]):.4g}" for k in self.keys if logs and k in logs}
@@ -202,12 +208,13 @@ class StepProgress(keras.callbacks.Callback):
         if self.time_limit is not None and elapsed > self.time_limit:
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._bar is not None:
             self._bar.close()
 
 
-def scatter_samples(values, indices, height: int, width: int, background=None):
+def scatter_samples(values: tf.Tensor, indices: tf.Tensor, height: int, width: int,
+                    background: tf.Tensor | None = None) -> tf.Tensor:
     """Write per-sample values ``(B, P, C)`` at flat pixel ``indices`` ``(B, P)`` into images.
 
     Returns ``(B, H, W, C)``: ``background`` (or zeros) where no sample landed.
@@ -223,7 +230,7 @@ def scatter_samples(values, indices, height: int, width: int, background=None):
     return tf.reshape(flat, [batch, height, width, channels])
 
 
-def summary_panels(model, images) -> dict[str, tf.Tensor]:
+def summary_panels(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """Images for TensorBoard (supplement Fig. 13, 19) of a :class:`tfface.model.FaceModel`.
 
     Returns a dict of ``(B, H, W, 3)`` float images in [0, 1]: ``input``, ``reconstruction``
@@ -273,7 +280,7 @@ class ImageSummaries(keras.callbacks.Callback):
         # fallback (an eager solve raises SolveError and would end the run for a picture).
         self._panels = tf.function(lambda images: summary_panels(self.model, images))
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every:
             return
@@ -319,7 +326,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.history: list[dict] = []
         self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every == 0:
             self.record(step)

@@ -13,8 +13,18 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfface.errors import InputError
+
+if TYPE_CHECKING:
+    from tfface.data.annotated import AnnotatedPhotos
+    from tfface.export import ExportedModel
+    from tfface.model import FaceModel
+    from tfface.morphable.uv3dmm import UVMorphableModel
+    from tfface.training.config import TrainConfig
+    from tfface.training.photo_evaluation import Runner
+    from tfface.training.sources import TrainingData
 
 
 #: Step count of a demo run bounded by its time budget only.
@@ -33,7 +43,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="UV-3DMM file (default: <workdir>/uv3dmm.npz, built from the default model)")
 
 
-def default_config(args) -> str:
+def default_config(args: argparse.Namespace) -> str:
     """``--config``, else the default of the run's data: ``small`` for synthetic renders
     (``--synthetic`` or ``--data``), ``photos`` for real photos."""
     if args.config is not None:
@@ -75,7 +85,7 @@ def _add_photo_options(parser: argparse.ArgumentParser) -> None:
                         help="train and evaluate on synthetic renders (the test harness) instead of photos")
 
 
-def photo_sources(args) -> tuple[list, list]:
+def photo_sources(args: argparse.Namespace) -> tuple[list, list]:
     """The ``(training, aligned)`` photo sources of the command line or the shared data.
 
     Raises:
@@ -103,7 +113,7 @@ def photo_sources(args) -> tuple[list, list]:
     return sources, aligned
 
 
-def evaluation_photos(args, size: int, limit: int | None = None):
+def evaluation_photos(args: argparse.Namespace, size: int, limit: int | None = None) -> AnnotatedPhotos | None:
     """The annotated evaluation photos (``--eval-photos`` or the shared AFLW2000-3D dev half), or
     None where there are none."""
     from tfface.data.annotated import load_annotated
@@ -117,7 +127,8 @@ def evaluation_photos(args, size: int, limit: int | None = None):
     return load_annotated(folder, size, limit)
 
 
-def training_data(args, config, uv_model, data_dir: Path):
+def training_data(args: argparse.Namespace, config: TrainConfig, uv_model: UVMorphableModel,
+                  data_dir: Path) -> TrainingData:
     """The run's :class:`~tfface.training.sources.TrainingData`: renders with ``--synthetic`` or
     ``--data``, photos otherwise (synthetic held-out renders evaluated beside them when
     ``data_dir`` holds them)."""
@@ -134,7 +145,7 @@ def training_data(args, config, uv_model, data_dir: Path):
                                 data_dir)
 
 
-def uv_model_for(path: str | Path | None, workdir: Path):
+def uv_model_for(path: str | Path | None, workdir: Path) -> tuple[UVMorphableModel, Path]:
     """Load the UV-3DMM at ``path``, or build the default one once into ``<workdir>/uv3dmm.npz``."""
     from tfface.morphable.loaders import load_default_model
     from tfface.morphable.uv3dmm import UVMorphableModel
@@ -149,7 +160,7 @@ def uv_model_for(path: str | Path | None, workdir: Path):
     return UVMorphableModel.load(target), target
 
 
-def run_train(args) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from tfface.training import loop
     from tfface.training.distribute import make_strategy
 
@@ -177,7 +188,7 @@ def run_train(args) -> int:
     return 0
 
 
-def photo_rows(run, photos, uv_model, label: str) -> dict:
+def photo_rows(run: FaceModel | Runner, photos: AnnotatedPhotos, uv_model: UVMorphableModel, label: str) -> dict:
     """The real-photo table rows: the mean shape in the box, then ``label``'s figures."""
     from tfface.data.framing import template_landmarks68
     from tfface.training.photo_evaluation import evaluate_photos, mean_shape_in_box
@@ -186,7 +197,7 @@ def photo_rows(run, photos, uv_model, label: str) -> dict:
             label: evaluate_photos(run, photos)}
 
 
-def write_photo_sheet(model, photos, path: str | Path) -> None:
+def write_photo_sheet(model: ExportedModel | FaceModel, photos: AnnotatedPhotos, path: str | Path) -> None:
     """Write the contact sheet (:mod:`tfface.training.photo_sheet`) of 16 of ``photos`` spread over
     yaw, as ``model`` (an exported model or a FaceModel) reconstructs them."""
     from tfface.export import ExportedModel, KerasInference
@@ -199,7 +210,7 @@ def write_photo_sheet(model, photos, path: str | Path) -> None:
     print(f"wrote the panels of {len(indices)} photos (ground truth red, fit green) to {path}")
 
 
-def run_evaluate(args) -> int:
+def run_evaluate(args: argparse.Namespace) -> int:
     from tfface.training import data, loop
     from tfface.training.evaluation import evaluate_batches, format_table
     from tfface.training.photo_evaluation import format_photo_table
@@ -251,7 +262,7 @@ def _curve(evaluations: list[dict], photos_key: str | None) -> str:
     return "\n".join(lines)
 
 
-def run_demo(args) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     """The main job: photos (or renders), pretraining, bounded training with NME-vs-steps, tables."""
     from tfface.training import data, loop
     from tfface.training.evaluation import evaluate_batches, fit_floor, format_table
@@ -299,7 +310,7 @@ def run_demo(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``demo`` to the ``tfface`` command."""
     train = subparsers.add_parser("train", help="pretrain and train the network (resumable)")
     _add_common(train)

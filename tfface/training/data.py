@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,9 @@ from tfface.data.tfrecords import read_spec, read_tfrecords, write_tfrecords
 from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 #: Data sets of a data folder and the seed offset of each (held-out images never repeat training ones).
 SPLITS = {"train": 0, "heldout": 1_000_003, "aligned": 2_000_003}
@@ -40,7 +44,7 @@ def _count(config: TrainConfig, split: str) -> int:
 
 
 def prepare_synthetic_data(uv_model: UVMorphableModel, config: TrainConfig, folder: str | Path,
-                           splits=tuple(SPLITS)) -> Path:
+                           splits: Iterable[str] = tuple(SPLITS)) -> Path:
     """Render the synthetic splits to TFRecords under ``folder`` (skips complete ones).
 
     Returns:
@@ -78,7 +82,8 @@ def training_images(folder: str | Path, split: str = "train") -> tf.data.Dataset
     return images(folder, split).cache().repeat()
 
 
-def heldout_batches(folder: str | Path, batch_size: int, split: str = "heldout", limit: int | None = None):
+def heldout_batches(folder: str | Path, batch_size: int, split: str = "heldout",
+                    limit: int | None = None) -> tf.data.Dataset:
     """Batches of held-out examples with ground truth (for evaluation only)."""
     dataset = read_tfrecords(folder, split)
     if limit is not None:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from tfface.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Accepted names of :func:`make_strategy`.
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -41,7 +45,8 @@ def make_strategy(name: str = "default") -> tf.distribute.Strategy:
     raise InputError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
 
 
-def distribute_batches(strategy: tf.distribute.Strategy, make_dataset, global_batch_size: int):
+def distribute_batches(strategy: tf.distribute.Strategy, make_dataset: Callable[[], tf.data.Dataset],
+                       global_batch_size: int) -> tf.distribute.DistributedDataset | tf.data.Dataset:
     """A distributed dataset in which each replica gets its slice of every global batch.
 
     Args:

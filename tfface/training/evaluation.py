@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,11 @@ from tfface.morphable.model import landmarks5_from_68
 from tfface.morphable.sampling import blend, locate
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.training import metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tfface.model import FaceModel
 
 #: Metrics computed from the fitted camera and mesh: a failed fit fails them.
 FITTED_METRICS = ("nme68", "nme5", "shape_mm")
@@ -51,7 +57,8 @@ def mean_shape_at(uv_model: UVMorphableModel, uv: np.ndarray) -> tuple[np.ndarra
     return blend(tables.mean, ids, barycentrics).numpy(), valid.numpy().astype(np.float64)
 
 
-def landmark_nmes(landmarks68, landmarks5, target68) -> tuple[np.ndarray, np.ndarray]:
+def landmark_nmes(landmarks68: np.ndarray, landmarks5: np.ndarray,
+                  target68: np.ndarray | tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-image 68- and 5-landmark NMEs ``(B,)`` of predicted ``(B, 68, 2)`` and ``(B, 5, 2)``
     pixels against the ground-truth 68 landmarks (the 5 are derived from them)."""
     target68 = np.asarray(target68)
@@ -63,7 +70,7 @@ def landmark_nmes(landmarks68, landmarks5, target68) -> tuple[np.ndarray, np.nda
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def compiled_outputs(model, sampling: str = "inference") -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+def compiled_outputs(model: FaceModel, sampling: str = "inference") -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """``images -> outputs`` of a FaceModel as one ``tf.function`` per model, reused by every call.
 
     A new function per evaluation would trace the whole fit anew: about 2.5 s each time, against
@@ -88,8 +95,8 @@ def compiled_outputs(model, sampling: str = "inference") -> Callable[[tf.Tensor]
     return functions[key]
 
 
-def evaluate_batches(model, batches, uv_model: UVMorphableModel | None = None,
-                     sampling: str = "inference") -> dict[str, float]:
+def evaluate_batches(model: FaceModel, batches: Iterable[dict[str, tf.Tensor]],
+                     uv_model: UVMorphableModel | None = None, sampling: str = "inference") -> dict[str, float]:
     """Mean metrics over batches of examples (dicts with ``image`` and ground-truth keys).
 
     Args:
@@ -164,7 +171,8 @@ def summarised(values: dict[str, list[np.ndarray]]) -> dict[str, float]:
 GROUND_TRUTH_DEPTH_UNIT = 1000.0
 
 
-def stack_maps(correspondence, depth, geometric_confidence, photometric_confidence=None) -> tf.Tensor:
+def stack_maps(correspondence: np.ndarray, depth: np.ndarray, geometric_confidence: np.ndarray,
+               photometric_confidence: np.ndarray | None = None) -> tf.Tensor:
     """``(B, H, W, 5)`` network-layout maps from numpy parts ``(B, H, W, 2)``, ``(B, H, W)`` x 2-3.
 
     The photometric confidence defaults to the geometric one.
@@ -188,7 +196,7 @@ def ground_truth_maps(batch: dict) -> tf.Tensor:
     return stack_maps(np.asarray(batch["correspondence"]), filled_depth(np.asarray(batch["depth"]), mask), mask)
 
 
-def fit_floor(model, batches) -> dict[str, float]:
+def fit_floor(model: FaceModel, batches: Iterable[dict[str, tf.Tensor]]) -> dict[str, float]:
     """Landmark NMEs of the inference fit fed ground-truth maps (:func:`ground_truth_maps`).
 
     The error a perfect U-Net would leave: what the sampling, the truncated 3DMM and the

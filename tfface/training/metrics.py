@@ -5,9 +5,16 @@ Pure NumPy functions on batches; :mod:`tfface.training.evaluation` runs the mode
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tfface.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    import numpy.typing as npt
 
 #: iBUG indices of the outer eye corners, the inter-ocular distance of 68-landmark NME.
 OUTER_EYE_CORNERS_68 = (36, 45)
@@ -33,7 +40,7 @@ def _interocular(target: np.ndarray, eyes: tuple[int, int]) -> np.ndarray:
     return distance
 
 
-def normalised_mean_error(predicted, target, eyes: tuple[int, int]) -> np.ndarray:
+def normalised_mean_error(predicted: np.ndarray, target: np.ndarray, eyes: tuple[int, int]) -> np.ndarray:
     """Per-image NME: mean point-to-point error over the inter-ocular distance.
 
     Args:
@@ -47,7 +54,8 @@ def normalised_mean_error(predicted, target, eyes: tuple[int, int]) -> np.ndarra
     return np.linalg.norm(predicted - target, axis=-1).mean(-1) / _interocular(target, eyes)
 
 
-def landmark_group_bias(predicted, target, groups=LANDMARK68_GROUPS) -> dict[str, np.ndarray]:
+def landmark_group_bias(predicted: np.ndarray, target: np.ndarray,
+                        groups: Mapping[str, Iterable[int]] = LANDMARK68_GROUPS) -> dict[str, np.ndarray]:
     """Mean signed error ``(2,)`` (x, y; +y is down) per landmark group, as a fraction of the
     inter-ocular distance (iBUG 36, 45) and averaged over images and the group's landmarks.
 
@@ -59,7 +67,7 @@ def landmark_group_bias(predicted, target, groups=LANDMARK68_GROUPS) -> dict[str
     return {name: relative[:, list(indices)].mean(axis=(0, 1)) for name, indices in groups.items()}
 
 
-def landmark_spread_ratio(predicted, target) -> np.ndarray:
+def landmark_spread_ratio(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-image RMS distance of the predicted landmarks from their centroid over the target's:
     1 for a fit of the right size, above 1 for a fitted face too large in the image."""
     predicted, target = _landmark_pair(predicted, target)
@@ -70,17 +78,17 @@ def landmark_spread_ratio(predicted, target) -> np.ndarray:
     return spread(predicted) / spread(target)
 
 
-def nme68(predicted, target) -> np.ndarray:
+def nme68(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     """68-landmark NME normalised by the outer eye corner distance (iBUG 36, 45)."""
     return normalised_mean_error(predicted, target, OUTER_EYE_CORNERS_68)
 
 
-def nme5(predicted, target) -> np.ndarray:
+def nme5(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     """5-landmark NME normalised by the eye-centre distance (as MAFL/AFLW, supplement J)."""
     return normalised_mean_error(predicted, target, EYE_CENTRES_5)
 
 
-def summarise_errors(per_image_errors) -> dict[str, float]:
+def summarise_errors(per_image_errors: np.ndarray) -> dict[str, float]:
     """Mean of per-image errors under the failure rule of every reported figure.
 
     The rule: an image whose error is not finite (NaN or inf) has failed; failures are excluded
@@ -103,13 +111,13 @@ def summarise_errors(per_image_errors) -> dict[str, float]:
             "count": count, "failed": failed, "failed_share": failed / count if count else 0.0}
 
 
-def failed_fits_as_nan(per_image_errors, fit_valid) -> np.ndarray:
+def failed_fits_as_nan(per_image_errors: np.ndarray, fit_valid: np.ndarray) -> np.ndarray:
     """``per_image_errors`` ``(N,)`` with NaN where ``fit_valid`` ``(N,)`` is 0: the failures of
     errors computed from a fit, as :func:`summarise_errors` counts them."""
     return np.where(np.asarray(fit_valid) > 0, np.asarray(per_image_errors, np.float64), np.nan)
 
 
-def masked_mean(values, mask) -> np.ndarray:
+def masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-image mean of ``values`` ``(B, H, W)`` over ``mask`` ``(B, H, W)`` (NaN if empty)."""
     values, mask = np.asarray(values, np.float64), np.asarray(mask, np.float64)
     area = mask.sum(axis=(1, 2))
@@ -117,12 +125,12 @@ def masked_mean(values, mask) -> np.ndarray:
         return np.where(area > 0, (values * mask).sum(axis=(1, 2)) / area, np.nan)
 
 
-def correspondence_error_uv(predicted, target, mask) -> np.ndarray:
+def correspondence_error_uv(predicted: np.ndarray, target: npt.ArrayLike, mask: np.ndarray) -> np.ndarray:
     """Per-image mean UV distance between correspondence maps ``(B, H, W, 2)`` inside ``mask``."""
     return masked_mean(np.linalg.norm(np.asarray(predicted) - np.asarray(target), axis=-1), mask)
 
 
-def scale_aligned_depth_error(predicted, target, mask) -> np.ndarray:
+def scale_aligned_depth_error(predicted: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-image mean |s d - Z| inside ``mask`` with the least-squares scale ``s`` per image.
 
     The network's depth is known up to the scale ``psi`` (DESIGN "Inverse camera"), so it is
@@ -135,7 +143,7 @@ def scale_aligned_depth_error(predicted, target, mask) -> np.ndarray:
     return masked_mean(np.abs(scale[:, None, None] * d - z), m)
 
 
-def shape_error(predicted_vertices, target_vertices) -> np.ndarray:
+def shape_error(predicted_vertices: np.ndarray, target_vertices: np.ndarray) -> np.ndarray:
     """Per-image mean vertex distance (mm) of two ``(B, V, 3)`` model-space meshes.
 
     Both are in the 3DMM's canonical frame (the camera is separate), so no alignment is needed.

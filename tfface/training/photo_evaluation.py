@@ -16,6 +16,7 @@ excluded from the means, which are reported with the count beside them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 
 import keras
@@ -24,6 +25,9 @@ import numpy as np
 from tfface.data.annotated import AnnotatedPhotos
 from tfface.training.evaluation import compiled_outputs
 from tfface.training.metrics import OUTER_EYE_CORNERS_68, failed_fits_as_nan, summarise_errors
+
+if TYPE_CHECKING:
+    from tfface.model import FaceModel
 
 #: Yaw bins of the protocol, degrees (absolute yaw; the last bin includes 90).
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
@@ -89,7 +93,7 @@ def summarise(predicted: np.ndarray, photos: AnnotatedPhotos, failed: np.ndarray
 Runner = Callable[[np.ndarray], Mapping[str, Any]]
 
 
-def keras_runner(model) -> Runner:
+def keras_runner(model: FaceModel) -> Runner:
     """A FaceModel's inference (:func:`tfface.training.evaluation.compiled_outputs`) on uint8 crops.
 
     The runner holds ``model`` (the compiled function, cached per model, holds it only weakly),
@@ -121,7 +125,8 @@ def predict_landmarks(run: Runner, photos: AnnotatedPhotos, batch_size: int = 25
     return np.concatenate(points), np.concatenate(failed)
 
 
-def evaluate_photos(model, photos: AnnotatedPhotos, batch_size: int = 25) -> dict[str, dict[str, float]]:
+def evaluate_photos(model: FaceModel | Runner, photos: AnnotatedPhotos,
+                    batch_size: int = 25) -> dict[str, dict[str, float]]:
     """:func:`summarise` of the fitted landmarks of a FaceModel or a :data:`Runner` on annotated photos."""
     run = model if not isinstance(model, keras.Model) else keras_runner(model)
     predicted, failed = predict_landmarks(run, photos, batch_size)

@@ -10,6 +10,8 @@ over head yaw, so one sheet shows frontal faces and profiles alike::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -17,6 +19,9 @@ from tfface.data.annotated import AnnotatedPhotos
 from tfface.data.sheet import draw_dots
 from tfface.errors import InputError
 from tfface.visualize import panel
+
+if TYPE_CHECKING:
+    from tfface.export import ExportedModel, KerasInference
 
 #: Colours (RGB) of the ground-truth and the fitted landmarks.
 TRUTH_COLOUR = (255, 40, 40)
@@ -31,7 +36,7 @@ def spread_over_yaw(photos: AnnotatedPhotos, count: int = 16) -> np.ndarray:
     return order[np.round(np.linspace(0, len(photos) - 1, count)).astype(int)]
 
 
-def photo_sheet(run, photos: AnnotatedPhotos, indices: np.ndarray, columns: int = 4,
+def photo_sheet(run: ExportedModel | KerasInference, photos: AnnotatedPhotos, indices: np.ndarray, columns: int = 4,
                 tile_size: int = 128) -> Image.Image:
     """The sheet of the selected photos as an RGB image.
 

@@ -10,6 +10,7 @@ No landmark or 3D ground truth of any individual image is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +22,9 @@ from tfface.errors import InputError
 from tfface.morphable.model import landmarks5_from_68
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate, rasterize
+
+if TYPE_CHECKING:
+    from tfface.training.profiling import FaceProfiler
 
 #: Frontal camera rotation (DESIGN.md conventions): camera looks along +Z, image y down.
 FRONTAL_R = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
@@ -44,7 +48,8 @@ class PretrainingTargets(NamedTuple):
 CAMERA_DISTANCE = 600.0
 
 
-def aligning_camera(points: np.ndarray, targets: np.ndarray, distance: float = CAMERA_DISTANCE):
+def aligning_camera(points: np.ndarray, targets: np.ndarray,
+                    distance: float = CAMERA_DISTANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A frontal pinhole camera that maps model ``points`` close to pixel ``targets``.
 
     The scale and image offset are the least-squares weak-perspective fit of the frontal
@@ -98,7 +103,8 @@ def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray,
 
 def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, batch_size: int,
                         ranges: SimilarityRange = SimilarityRange(), seed: int = 0,
-                        confine: tuple[float, float] | None = None, no_face_fraction: float = 0.0, profiler=None,
+                        confine: tuple[float, float] | None = None, no_face_fraction: float = 0.0,
+                        profiler: FaceProfiler | None = None,
                         max_turn: tuple[float, float] = (0.0, 0.0)) -> tf.data.Dataset:
     """Batches ``(augmented image, augmented target maps)`` for supervised pretraining.
 

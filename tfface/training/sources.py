@@ -91,7 +91,7 @@ class SyntheticData(TrainingData):
     def preview_images(self, count: int = 4) -> np.ndarray:
         return next(iter(data.images(self.folder, "heldout").batch(count))).numpy()
 
-    def evaluator(self, limit: int | None = None):
+    def evaluator(self, limit: int | None = None) -> Callable[[tf.keras.Model], dict]:
         folder, limit = self.folder, limit or PERIODIC_RENDERS
         return lambda model: evaluate_batches(model, data.heldout_batches(folder, 25, limit=limit))
 
@@ -168,7 +168,7 @@ class PhotoData(TrainingData):
             return self.evaluation.images[index].astype(np.float32) / 255.0
         return next(iter(photo_dataset(self.sources, self.image_size, self.template5).batch(count))).numpy()
 
-    def evaluator(self, limit: int | None = None):
+    def evaluator(self, limit: int | None = None) -> Callable[[tf.keras.Model], dict] | None:
         if self.evaluation is None and self.synthetic is None:
             return None
         photos, limit = self.evaluation, limit or PERIODIC_PHOTOS
