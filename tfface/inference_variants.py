@@ -13,11 +13,16 @@ a model configured by :func:`tfface.export.configure_for_inference`:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
 from tfface.layers.geometric import GeometricLeastSquares, check_geometric_inputs
 from tfface.layers.geometric_variants import solve_geometry_known_intrinsics, solve_geometry_shared_identity
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @keras.saving.register_keras_serializable(package="tfface")
@@ -34,7 +39,7 @@ class KnownIntrinsicsGeometry(GeometricLeastSquares):
         self.intrinsics = tf.Variable(tf.eye(3, batch_shape=[1]), shape=tf.TensorShape([None, 3, 3]),
                                       trainable=False, name="known_intrinsics")
 
-    def set_intrinsics(self, intrinsics) -> None:
+    def set_intrinsics(self, intrinsics: np.ndarray | tf.Tensor) -> None:
         """Assign ``(B, 3, 3)`` intrinsics (model-input pixels) for the next call."""
         self.intrinsics.assign(tf.convert_to_tensor(intrinsics, tf.float32))
 

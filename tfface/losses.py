@@ -11,7 +11,8 @@ import tensorflow as tf
 from tfface.data.augment import coverage, warp_images
 
 
-def truncated_confidence_loss(residual, confidence, tau, valid=None, soft: bool = False):
+def truncated_confidence_loss(residual: tf.Tensor, confidence: tf.Tensor, tau: float, valid: tf.Tensor | None = None,
+                              soft: bool = False) -> tf.Tensor:
     """Confidence-weighted truncated quadratic loss, averaged over the sampled pixels.
 
     For every sampled pixel ``j`` with residual ``r_j`` and confidence ``omega_j``::
@@ -47,7 +48,7 @@ def truncated_confidence_loss(residual, confidence, tau, valid=None, soft: bool 
     return tf.reduce_mean(per_pixel, axis=-1)
 
 
-def statistical_loss(coefficients, weights):
+def statistical_loss(coefficients: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """E_stat: adaptively weighted squared 3DMM coefficients (supplement G).
 
     Args:
@@ -61,7 +62,7 @@ def statistical_loss(coefficients, weights):
     return tf.reduce_sum(tf.cast(weights, tf.float32) * tf.square(coefficients), axis=-1)
 
 
-def translation_weight(step, initial: float, decay_steps: float):
+def translation_weight(step: int | tf.Tensor, initial: float, decay_steps: float) -> tf.Tensor:
     """Weight of the early camera-translation regulariser at a training step (supplement F).
 
     ``initial * exp(-step / decay_steps)``: strong at the start of the main training, when
@@ -74,7 +75,7 @@ def translation_weight(step, initial: float, decay_steps: float):
     return tf.cast(initial, tf.float32) * tf.exp(-step / tf.cast(decay_steps, tf.float32))
 
 
-def pretraining_loss(prediction, target, mask_weight: float = 1.0):
+def pretraining_loss(prediction: tf.Tensor, target: tf.Tensor, mask_weight: float = 1.0) -> tf.Tensor:
     """Supervised pretraining loss of supplement F, per image.
 
     The correspondence and depth are supervised inside the face region (target confidence 1),
@@ -103,7 +104,7 @@ def pretraining_loss(prediction, target, mask_weight: float = 1.0):
     return inside + mask_weight * tf.reduce_mean(bce, axis=[1, 2, 3])
 
 
-def equivariance_loss(maps_of_warped, maps, transforms):
+def equivariance_loss(maps_of_warped: tf.Tensor, maps: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     """Equivariance of the correspondence under a known 2D similarity, per image.
 
     A face point keeps its UV coordinate wherever the image moves it: the maps of a warped image

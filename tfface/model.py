@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
@@ -60,6 +61,9 @@ from tfface.morphable.model import LANDMARK5_GROUPS
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.nets.unet import build_unet
 from tfface.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 #: Names of the scalar losses the train/test steps report.
 LOSS_NAMES = ("loss", "geometric", "photometric", "statistical", "confidence", "inliers")
@@ -95,7 +99,7 @@ def truncate_uv_model(uv_model: UVMorphableModel, config: TrainConfig) -> UVMorp
     return dataclasses.replace(uv_model, model=model)
 
 
-def project_points(points, p_hat, q_hat):
+def project_points(points: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor) -> tf.Tensor:
     """Pixels of model points under an inverse camera: ``d x = P_hat^-1 (X - q_hat)``.
 
     ``P_hat^-1`` is applied as the adjugate of ``P_hat`` (``det(P_hat) P_hat^-1``) scaled to a
@@ -119,7 +123,7 @@ def project_points(points, p_hat, q_hat):
     return homogeneous[..., :2] / z[..., None]
 
 
-def face_in_view(landmarks68, image_width) -> tf.Tensor:
+def face_in_view(landmarks68: tf.Tensor, image_width: int | tf.Tensor) -> tf.Tensor:
     """Whether each fit's face lies in its image: every landmark within the square image widened
     by :data:`FACE_IN_VIEW_MARGIN_WIDTHS` on every side (a non-finite landmark is not).
 
@@ -135,7 +139,8 @@ def face_in_view(landmarks68, image_width) -> tf.Tensor:
     return tf.reduce_all(inside, axis=[-2, -1])
 
 
-def fit_validity(well_posed, K, R, t, landmarks68, image_width) -> dict[str, tf.Tensor]:
+def fit_validity(well_posed: tf.Tensor, K: tf.Tensor, R: tf.Tensor, t: tf.Tensor, landmarks68: tf.Tensor,
+                 image_width: int | tf.Tensor) -> dict[str, tf.Tensor]:
     """Whether each fit is valid: well posed, with a plausible camera that sees the face.
 
     Args:
@@ -157,7 +162,7 @@ def fit_validity(well_posed, K, R, t, landmarks68, image_width) -> dict[str, tf.
     return {"fit_status": status, "fit_valid": tf.cast(tf.equal(status, float(FIT_OK)), tf.float32)}
 
 
-def face_confidence(maps):
+def face_confidence(maps: tf.Tensor) -> tf.Tensor:
     """Joint confidence ``(...,)`` of maps or samples ``(..., 5)``: geometric x photometric.
 
     A pixel belongs to the face where its geometry is consistent and the colour model explains
@@ -167,7 +172,7 @@ def face_confidence(maps):
     return maps[..., 3] * maps[..., 4]
 
 
-def direct_landmarks(maps, landmark_uv, sigma: float = 0.01):
+def direct_landmarks(maps: tf.Tensor, landmark_uv: tf.Tensor, sigma: float = 0.01) -> tf.Tensor:
     """Landmarks read directly from the correspondence map (supplement J, "Direct").
 
     Each landmark is the soft-argmin over pixels of the UV distance between the predicted
@@ -208,7 +213,7 @@ def failed_fits_zeroed(outputs: dict[str, tf.Tensor], fit_valid: tf.Tensor) -> d
     return {name: zeroed(value) for name, value in outputs.items()}
 
 
-def all_finite(tensors) -> tf.Tensor:
+def all_finite(tensors: Iterable[tf.Tensor | None]) -> tf.Tensor:
     """Scalar bool: every element of every tensor in ``tensors`` (None entries skipped) is
     finite, on every replica of the current ``tf.distribute`` replica context."""
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
@@ -219,7 +224,8 @@ def all_finite(tensors) -> tf.Tensor:
     return tf.equal(failures, 0.0)
 
 
-def apply_gradients_if(optimizer, condition, gradients, variables) -> None:
+def apply_gradients_if(optimizer: keras.optimizers.Optimizer, condition: tf.Tensor,
+                       gradients: Sequence[tf.Tensor | None], variables: Sequence[keras.Variable]) -> None:
     """``optimizer.apply_gradients`` where scalar ``condition`` (the same on every replica) holds;
     otherwise nothing changes: no weight, no optimizer slot, no iteration count.
 
@@ -257,7 +263,7 @@ class SkippedSteps(keras.metrics.Metric):
         self.consecutive = self.add_variable((), "zeros", "float32", aggregation="only_first_replica",
                                              name="consecutive")
 
-    def update_state(self, skipped):
+    def update_state(self, skipped: tf.Tensor) -> None:
         """Count one step, ``skipped`` (scalar bool) or not."""
         skipped = tf.cast(skipped, tf.float32)
         self.total.assign_add(skipped)
@@ -266,12 +272,12 @@ class SkippedSteps(keras.metrics.Metric):
     def result(self) -> dict[str, tf.Tensor]:
         return {"skipped_steps": tf.identity(self.total), "consecutive_skipped_steps": tf.identity(self.consecutive)}
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         self.total.assign(0.0)
         self.consecutive.assign(0.0)
 
 
-def landmarks5_from_68_tf(points68):
+def landmarks5_from_68_tf(points68: tf.Tensor) -> tf.Tensor:
     """Tensor version of :func:`tfface.morphable.model.landmarks5_from_68`: ``(B, 68, D) -> (B, 5, D)``."""
     return tf.stack([tf.reduce_mean(tf.gather(points68, list(g), axis=1), axis=1) for g in LANDMARK5_GROUPS],
                     axis=1)
@@ -341,11 +347,11 @@ class FaceModel(keras.Model):
     def use_xla(self, value: bool) -> None:
         self.uv_sampling.jit_compile = bool(value)
 
-    def fitted_vertices(self, coefficients):
+    def fitted_vertices(self, coefficients: tf.Tensor) -> tf.Tensor:
         """``(B, V, 3)`` vertices of the fitted shape+expression (mm)."""
         return self.uv_sampling.vertex_values(coefficients)
 
-    def predict_maps(self, images, training=False):
+    def predict_maps(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
         """U-Net prediction ``(B, H, W, 5)`` (u, v, depth, geometric and photometric confidence).
 
         Raises:
@@ -360,11 +366,11 @@ class FaceModel(keras.Model):
             preprocessed = apply_vignette(preprocessed, self._vignette)
         return self.unet(preprocessed, training=training)
 
-    def fit_images(self, images, training=False):
+    def fit_images(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""
         return self.fit_maps(images, self.predict_maps(images, training=training))
 
-    def fit_maps(self, images, maps, inference=False):
+    def fit_maps(self, images: tf.Tensor, maps: tf.Tensor, inference: bool = False) -> dict[str, tf.Tensor]:
         """Sample pixels of predicted ``maps`` and fit the 3DMM to them (steps 2-5 above).
 
         Args:
@@ -433,7 +439,7 @@ class FaceModel(keras.Model):
                            * geometric["well_posed"] * camera["valid"] * photometric["well_posed"]),
         }
 
-    def inlier_weights(self, weights, residual):
+    def inlier_weights(self, weights: tf.Tensor, residual: tf.Tensor) -> tf.Tensor:
         """``weights (B, P)`` without the samples whose geometric ``residual (B, P, 3)`` (mm)
         exceeds ``tau_geometric``, image by image; an image that would keep less than half its
         weight that way keeps all of it (a fit that poor is no basis for choosing outliers)."""
@@ -441,7 +447,7 @@ class FaceModel(keras.Model):
         kept = tf.reduce_sum(weights * inliers, -1, keepdims=True)
         return tf.where(kept >= 0.5 * tf.reduce_sum(weights, -1, keepdims=True), weights * inliers, weights)
 
-    def losses_of(self, fit):
+    def losses_of(self, fit: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Per-image loss terms ``(B,)`` of a :meth:`fit_images` result (DESIGN "Training")."""
         cfg = self.config
         geometric = losses.truncated_confidence_loss(fit["geometric_residual"], fit["geometric_confidence"],
@@ -536,7 +542,7 @@ class FaceModel(keras.Model):
         self.skipped_steps.update_state(tf.logical_not(finite))
         return self._update_trackers(terms, tf.shape(images)[0], finite, self.skipped_steps.result())
 
-    def equivariance_terms(self, images, maps):
+    def equivariance_terms(self, images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
         """``(B,)`` :func:`tfface.losses.equivariance_loss` of ``images`` ``(B, H, W, 3)`` whose
         maps are ``maps`` ``(B, H, W, 5)``, under random similarities (``equivariance_*`` ranges
         of the config, drawn from the seed and the optimizer's step), the uncovered pixels of each
@@ -567,10 +573,10 @@ class FaceModel(keras.Model):
         return self.infer(self._images_of(data))
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
 
-    def infer(self, images):
+    def infer(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """Inference: a pure function of an image batch ``(B, H, W, 3)`` in [0, 1].
 
         Returns:
@@ -592,7 +598,7 @@ class FaceModel(keras.Model):
         """
         return self.outputs_of(self.fit_maps(images, self.predict_maps(images), inference=True))
 
-    def outputs_of(self, fit):
+    def outputs_of(self, fit: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The inference outputs (see :meth:`infer`) of a :meth:`fit_maps` result."""
         landmarks68 = project_points(tf.gather(fit["vertices"], self._landmarks68, axis=1), fit["p_hat"], fit["q_hat"])
         ks = self.uv_model.model.num_shape
@@ -612,7 +618,7 @@ class FaceModel(keras.Model):
             **validity,
         }, validity["fit_valid"])
 
-    def fit_validity(self, fit, landmarks68) -> dict[str, tf.Tensor]:
+    def fit_validity(self, fit: dict[str, tf.Tensor], landmarks68: tf.Tensor) -> dict[str, tf.Tensor]:
         """``fit_status`` and ``fit_valid`` (B,) (:func:`fit_validity`) of a :meth:`fit_maps` result
         and its ``landmarks68`` (B, 68, 2) pixels."""
         return fit_validity(fit["well_posed"], fit["K"], fit["R"], fit["t"], landmarks68, tf.shape(fit["maps"])[2])

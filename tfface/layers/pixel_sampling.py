@@ -222,7 +222,7 @@ class LatticePixelSampler(keras.layers.Layer):
         indices = tf.constant(self.lattice(int(confidence.shape[1]), int(confidence.shape[2])))
         return tf.tile(indices[None], [tf.shape(confidence)[0], 1])
 
-    def sample_weights(self, confidence, indices):
+    def sample_weights(self, confidence: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         """``(B, P)`` float32 weight of each sample (see the class docstring).
 
         Args:

@@ -7,6 +7,8 @@ model carries them and reloads without the UV-3DMM file. Its config records only
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -14,6 +16,9 @@ import tensorflow as tf
 from tfface.morphable import sampling
 from tfface.morphable.sampling import SamplingTables, UVSample
 from tfface.morphable.texel_map import TexelLocator
+
+if TYPE_CHECKING:
+    from tfface.morphable.uv3dmm import UVMorphableModel
 
 #: Flat names of the tables (locator fields prefixed with ``locator_``), in ``tf.nest`` order.
 TABLE_NAMES: tuple[str, ...] = tuple(
@@ -52,7 +57,7 @@ class UVSampling(keras.layers.Layer):
             for name in TABLE_NAMES]
 
     @classmethod
-    def from_uv_model(cls, uv_model, **kwargs) -> "UVSampling":
+    def from_uv_model(cls, uv_model: UVMorphableModel, **kwargs) -> "UVSampling":
         """A layer holding the tables of ``uv_model`` (a :class:`UVMorphableModel`)."""
         flat = tf.nest.flatten(uv_model.tables())
         layer = cls(uv_model.resolution, {n: list(v.shape) for n, v in zip(TABLE_NAMES, flat)}, **kwargs)
@@ -67,7 +72,7 @@ class UVSampling(keras.layers.Layer):
         tables = tf.nest.pack_sequence_as(template, [w.value for w in self._weights_flat])
         return sample(uv, tables, self.resolution)
 
-    def vertex_values(self, coefficients, part: str = "geometry"):
+    def vertex_values(self, coefficients: tf.Tensor, part: str = "geometry") -> tf.Tensor:
         """The linear model at its mesh vertices: ``mean + basis @ coefficients`` per vertex.
 
         Reads the same per-vertex tables the sampler blends, so a model that needs the fitted
@@ -90,11 +95,11 @@ class UVSampling(keras.layers.Layer):
         offsets = tf.matmul(tf.convert_to_tensor(coefficients, tf.float32), rows, transpose_b=True)
         return mean + tf.reshape(offsets, [-1, vertices, 3])
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict) -> None:
         if self.persist_tables:
             super().save_own_variables(store)
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict) -> None:
         if self.persist_tables:
             super().load_own_variables(store)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 DEFAULT_RESOLUTION = 320
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("uv3dmm", help="build the flattened 3DMM (UV-3DMM)",
                                    description=__doc__)
     commands = parser.add_subparsers(dest="uv3dmm_command", required=True)

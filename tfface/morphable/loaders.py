@@ -31,12 +31,16 @@ import dataclasses
 import zipfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfface import albedo, paths
 from tfface.errors import ModelFileError
 from tfface.morphable.model import MorphableModel
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: Prior standard deviation of an ICT expression blendshape weight.
 ICT_EXPRESSION_SIGMA = 0.3
@@ -53,7 +57,8 @@ MODEL_FIELDS = ("mean", "shape_basis", "expression_basis", "albedo_mean", "albed
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
 
 
-def load_model(path: str | Path, *, narrow: bool = True, landmarks=None) -> MorphableModel:
+def load_model(path: str | Path, *, narrow: bool = True,
+               landmarks: npt.ArrayLike | str | Path | None = None) -> MorphableModel:
     """Load a morphable model, recognising ICT npz, BFM 2017 HDF5 or project npz by content.
 
     Args:
@@ -171,7 +176,7 @@ def _bfm_component(h5, group: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return mean.reshape(n, 3), scaled
 
 
-def load_bfm2017(path: str | Path, landmarks=None) -> MorphableModel:
+def load_bfm2017(path: str | Path, landmarks: npt.ArrayLike | str | Path | None = None) -> MorphableModel:
     """Load a Basel Face Model 2017 HDF5 file (see module docstring)."""
     import h5py
 

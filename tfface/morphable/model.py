@@ -14,10 +14,14 @@ albedo is linear RGB reflectance in [0, 1].
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfface.errors import ModelFileError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: Index groups of the 68 iBUG landmarks that define the common 5 landmarks: left eye centre,
 #: right eye centre (subject's left/right as in the iBUG mark-up: 36-41 and 42-47), nose tip,
@@ -119,7 +123,8 @@ class MorphableModel:
             if not np.all(np.isfinite(getattr(self, field))):
                 raise ModelFileError(f"{self.name}: {field} has NaN or infinite values")
 
-    def vertices(self, shape_coeffs=None, expression_coeffs=None) -> np.ndarray:
+    def vertices(self, shape_coeffs: npt.ArrayLike | None = None,
+                 expression_coeffs: npt.ArrayLike | None = None) -> np.ndarray:
         """Vertex positions for the given coefficients.
 
         Args:
@@ -136,7 +141,7 @@ class MorphableModel:
                 out = out + np.tensordot(coeffs, basis[: coeffs.shape[-1]], axes=([-1], [0]))
         return out.astype(np.float32)
 
-    def albedo(self, albedo_coeffs=None) -> np.ndarray:
+    def albedo(self, albedo_coeffs: npt.ArrayLike | None = None) -> np.ndarray:
         """Per-vertex reflectance ``(..., N, 3)`` for ``(..., Kr')`` coefficients (None: the mean)."""
         if albedo_coeffs is None:
             return self.albedo_mean

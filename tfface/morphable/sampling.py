@@ -86,8 +86,9 @@ def triangle_frames(vertex_uv: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return np.concatenate([frames, pad]).astype(np.float32)
 
 
-def sampling_tables(vertex_uv, triangles, locator: TexelLocator, mean, shape_basis, expression_basis,
-                    albedo_mean, albedo_basis) -> SamplingTables:
+def sampling_tables(vertex_uv: np.ndarray, triangles: np.ndarray, locator: TexelLocator, mean: np.ndarray,
+                    shape_basis: np.ndarray, expression_basis: np.ndarray, albedo_mean: np.ndarray,
+                    albedo_basis: np.ndarray) -> SamplingTables:
     """Pack a flattened model into :class:`SamplingTables` (bases given as ``(K, V, 3)``)."""
     def rows(*bases: np.ndarray) -> np.ndarray:
         stacked = np.concatenate(bases, axis=0)  # (K, V, 3)
@@ -104,7 +105,7 @@ def sampling_tables(vertex_uv, triangles, locator: TexelLocator, mean, shape_bas
     )
 
 
-def check_uv(uv) -> tf.Tensor:
+def check_uv(uv: tf.Tensor) -> tf.Tensor:
     """``uv`` as a float32 tensor of static rank 3 with last dimension 2, else :class:`InputError`."""
     uv = tf.convert_to_tensor(uv)
     if not uv.dtype.is_floating:
@@ -114,7 +115,7 @@ def check_uv(uv) -> tf.Tensor:
     return tf.cast(uv, tf.float32)
 
 
-def locate(uv: tf.Tensor, tables: SamplingTables, resolution: int):
+def locate(uv: tf.Tensor, tables: SamplingTables, resolution: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Containing triangle and barycentrics of every correspondence.
 
     Args:

@@ -108,7 +108,7 @@ class UVMorphableModel:
             object.__setattr__(self, "_tables", tf.nest.map_structure(tf.constant, packed))
         return self._tables
 
-    def sample(self, uv) -> UVSample:
+    def sample(self, uv: tf.Tensor) -> UVSample:
         """Sample the model at correspondences ``uv`` ``(B, P, 2)`` float32 (XLA-compiled).
 
         Returns:

@@ -107,7 +107,7 @@ def _check_inputs(xy: tf.Tensor, z: tf.Tensor, triangles: tf.Tensor, height: int
         raise InputError(f"image size must be positive, got {height}x{width}")
 
 
-def rasterize_screen(xy, z, triangles, height: int, width: int, *, near: float = 1e-3,
+def rasterize_screen(xy: tf.Tensor, z: tf.Tensor, triangles: tf.Tensor, height: int, width: int, *, near: float = 1e-3,
                      cull_backfaces: bool = False) -> Fragments:
     """Rasterise triangles given their projected vertices.
 
@@ -220,8 +220,8 @@ def _fragments(table, ids) -> Fragments:
     )
 
 
-def rasterize(vertices, triangles, K, R, t, height: int, width: int, *, near: float = 1e-3,
-              cull_backfaces: bool = False) -> Fragments:
+def rasterize(vertices: tf.Tensor, triangles: tf.Tensor, K: tf.Tensor, R: tf.Tensor, t: tf.Tensor, height: int,
+              width: int, *, near: float = 1e-3, cull_backfaces: bool = False) -> Fragments:
     """Rasterise model-space triangle meshes seen by pinhole cameras.
 
     Args:
@@ -247,7 +247,7 @@ def rasterize(vertices, triangles, K, R, t, height: int, width: int, *, near: fl
     return rasterize_screen(xy, depth, triangles, height, width, near=near, cull_backfaces=cull_backfaces)
 
 
-def interpolate(attributes, triangles, fragments: Fragments) -> tf.Tensor:
+def interpolate(attributes: tf.Tensor, triangles: tf.Tensor, fragments: Fragments) -> tf.Tensor:
     """Blend per-vertex attributes at every pixel with the fragments' barycentrics.
 
     Only covered pixels are computed (gathered, blended, scattered back).

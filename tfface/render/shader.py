@@ -30,7 +30,8 @@ class Rendering(NamedTuple):
     fragments: Fragments
 
 
-def shade(fragments: Fragments, triangles, albedo, normals, lighting) -> tf.Tensor:
+def shade(fragments: Fragments, triangles: tf.Tensor, albedo: tf.Tensor, normals: tf.Tensor,
+          lighting: tf.Tensor) -> tf.Tensor:
     """Shade visible pixels: ``albedo * (sh_basis(n) @ l)``; background pixels are 0.
 
     Args:
@@ -53,7 +54,7 @@ def shade(fragments: Fragments, triangles, albedo, normals, lighting) -> tf.Tens
     return pixel_albedo * shading * fragments.mask[..., None]
 
 
-def composite(foreground, mask, background) -> tf.Tensor:
+def composite(foreground: tf.Tensor, mask: tf.Tensor, background: tf.Tensor) -> tf.Tensor:
     """``foreground`` where ``mask`` is 1, ``background`` elsewhere, clipped to [0, 1].
 
     Args:
@@ -64,8 +65,8 @@ def composite(foreground, mask, background) -> tf.Tensor:
     return tf.clip_by_value(foreground * mask + tf.convert_to_tensor(background, tf.float32) * (1.0 - mask), 0.0, 1.0)
 
 
-def render(vertices, triangles, albedo, K, R, t, lighting, height: int, width: int,
-           background=None) -> Rendering:
+def render(vertices: tf.Tensor, triangles: tf.Tensor, albedo: tf.Tensor, K: tf.Tensor, R: tf.Tensor, t: tf.Tensor,
+           lighting: tf.Tensor, height: int, width: int, background: tf.Tensor | None = None) -> Rendering:
     """Rasterise and shade model-space meshes.
 
     Args:
