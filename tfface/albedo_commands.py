@@ -26,7 +26,7 @@ DEFAULT_MODES = 40
 PREVIEW_MODES = 4
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``albedo learn`` to the ``tfface`` command."""
     parser = subparsers.add_parser("albedo", help="albedo basis learnt from real photos", description=__doc__)
     commands = parser.add_subparsers(dest="albedo_command", required=True)

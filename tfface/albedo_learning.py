@@ -53,6 +53,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg
@@ -61,6 +62,9 @@ import tensorflow as tf
 from tfface.errors import InputError, ModelFileError
 from tfface.layers.photometric import inverse_shading
 from tfface.morphable.model import MorphableModel
+
+if TYPE_CHECKING:
+    from tfface.model import FaceModel
 
 #: Format tag of learnt-albedo files.
 LEARNT_ALBEDO_FORMAT = "tfface-learnt-albedo/1"
@@ -182,8 +186,8 @@ class AlbedoAccumulator:
         return np.concatenate(self._albedo), np.concatenate(self._coverage)
 
 
-def unwrap_photos(model, batches: Iterable, accumulator: AlbedoAccumulator, max_residual: float | None = None,
-                  progress: Callable[[int], None] | None = None) -> int:
+def unwrap_photos(model: FaceModel, batches: Iterable, accumulator: AlbedoAccumulator,
+                  max_residual: float | None = None, progress: Callable[[int], None] | None = None) -> int:
     """Fit ``model`` to image batches as inference does and unwrap every valid fit.
 
     Args:

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +49,9 @@ from tfface.model import (FIT_ILL_POSED, FIT_OK, FIT_STATUS_NAMES, FaceModel, fa
                           fit_validity, landmarks5_from_68_tf)
 from tfface.morphable.texel_map import build_locator
 from tfface.morphable.uv3dmm import UVMorphableModel
+
+if TYPE_CHECKING:
+    from tfface.training.config import TrainConfig
 
 #: Format tag of ``tfface.json``.
 EXPORT_FORMAT = "tfface-export/1"
@@ -151,9 +155,9 @@ def inference_model(trained: FaceModel, num_samples: int | None = None, uv_model
     return model
 
 
-def load_trained_model(weights: str | Path, uv_model: str | Path, config, num_samples: int | None = None,
-                       locator_resolution: int | None = None, geometry: type | None = None,
-                       **geometry_options) -> FaceModel:
+def load_trained_model(weights: str | Path, uv_model: str | Path, config: TrainConfig | dict,
+                       num_samples: int | None = None, locator_resolution: int | None = None,
+                       geometry: type | None = None, **geometry_options) -> FaceModel:
     """A configured :class:`FaceModel` with ``weights`` (a ``*.weights.h5`` of training) restored.
 
     With ``locator_resolution``, the UV-3DMM's locator is rebuilt at that resolution

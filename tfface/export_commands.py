@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfface.errors import InputError, ModelFileError
 from tfface.paths import DEFAULT_MODEL, REPO_ROOT
 
+if TYPE_CHECKING:
+    from tfface.training.config import TrainConfig
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``reconstruct`` and ``export`` sub-commands."""
     rec = subparsers.add_parser(
         "reconstruct", help="reconstruct faces: mesh (OBJ, PLY), landmarks and pose (JSON), overlay and panels (PNG)",
@@ -93,7 +97,7 @@ def _work_folder(weights: Path) -> Path | None:
     return None
 
 
-def training_sources(args: argparse.Namespace):
+def training_sources(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     """``(config, uv_model_path)`` of ``args.weights``: the flags, else its work folder's files."""
     from tfface.training.config import load_config
 

@@ -37,6 +37,7 @@ import dataclasses
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -50,6 +51,9 @@ from tfface.io.mesh import write_obj, write_ply
 from tfface.io.records import face_record, write_json
 from tfface.paths import DEFAULT_MODEL
 from tfface.visualize import panel
+
+if TYPE_CHECKING:
+    from tfface.export import KerasInference
 
 #: Default ``face_score`` threshold (share of confident pixels) below which no face is reported.
 DEFAULT_FACE_THRESHOLD = 0.05
@@ -135,9 +139,9 @@ def unique_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def reconstruct(images: Iterable[InputImage], runner, out: str | Path, face_threshold: float = DEFAULT_FACE_THRESHOLD,
-                batch_size: int = 8, tile_size: int = 256, progress: bool = True,
-                intrinsics: np.ndarray | None = None) -> list[dict]:
+def reconstruct(images: Iterable[InputImage], runner: ExportedModel | KerasInference, out: str | Path,
+                face_threshold: float = DEFAULT_FACE_THRESHOLD, batch_size: int = 8, tile_size: int = 256,
+                progress: bool = True, intrinsics: np.ndarray | None = None) -> list[dict]:
     """Reconstruct ``images`` with ``runner`` and write the per-image files into ``out``.
 
     Args:

@@ -27,6 +27,7 @@ import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -42,6 +43,10 @@ from tfface.overlay import FaceDrawing, draw_faces
 from tfface.reconstruct import DEFAULT_FACE_THRESHOLD, InputImage, face_evidence, no_face_reason, unique_name
 from tfface.tracking import FaceTracker, Smoothing, Track
 from tfface.visualize import panel
+
+if TYPE_CHECKING:
+    from tfface.detection.pipeline import Runner
+    from tfface.export import ExportedModel, KerasInference
 
 #: Format tag of a picture's record.
 PICTURE_FORMAT = "tfface-picture/1"
@@ -127,7 +132,8 @@ def _drawing(entry: dict, box: np.ndarray, label: str, landmarks68: np.ndarray |
     return FaceDrawing(box, label, landmarks68, mesh2d)
 
 
-def reconstruct_pictures(images: Iterable[InputImage], detector: FaceDetector, runner, out: str | Path,
+def reconstruct_pictures(images: Iterable[InputImage], detector: FaceDetector,
+                         runner: ExportedModel | KerasInference, out: str | Path,
                          options: SceneOptions = SceneOptions()) -> list[dict]:
     """Every face of every picture, written into ``out`` (see the module docstring).
 
@@ -187,7 +193,7 @@ def _track_drawing(entry: dict, track: Track) -> FaceDrawing:
     return _drawing(entry, track.face.framing.square(), f"track {track.id}", None, None)
 
 
-def reconstruct_video(path: str | Path, detector: FaceDetector, runner, out: str | Path,
+def reconstruct_video(path: str | Path, detector: FaceDetector, runner: Runner, out: str | Path,
                       smoothing: Smoothing = Smoothing(), options: SceneOptions = SceneOptions(),
                       redetect_every: int = 10) -> list[dict]:
     """Every face of every frame of a video, tracked and smoothed, written into ``out``.

@@ -30,7 +30,8 @@ from tfface.render.rasterizer import interpolate, rasterize
 TILES = ("input", "reconstruction", "geometry", "correspondence", "depth", "confidence")
 
 
-def render_face(vertices, triangles, albedo, K, R, t, lighting, size: int) -> dict[str, np.ndarray]:
+def render_face(vertices: np.ndarray, triangles: np.ndarray, albedo: np.ndarray, K: np.ndarray, R: np.ndarray,
+                t: np.ndarray, lighting: np.ndarray, size: int) -> dict[str, np.ndarray]:
     """Render one fitted face at ``size x size``.
 
     Args:

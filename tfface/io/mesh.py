@@ -35,7 +35,7 @@ def _checked(vertices, triangles, colours) -> tuple[np.ndarray, np.ndarray, np.n
     return vertices, triangles.astype(np.int64), colours
 
 
-def write_obj(path: str | Path, vertices, triangles, colours=None) -> None:
+def write_obj(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray | None = None) -> None:
     """Write a Wavefront OBJ: ``v x y z [r g b]`` lines (colours in [0, 1]), then 1-based ``f`` lines.
 
     Args:
@@ -54,7 +54,7 @@ def write_obj(path: str | Path, vertices, triangles, colours=None) -> None:
         np.savetxt(handle, triangles + 1, fmt="f %d %d %d")
 
 
-def write_ply(path: str | Path, vertices, triangles, colours=None) -> None:
+def write_ply(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray | None = None) -> None:
     """Write a binary little-endian PLY with float32 ``x y z``, optional uchar ``red green blue``
     (colours in [0, 1] scaled to 0..255) and uchar-counted int32 triangle lists."""
     vertices, triangles, colours = _checked(vertices, triangles, colours)

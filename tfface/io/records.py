@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfface.errors import InputError
 from tfface.io.images import SquareFit
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: Format tag of the records.
 RECORD_FORMAT = "tfface-reconstruction/1"
@@ -34,7 +38,7 @@ def head_pose_degrees(rotation: np.ndarray) -> dict[str, float]:
     }
 
 
-def rounded(array, digits: int = 5) -> list:
+def rounded(array: npt.ArrayLike, digits: int = 5) -> list:
     """``array`` rounded to ``digits`` decimals as nested lists (JSON-ready); non-finite values raise."""
     array = np.asarray(array, np.float64)
     if not np.all(np.isfinite(array)):

@@ -24,11 +24,17 @@ import argparse
 import json
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 from tfface.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tensorflow_serving.apis import predict_pb2
 
 #: Input name of the exported signatures.
 INPUT_NAME = "images"
@@ -41,7 +47,8 @@ def _checked(images) -> np.ndarray:
     return images
 
 
-def predict_request(images, model_name: str, signature: str = "serving_default", version: int | None = None):
+def predict_request(images: np.ndarray, model_name: str, signature: str = "serving_default",
+                    version: int | None = None) -> predict_pb2.PredictRequest:
     """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for uint8 ``images`` ``(B, H, W, 3)``."""
     from tensorflow_serving.apis import predict_pb2
 
@@ -54,7 +61,7 @@ def predict_request(images, model_name: str, signature: str = "serving_default",
     return request
 
 
-def decode_predict_response(response) -> dict[str, np.ndarray]:
+def decode_predict_response(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
     """Outputs of a ``PredictResponse`` as numpy arrays."""
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
@@ -65,7 +72,7 @@ def rest_url(target: str, model_name: str, version: int | None = None) -> str:
     return f"http://{target}/v1/models/{model_name}{versioned}:predict"
 
 
-def rest_payload(images, signature: str = "serving_default") -> dict:
+def rest_payload(images: np.ndarray, signature: str = "serving_default") -> dict:
     """The REST predict body (columnar format) for uint8 ``images``."""
     return {"signature_name": signature, "inputs": {INPUT_NAME: _checked(images).tolist()}}
 
@@ -77,7 +84,8 @@ def decode_rest_response(body: dict) -> dict[str, np.ndarray]:
     return {name: np.asarray(value, np.float32) for name, value in body["outputs"].items()}
 
 
-def predict_rest(target: str, images, model_name: str, version: int | None = None, timeout: float = 60.0):
+def predict_rest(target: str, images: np.ndarray, model_name: str, version: int | None = None,
+                 timeout: float = 60.0) -> dict[str, np.ndarray]:
     """POST ``images`` to a TF Serving REST endpoint; return the outputs."""
     request = urllib.request.Request(rest_url(target, model_name, version),
                                      data=json.dumps(rest_payload(images)).encode(),
@@ -86,7 +94,8 @@ def predict_rest(target: str, images, model_name: str, version: int | None = Non
         return decode_rest_response(json.loads(response.read()))
 
 
-def predict_grpc(target: str, images, model_name: str, version: int | None = None, timeout: float = 60.0):
+def predict_grpc(target: str, images: np.ndarray, model_name: str, version: int | None = None,
+                 timeout: float = 60.0) -> dict[str, np.ndarray]:
     """Call ``PredictionService.Predict`` at ``target`` (``host:port``); return the outputs."""
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -98,7 +107,7 @@ def predict_grpc(target: str, images, model_name: str, version: int | None = Non
         return decode_predict_response(stub.Predict(request, timeout=timeout))
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from tfface.export import with_fit_validity
     from tfface.io.images import fit_to_square, read_image
     from tfface.model import FIT_STATUS_NAMES

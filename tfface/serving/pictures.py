@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from tfface.errors import InputError
 from tfface.export import EXTRAS, with_fit_validity
 from tfface.io.records import head_pose_degrees, rounded
 from tfface.serving.client import predict_grpc, predict_rest
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tfface.detection.pipeline import Runner
 
 #: Request functions by protocol.
 PROTOCOLS = {"grpc": predict_grpc, "rest": predict_rest}
@@ -83,7 +89,7 @@ def face_summary(face: Face) -> dict:
     return summary
 
 
-def picture_faces(picture: np.ndarray, runner, detector: FaceDetector | None = None,
+def picture_faces(picture: np.ndarray, runner: Runner, detector: FaceDetector | None = None,
                   max_faces: int | None = None) -> list[dict]:
     """Every face of a whole picture through ``runner`` (e.g. a :class:`ServedModel`), in the picture's pixels.
 
@@ -101,7 +107,7 @@ def picture_faces(picture: np.ndarray, runner, detector: FaceDetector | None = N
     return [face_summary(face) for face in faces]
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from tfface.io.images import read_image
     from tfface.reconstruct import DEFAULT_MODEL
 
