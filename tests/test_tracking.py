@@ -15,7 +15,7 @@ from tfface.export import ExportedModel
 from tfface.io.images import read_image
 from tfface.paths import REPO_ROOT
 from tfface.reconstruct import DEFAULT_MODEL
-from tfface.tracking import FaceTracker, OneEuroFilter, Smoothing
+from tfface.tracking import REDETECT_EVERY, FaceTracker, OneEuroFilter, Smoothing
 
 
 def test_one_euro_passes_constants_and_starts_at_the_first_value():
@@ -210,6 +210,15 @@ def test_tracker_adds_new_faces_without_duplicating_tracked_ones(fakes):
     detector.boxes.append((10, 150, 60, 200))
     tracker(_frame(both))
     assert [t.id for t in tracker(_frame(both))] == [0, 1]  # max_faces
+
+
+def test_reconstruct_command_video_defaults_are_the_trackers():
+    """The CLI repeats the tracker's defaults (it does not import TensorFlow to build its parser)."""
+    from tfface.cli import build_parser
+
+    args = build_parser().parse_args(["reconstruct", "clip.mp4", "--out", "out"])
+    assert args.redetect_every == REDETECT_EVERY
+    assert Smoothing(args.smooth_min_cutoff, args.smooth_beta, args.smooth_d_cutoff, not args.no_smooth) == Smoothing()
 
 
 def test_tracker_rejects_a_bad_frame_rate(fakes):

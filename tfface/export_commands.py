@@ -39,9 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "motion with less lag (default 1.0)")
     rec.add_argument("--smooth-d-cutoff", type=float, default=1.0,
                      help="videos: One-Euro cutoff (Hz) of the speed estimate (default 1.0)")
-    rec.add_argument("--redetect-every", type=int, default=10,
+    # The video defaults repeat tfface.tracking's (importing it here would load TensorFlow for --help);
+    # tests/test_tracking.py checks they agree.
+    rec.add_argument("--redetect-every", type=int, default=1,
                      help="videos: run the detector every this many frames, for new faces and to re-anchor the "
-                          "tracked crops (0: only when a face is lost; default 10)")
+                          "tracked crops (0: only when a face is lost; default %(default)s)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--model", type=Path, default=None,
                      help=f"exported model version folder (default: {DEFAULT_MODEL.relative_to(REPO_ROOT)} of the repository)")

@@ -41,7 +41,7 @@ from tfface.io.mesh import write_obj, write_ply
 from tfface.io.records import fitted_fields, rounded, write_json
 from tfface.overlay import FaceDrawing, draw_faces
 from tfface.reconstruct import DEFAULT_FACE_THRESHOLD, InputImage, face_evidence, no_face_reason, unique_name
-from tfface.tracking import FaceTracker, Smoothing, Track
+from tfface.tracking import REDETECT_EVERY, FaceTracker, Smoothing, Track
 from tfface.visualize import panel
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def _track_drawing(entry: dict, track: Track) -> FaceDrawing:
 
 def reconstruct_video(path: str | Path, detector: FaceDetector, runner: Runner, out: str | Path,
                       smoothing: Smoothing = Smoothing(), options: SceneOptions = SceneOptions(),
-                      redetect_every: int = 10) -> list[dict]:
+                      redetect_every: int = REDETECT_EVERY) -> list[dict]:
     """Every face of every frame of a video, tracked and smoothed, written into ``out``.
 
     Args:

@@ -38,7 +38,7 @@ from tfface.io import video
 from tfface.io.images import read_image
 from tfface.paths import DEFAULT_MODEL, REPO_ROOT
 from tfface.runtime import use_pooled_cpu_allocator
-from tfface.tracking import FaceTracker, Smoothing
+from tfface.tracking import REDETECT_EVERY, FaceTracker, Smoothing
 
 
 def motion(t: float, duration: float, photo_side: float, size: int, shift: float, turn: float,
@@ -92,13 +92,16 @@ def main(argv=None) -> int:
     parser.add_argument("--smooth-min-cutoff", type=float, default=Smoothing.min_cutoff)
     parser.add_argument("--smooth-beta", type=float, default=Smoothing.beta)
     parser.add_argument("--smooth-d-cutoff", type=float, default=Smoothing.d_cutoff)
+    parser.add_argument("--redetect-every", type=int, default=REDETECT_EVERY,
+                        help="run the detector every this many frames (0: only when the face is lost)")
     parser.add_argument("--video", type=Path, default=None, help="also keep the test video here")
     args = parser.parse_args(argv)
     use_pooled_cpu_allocator()
     photo = read_image(args.photo)
     args.photo_shape = photo.shape[:2]
     smoothing = Smoothing(args.smooth_min_cutoff, args.smooth_beta, args.smooth_d_cutoff)
-    tracker = FaceTracker(FaceDetector(), ExportedModel(args.model), args.fps, smoothing, max_faces=1)
+    tracker = FaceTracker(FaceDetector(), ExportedModel(args.model), args.fps, smoothing, max_faces=1,
+                          redetect_every=args.redetect_every)
     with tempfile.TemporaryDirectory() as folder:
         path = args.video or Path(folder) / "test.mp4"
         matrices = make_video(photo, path, args)
