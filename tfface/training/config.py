@@ -116,9 +116,6 @@ class TrainConfig:
             turned by a yaw and a pitch drawn uniformly within them (degrees) and supervised with
             the turned mean shape's maps (:mod:`tfface.training.profiling`); 0: supplement F's
             frontal target only.
-        pretrain_frontal_share: share of the aligned photos kept for pretraining, the most
-            mirror-symmetric (frontal) first (:func:`tfface.data.symmetry.most_frontal`); profiling
-            supervises each photo as if its face were frontal. 1: all.
         pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
             on a batch of pretraining examples (turned as in pretraining) beside every
             unsupervised batch, an anchor against the unsupervised objective's pull towards one
@@ -195,7 +192,6 @@ class TrainConfig:
     pretrain_translation: float = 0.06
     pretrain_max_yaw: float = 0.0
     pretrain_max_pitch: float = 0.0
-    pretrain_frontal_share: float = 1.0
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
     equivariance_rotation: float = 30.0
@@ -216,8 +212,6 @@ class TrainConfig:
             ranges()  # raises InputError on a bad range
         if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
-        if not 0.0 < self.pretrain_frontal_share <= 1.0:
-            raise InputError(f"pretrain_frontal_share must lie in (0, 1], got {self.pretrain_frontal_share}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

@@ -25,7 +25,6 @@ import keras
 import tensorflow as tf
 
 from tfface import losses
-from tfface.data.symmetry import most_frontal
 from tfface.errors import InputError
 from tfface.model import FaceModel
 from tfface.morphable.uv3dmm import UVMorphableModel
@@ -102,8 +101,8 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
     the aligned photos under a random similarity, turned when the configuration profiles."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
     confine = config.seam_confinement(source.aligned_content_radius())
-    aligned = most_frontal(source.aligned_images().take(config.aligned_count), config.pretrain_frontal_share)
-    return pretraining_dataset(aligned.cache().shuffle(1024, seed=config.seed),
+    return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
+                               .shuffle(1024, seed=config.seed),
                                targets, batch_size, config.pretraining_ranges(), seed=config.seed, confine=confine,
                                no_face_fraction=config.no_face_fraction, **_profiling(model, config, source))
 
