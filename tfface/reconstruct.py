@@ -37,23 +37,19 @@ import dataclasses
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from tfface.errors import InputError
-from tfface.export import FACE_PIXEL_CONFIDENCE, ExportedModel
+from tfface.export import FACE_PIXEL_CONFIDENCE, ExportedModel, KerasInference
 from tfface.model import FIT_OK, FIT_STATUS_NAMES
 from tfface.io import images as io_images
 from tfface.io.mesh import write_obj, write_ply
 from tfface.io.records import face_record, write_json
 from tfface.paths import DEFAULT_MODEL
 from tfface.visualize import panel
-
-if TYPE_CHECKING:
-    from tfface.export import KerasInference
 
 #: Default ``face_score`` threshold (share of confident pixels) below which no face is reported.
 DEFAULT_FACE_THRESHOLD = 0.05

@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from tfface.detection.blazeface import FaceDetector
-from tfface.detection.pipeline import Face, reconstruct_picture
+from tfface.detection.pipeline import Face, Runner, reconstruct_picture
 from tfface.errors import InputError
 from tfface.io import video
 from tfface.io.mesh import write_obj, write_ply
@@ -45,7 +45,6 @@ from tfface.tracking import REDETECT_EVERY, FaceTracker, Smoothing, Track
 from tfface.visualize import panel
 
 if TYPE_CHECKING:
-    from tfface.detection.pipeline import Runner
     from tfface.export import ExportedModel, KerasInference
 
 #: Format tag of a picture's record.

@@ -59,7 +59,7 @@ MAX_CENTRE_JUMP = 0.5
 #: is then the previous frame's detector crop, and no fit's placement error carries into the next
 #: crop. On the four test clips of ``tools/bench_video_jitter.py`` (version 7) it lowers the raw
 #: jitter and tracking error on every clip against every 10th frame (the tracking error of one
-#: clip from 12.6 to 5.1% of the face size) for the same frames/s (BUILD.md, "Videos").
+#: clip from 12.6 to 5.1% of the face size) at about the same frames/s (BUILD.md, "Videos").
 REDETECT_EVERY = 1
 
 #: A detection's crop with more than this share inside a tracked face's crop is that face.

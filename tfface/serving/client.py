@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface.errors import InputError
+from tfface.paths import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -111,7 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tfface.export import with_fit_validity
     from tfface.io.images import fit_to_square, read_image
     from tfface.model import FIT_STATUS_NAMES
-    from tfface.reconstruct import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description="Send an image to a tfface model on TF Serving.")
     parser.add_argument("image", type=Path)

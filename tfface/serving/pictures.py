@@ -27,16 +27,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tfface.detection.blazeface import FaceDetector
-from tfface.detection.pipeline import Face, reconstruct_picture
+from tfface.detection.pipeline import Face, Runner, reconstruct_picture
 from tfface.errors import InputError
 from tfface.export import EXTRAS, with_fit_validity
 from tfface.io.records import head_pose_degrees, rounded
+from tfface.paths import DEFAULT_MODEL
 from tfface.serving.client import predict_grpc, predict_rest
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from tfface.detection.pipeline import Runner
 
 #: Request functions by protocol.
 PROTOCOLS = {"grpc": predict_grpc, "rest": predict_rest}
@@ -109,7 +108,6 @@ def picture_faces(picture: np.ndarray, runner: Runner, detector: FaceDetector | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tfface.io.images import read_image
-    from tfface.reconstruct import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(description="Every face of a picture through a tfface model on TF Serving.")
     parser.add_argument("image", type=Path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import keras
@@ -20,8 +20,6 @@ from tfface.layers.preprocessing import inverse_softplus_preprocess
 from tfface.render.rasterizer import interpolate, rasterize
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from tfface.model import FaceModel
 
 

@@ -13,7 +13,7 @@ it: ``<metric>_failed`` per metric, and ``failed`` / ``failed_share`` for the fi
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,8 +26,6 @@ from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.training import metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from tfface.model import FaceModel
 
 #: Metrics computed from the fitted camera and mesh: a failed fit fails them.
