@@ -192,7 +192,7 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
     ``fit_valid`` and ``fit_status`` are those of :meth:`FaceModel.fit_validity`, and a failed fit's
     outputs are made finite (:func:`tfface.model.failed_fits_zeroed`).
     """
-    fit = model.fit_maps(images, model.predict_maps(images), inference=True)
+    fit = model.fit_maps(images, model.inference_maps(images), inference=True)
     mesh = model.uv_model.model
     vertices = fit["vertices"]
     landmarks68, _ = project(tf.gather(vertices, mesh.landmarks68, axis=1), fit["K"], fit["R"], fit["t"])

@@ -30,7 +30,9 @@ each image's fit is valid (``fit_valid``, ``fit_status``: :func:`fit_validity`).
 fits a fixed lattice of pixels (every pixel by default) instead of random samples, weighted so
 that the fit estimates the training fit with less sampling noise, with the shape and expression
 prior ``inference_prior_scale`` times heavier, and re-solves the geometry ``robust_refits`` times
-without the samples the truncated loss gives up on (residual above ``tau_geometric``).
+without the samples the truncated loss gives up on (residual above ``tau_geometric``). With
+``inference_flip_test`` it fits the maps of the image fused with those of its mirror image
+(:meth:`FaceModel.inference_maps`, :mod:`tfface.flip_test`).
 
 Lighting is fitted against model-space normals: second-order SH span a rotation-invariant space,
 so the fit (and its residual) is the same as with camera-space normals; only the coefficients
@@ -49,6 +51,7 @@ import tensorflow as tf
 from tfface import losses
 from tfface.data.augment import augment_batch
 from tfface.errors import InputError
+from tfface.flip_test import fuse_maps, mirror_maps
 from tfface.geometry.camera import adjugate, camera_is_plausible
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
@@ -58,6 +61,7 @@ from tfface.layers.preprocessing import SoftplusPreprocessing
 from tfface.layers.uv_sampling import UVSampling
 from tfface.layers.vignette import apply_vignette, vignette_mask
 from tfface.morphable.model import LANDMARK5_GROUPS
+from tfface.morphable.symmetry import mirror_partners
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.nets.unet import build_unet
 from tfface.training.config import TrainConfig
@@ -330,6 +334,9 @@ class FaceModel(keras.Model):
         self._triangles = tf.constant(m.triangles)
         self._landmarks68 = tf.constant(m.landmarks68)
         self._landmark_uv = tf.constant(self.uv_model.vertex_uv[m.landmarks68])
+        # UV of every vertex's mirror partner, for the flip test (None without it).
+        self._mirror_uv = (tf.constant(self.uv_model.vertex_uv[mirror_partners(m.mean)])
+                           if cfg.inference_flip_test else None)
         names = LOSS_NAMES + (("anchor",) if cfg.pose_anchor_weight > 0 else ()) \
             + (("equivariance",) if cfg.equivariance_weight > 0 else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -365,6 +372,17 @@ class FaceModel(keras.Model):
         if self._vignette is not None:
             preprocessed = apply_vignette(preprocessed, self._vignette)
         return self.unet(preprocessed, training=training)
+
+    def inference_maps(self, images: tf.Tensor) -> tf.Tensor:
+        """The maps ``(B, H, W, 5)`` the inference fit uses: :meth:`predict_maps`, fused with those
+        of the mirror image where ``config.inference_flip_test`` (:mod:`tfface.flip_test`; one
+        U-Net call on both)."""
+        if self._mirror_uv is None:
+            return self.predict_maps(images)
+        images = tf.convert_to_tensor(images)
+        both = self.predict_maps(tf.concat([images, tf.reverse(images, axis=[2])], axis=0))
+        maps, maps_of_mirror = tf.split(both, 2, axis=0)
+        return fuse_maps(maps, mirror_maps(maps_of_mirror, lambda uv: self.uv_sampling.interpolate(uv, self._mirror_uv)))
 
     def fit_images(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""
@@ -596,7 +614,7 @@ class FaceModel(keras.Model):
             regularise) raises :class:`~tfface.errors.SolveError` as every least-squares layer
             does, while a fit without confident pixels is reported, not raised.
         """
-        return self.outputs_of(self.fit_maps(images, self.predict_maps(images), inference=True))
+        return self.outputs_of(self.fit_maps(images, self.inference_maps(images), inference=True))
 
     def outputs_of(self, fit: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The inference outputs (see :meth:`infer`) of a :meth:`fit_maps` result."""

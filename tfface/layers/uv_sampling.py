@@ -65,12 +65,29 @@ class UVSampling(keras.layers.Layer):
             weight.assign(value)
         return layer
 
+    def _tables(self) -> SamplingTables:
+        template = SamplingTables(TexelLocator(*TexelLocator._fields), *SamplingTables._fields[1:])
+        return tf.nest.pack_sequence_as(template, [w.value for w in self._weights_flat])
+
     def call(self, uv) -> UVSample:
         uv = sampling.check_uv(uv)
         sample = sampling.sample_tables_compiled if self.jit_compile else sampling.sample_tables
-        template = SamplingTables(TexelLocator(*TexelLocator._fields), *SamplingTables._fields[1:])
-        tables = tf.nest.pack_sequence_as(template, [w.value for w in self._weights_flat])
-        return sample(uv, tables, self.resolution)
+        return sample(uv, self._tables(), self.resolution)
+
+    def interpolate(self, uv: tf.Tensor, table: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """A per-vertex ``table`` interpolated at correspondences, as the model's rows are.
+
+        Args:
+            uv: ``(B, P, 2)`` float32 correspondences.
+            table: ``(V, R)`` float32 values at the mesh vertices.
+
+        Returns:
+            ``((B, P, R) values, (B, P) float32 valid)``; values are 0 where ``uv`` lies outside the mesh.
+        """
+        tables = self._tables()
+        triangle, barycentrics, valid = sampling.locate(sampling.check_uv(uv), tables, self.resolution)
+        values = sampling.blend(table, tf.gather(tables.triangles, triangle), barycentrics)
+        return values, tf.cast(valid, tf.float32)
 
     def vertex_values(self, coefficients: tf.Tensor, part: str = "geometry") -> tf.Tensor:
         """The linear model at its mesh vertices: ``mean + basis @ coefficients`` per vertex.

@@ -33,6 +33,9 @@ class TrainConfig:
         robust_refits: re-solves of the inference fit's geometry, each without the samples
             whose residual exceeds ``tau_geometric`` in the previous solve (the pixels the
             truncated training loss gives up on).
+        inference_flip_test: the inference fit fuses the maps of the image with those of its
+            mirror image (:mod:`tfface.flip_test`; the U-Net runs twice). Needs a left-right
+            symmetric model (:func:`tfface.morphable.symmetry.mirror_partners`).
         inference_prior_scale: factor on the shape and expression prior of the inference fit.
             Training needs a weak prior (a heavy one makes a fixed mean face score better than
             the true fit); fitting a trained network's maps, a heavier one gives better landmarks
@@ -150,6 +153,7 @@ class TrainConfig:
     sample_threshold: float = 0.001
     inference_samples: int | None = None
     robust_refits: int = 2
+    inference_flip_test: bool = False
     inference_prior_scale: float = 4.0
     num_shape: int | None = None
     num_expression: int | None = None
@@ -266,12 +270,13 @@ CONFIGS: dict[str, TrainConfig] = {
     # "Training on real photographs: what was measured"): 6,000 aligned photos and 18,000 steps of
     # pretraining with face profiling (yaw 60, pitch 15), its rate decayed to 1e-5; 800 steps of
     # main training, the photometric loss weighed by both confidences, Adam 1e-4, the pose anchor,
-    # the input vignette (0.36) kept free of seams and the equivariance loss.
+    # the input vignette (0.36) kept free of seams and the equivariance loss; the inference fit
+    # uses the flip test.
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
         pretrain_max_yaw=60.0, pretrain_max_pitch=15.0, pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True,
-        equivariance_weight=100.0,
+        equivariance_weight=100.0, inference_flip_test=True,
     ),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
     # basis, batch 5.
