@@ -296,7 +296,7 @@ class _MeanFaceNetwork:
         self.maps = tf.constant(np.concatenate([targets, targets[..., 3:]], axis=-1))
         self.model, self.uv_model = model, model.uv_model
 
-    def predict_maps(self, images):
+    def inference_maps(self, images):
         return tf.tile(self.maps[None], [tf.shape(images)[0], 1, 1, 1])
 
     def fit_maps(self, images, maps, inference=False):
