@@ -469,3 +469,21 @@ def test_photo_runs_default_to_the_photo_recipe_and_renders_to_small():
     assert photos.pose_anchor_weight > 0 and photos.pretrain_max_yaw > 0 and photos.joint_photometric_confidence
     assert photos.inference_flip_test and not load_config("small").inference_flip_test
     assert photos.image_size == load_config("small").image_size
+
+
+def test_a_run_folder_keeps_one_configuration_and_older_runs_resume(tmp_path):
+    from tfface.training.loop import save_config
+
+    config = CONFIGS["tiny"].replace(inference_flip_test=False)
+    save_config(config, tmp_path)
+    save_config(config, tmp_path)  # the same configuration resumes
+    with pytest.raises(InputError, match="different configuration"):
+        save_config(config.replace(steps=7), tmp_path)
+    # A run saved before a field existed used its default: it resumes, and only with the default.
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["inference_flip_test"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    save_config(config, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="different configuration"):
+        save_config(config.replace(inference_flip_test=True), tmp_path)

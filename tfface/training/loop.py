@@ -222,11 +222,18 @@ def train(model: FaceModel, config: TrainConfig, source: TrainingData | str | Pa
 
 
 def save_config(config: TrainConfig, workdir: str | Path) -> None:
-    """Write ``config.json`` in the run folder (refuses to mix configurations in one run)."""
+    """Write ``config.json`` in the run folder (refuses to mix configurations in one run).
+
+    A field the saved file lacks (a run started before the field existed) counts as its default,
+    which is what that run used.
+
+    Raises:
+        InputError: if the folder's ``config.json`` holds a different configuration.
+    """
     path = Path(workdir) / "config.json"
     if path.exists():
         previous = json.loads(path.read_text())
-        if previous != json.loads(config.to_json()):
+        if {**json.loads(TrainConfig().to_json()), **previous} != json.loads(config.to_json()):
             raise InputError(f"{path} holds a different configuration; use another --workdir")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config.to_json())
