@@ -382,7 +382,8 @@ class FaceModel(keras.Model):
         images = tf.convert_to_tensor(images)
         both = self.predict_maps(tf.concat([images, tf.reverse(images, axis=[2])], axis=0))
         maps, maps_of_mirror = tf.split(both, 2, axis=0)
-        return fuse_maps(maps, mirror_maps(maps_of_mirror, lambda uv: self.uv_sampling.interpolate(uv, self._mirror_uv)))
+        mirrored = mirror_maps(maps_of_mirror, lambda uv: self.uv_sampling.interpolate(uv, self._mirror_uv))
+        return fuse_maps(maps, mirrored)
 
     def fit_images(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""

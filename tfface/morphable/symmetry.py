@@ -42,5 +42,6 @@ def mirror_partners(mean: np.ndarray, tolerance: float = SYMMETRY_TOLERANCE_MM) 
     distance, partners = cKDTree(mean).query(reflected)
     if distance.max() > tolerance:
         raise ModelFileError(f"the model is not left-right symmetric: a reflected vertex lies "
-                             f"{distance.max():.2f} mm from the nearest vertex (tolerance {tolerance} mm)")
+                             f"{distance.max():.2f} mm from the nearest vertex (tolerance {tolerance} mm); "
+                             "the flip test needs a symmetric model: set inference_flip_test to false")
     return partners.astype(np.int32)
