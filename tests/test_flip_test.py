@@ -11,6 +11,7 @@ from tfface.model import FaceModel
 from tfface.morphable.symmetry import mirror_partners
 from tfface.render.rasterizer import interpolate, rasterize
 from tfface.training.config import CONFIGS
+from test_export import toy_camera
 
 #: The iBUG 68-point mark-up seen in a mirror: jaw, brows, nose, eyes and mouth reversed.
 IBUG_MIRROR = np.array(
@@ -40,13 +41,10 @@ def test_an_asymmetric_or_malformed_mean_has_no_mirror_partners(toy_uv_model):
 
 
 def rendered_vertex_values(uv_model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex ``values`` (V, R) of the mean face rendered frontally at 64 px, and the face mask."""
+    """Per-vertex ``values`` (V, R) of the mean face rendered at 64 px turned by 20 degrees, and the face mask."""
     mesh = uv_model.model
-    K = np.array([[[150.0, 0, SIZE / 2], [0, 150.0, SIZE / 2], [0, 0, 1]]], np.float32)
-    turn = np.radians(20.0)
-    yaw = np.array([[np.cos(turn), 0, np.sin(turn)], [0, 1, 0], [-np.sin(turn), 0, np.cos(turn)]])
-    R = (np.diag([1.0, -1.0, -1.0]) @ yaw)[None].astype(np.float32)
-    fragments = rasterize(mesh.mean[None], mesh.triangles, K, R, np.array([[0, 0, 600.0]], np.float32), SIZE, SIZE)
+    K, R, t = (part[None].astype(np.float32) for part in toy_camera(150.0, (SIZE / 2, SIZE / 2), 20.0, (0, 0, 600)))
+    fragments = rasterize(mesh.mean[None], mesh.triangles, K, R, t, SIZE, SIZE)
     return (interpolate(tf.constant(values, tf.float32), mesh.triangles, fragments).numpy()[0],
             fragments.mask.numpy()[0] > 0)
 

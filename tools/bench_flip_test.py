@@ -29,7 +29,6 @@ from tfface.export import ExportedModel
 from tfface.paths import shared_dir
 from tfface.runtime import use_pooled_cpu_allocator
 from tfface.training.config import load_config
-from tfface.training.loop import load_trained
 from tfface.training.photo_evaluation import evaluate_photos, format_photo_table
 
 
@@ -39,8 +38,7 @@ def export_both(weights: Path, config_name: str, root: Path) -> dict[str, Path]:
     workdir = weights.parent.parent
     folders = {}
     for version, flip in enumerate((False, True), start=1):
-        model = load_trained(workdir / "uv3dmm.npz", config.replace(inference_flip_test=flip), workdir, weights)
-        trained = export.inference_model(model)
+        trained = export.load_trained_model(weights, workdir / "uv3dmm.npz", config.replace(inference_flip_test=flip))
         label = "flip test" if flip else "plain"
         folders[label] = export.export_model(trained, root, "bench", version, tflite=False)
     return folders
