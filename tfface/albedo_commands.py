@@ -1,12 +1,12 @@
 """``tfface albedo learn``: an albedo basis learnt from real photos (:mod:`tfface.albedo_learning`).
 
-A trained network (``--weights``, with the config and UV-3DMM of its work folder) fits ``--count``
-photos of the ``--images`` folders, framed as in training (:func:`tfface.data.photos.photo_dataset`,
-without the random similarity); every valid fit is unwrapped into the UV-3DMM's vertices and the
-principal components written to ``--out``. ``--uv-out`` writes the network's UV-3DMM (same
-embedding and vertices) with the learnt albedo in place of its colour model, for
-``tfface train --uv-model``; ``--preview`` a PNG of the prior's mean beside the learnt mean and
-modes in UV space.
+A trained network (``--weights``, with the config and UV-3DMM of its work folder; or an exported
+model's, ``--model``) fits ``--count`` photos of the ``--images`` folders, framed as in training
+(:func:`tfface.data.photos.photo_dataset`, without the random similarity); every valid fit is
+unwrapped into the UV-3DMM's vertices and the principal components written to ``--out``.
+``--uv-out`` writes the network's UV-3DMM (same embedding and vertices) with the learnt albedo in
+place of its colour model, for ``tfface train --uv-model``; ``--preview`` a PNG of the prior's
+mean beside the learnt mean and modes in UV space.
 """
 
 from __future__ import annotations
@@ -33,11 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     learn = commands.add_parser(
         "learn", help="fit photos with a trained network, unwrap them into UV space, take principal components",
         description=__doc__)
-    learn.add_argument("--weights", type=Path, required=True, help="trained weights (<workdir>/train/final.weights.h5)")
+    network = learn.add_mutually_exclusive_group(required=True)
+    network.add_argument("--weights", type=Path, help="trained weights (<workdir>/train/final.weights.h5)")
+    network.add_argument("--model", type=Path,
+                         help="an exported model's network instead (a version folder, e.g. savedmodel/tfface_ict/8)")
     learn.add_argument("--config", default=None,
-                       help="training config name or JSON (default: config.json of the weights' work folder)")
+                       help="with --weights: training config name or JSON (default: config.json of the weights' "
+                            "work folder)")
     learn.add_argument("--uv-model", type=Path, default=None,
-                       help="UV-3DMM file (default: uv3dmm.npz of the weights' work folder)")
+                       help="UV-3DMM file (default: uv3dmm.npz of the weights' work folder; with --model, the "
+                            "UV-3DMM rebuilt from the export)")
     learn.add_argument("--images", action="append", required=True, metavar="DIR[:FRAMING[:WEIGHT]]",
                        help="a folder of training face photos (repeatable; FRAMING: celeba, aflw-crops, canonical; "
                             "WEIGHT: its share of --count). Never the evaluation photos.")
@@ -81,6 +86,7 @@ def run_learn(args: argparse.Namespace) -> int:
     from tfface.export_commands import training_sources
     from tfface.morphable.preview import albedo_tiles, write_panel
     from tfface.morphable.uv3dmm import UVMorphableModel
+    from tfface.training.from_export import exported_network, exported_uv_model
 
     start = time.monotonic()
     if args.count <= 0 or args.modes <= 0 or args.batch_size <= 0:
@@ -89,9 +95,14 @@ def run_learn(args: argparse.Namespace) -> int:
         if path is not None and not path.parent.is_dir():
             raise InputError(f"{flag}: output folder {path.parent} does not exist")
     sources = _sources(args.images)
-    config, uv_source = training_sources(args)
-    model = load_trained_model(args.weights, uv_source, config)
-    uv_model = UVMorphableModel.load(uv_source)
+    if args.model is not None:
+        uv_model = UVMorphableModel.load(args.uv_model) if args.uv_model else exported_uv_model(args.model)
+        model = exported_network(args.model, uv_model)
+        config = model.config
+    else:
+        config, uv_source = training_sources(args)
+        model = load_trained_model(args.weights, uv_source, config)
+        uv_model = UVMorphableModel.load(uv_source)
     batches = photo_dataset(sources, config.image_size, template_landmarks5(uv_model.model),
                             seed=args.seed).take(args.count).batch(args.batch_size)
     accumulator = al.AlbedoAccumulator(uv_model.model.num_vertices)
@@ -108,7 +119,7 @@ def run_learn(args: argparse.Namespace) -> int:
             bar.set_postfix(change=f"{change:.1e}")
 
         learnt = al.learn_albedo(*accumulator.arrays(), uv_model.model.albedo_mean, args.modes, progress=report,
-                                 model=f"{args.weights} ({uv_model.model.name}, config {config.name})",
+                                 model=f"{args.model or args.weights} ({uv_model.model.name}, config {config.name})",
                                  sources=[f"{s.folder}:{s.framing.name}" for s in sources], **options)
     al.save_learnt_albedo(learnt, args.out)
     learnt_uv = dataclasses.replace(uv_model, model=al.with_learnt_albedo(uv_model.model, args.out))

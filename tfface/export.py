@@ -355,6 +355,29 @@ class ExportedMesh:
     num_original_vertices: int
 
 
+def read_extras(folder: str | Path) -> tuple[dict, ExportedMesh]:
+    """The metadata (``tfface.json``) and mesh of an exported version folder.
+
+    Raises:
+        ModelFileError: if ``folder`` is not an export written by :func:`export_model`, or its
+            extras are unreadable or of an unknown format.
+    """
+    folder = Path(folder)
+    meta_path = folder / EXTRAS / "tfface.json"
+    if not (folder / "saved_model.pb").is_file() or not meta_path.is_file():
+        raise ModelFileError(f"{folder} is not an exported tfface model (no saved_model.pb / {EXTRAS}/tfface.json)")
+    try:
+        metadata = json.loads(meta_path.read_text())
+        with np.load(folder / EXTRAS / "mesh.npz") as mesh:
+            extras = ExportedMesh(mesh["triangles"], mesh["landmarks68"], mesh["vertex_uv"],
+                                  int(mesh["num_original_vertices"]))
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelFileError(f"{folder}: unreadable export extras ({error})") from error
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise ModelFileError(f"{meta_path}: unknown format {metadata.get('format')!r}")
+    return metadata, extras
+
+
 class ExportedModel:
     """An exported model folder run by TensorFlow (SavedModel) or TFLite.
 
@@ -376,18 +399,7 @@ class ExportedModel:
         self.folder = Path(folder)
         if backend not in self.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; expected one of {self.BACKENDS}")
-        meta_path = self.folder / EXTRAS / "tfface.json"
-        if not (self.folder / "saved_model.pb").is_file() or not meta_path.is_file():
-            raise ModelFileError(f"{self.folder} is not an exported tfface model (no saved_model.pb / {EXTRAS}/tfface.json)")
-        try:
-            self.metadata = json.loads(meta_path.read_text())
-            with np.load(self.folder / EXTRAS / "mesh.npz") as mesh:
-                self.mesh = ExportedMesh(mesh["triangles"], mesh["landmarks68"], mesh["vertex_uv"],
-                                         int(mesh["num_original_vertices"]))
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelFileError(f"{self.folder}: unreadable export extras ({error})") from error
-        if self.metadata.get("format") != EXPORT_FORMAT:
-            raise ModelFileError(f"{meta_path}: unknown format {self.metadata.get('format')!r}")
+        self.metadata, self.mesh = read_extras(self.folder)
         self.backend = backend
         self.image_size = int(self.metadata["image_size"])
         if backend == "savedmodel":

@@ -145,34 +145,43 @@ def training_data(args: argparse.Namespace, config: TrainConfig, uv_model: UVMor
                                 data_dir)
 
 
-def uv_model_for(path: str | Path | None, workdir: Path) -> tuple[UVMorphableModel, Path]:
-    """Load the UV-3DMM at ``path``, or build the default one once into ``<workdir>/uv3dmm.npz``."""
+def uv_model_for(path: str | Path | None, workdir: Path,
+                 export: str | Path | None = None) -> tuple[UVMorphableModel, Path]:
+    """Load the UV-3DMM at ``path``, or make one once into ``<workdir>/uv3dmm.npz``: the model
+    ``export`` (an exported version folder) fits where given, else the default model."""
     from tfface.morphable.loaders import load_default_model
     from tfface.morphable.uv3dmm import UVMorphableModel
+    from tfface.training.from_export import exported_uv_model
 
     if path is not None:
         return UVMorphableModel.load(path), Path(path)
     target = workdir / "uv3dmm.npz"
     if not target.exists():
-        print("building the default UV-3DMM ...", flush=True)
+        print(f"rebuilding the UV-3DMM of {export} ..." if export else "building the default UV-3DMM ...", flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        UVMorphableModel.build(load_default_model()).save(target)
+        (exported_uv_model(export) if export else UVMorphableModel.build(load_default_model())).save(target)
     return UVMorphableModel.load(target), target
 
 
 def run_train(args: argparse.Namespace) -> int:
     from tfface.training import loop
     from tfface.training.distribute import make_strategy
+    from tfface.training.from_export import check_network_matches, restore_exported_network
 
     config, workdir, data_dir = _resolve(args)
     strategy = make_strategy(args.strategy)
     if strategy.num_replicas_in_sync > 1 and not config.synchronized_batchnorm:
         config = config.replace(synchronized_batchnorm=True)
+    if args.init_model:
+        check_network_matches(config, args.init_model)
     loop.save_config(config, workdir)
-    uv_model, uv_path = uv_model_for(args.uv_model, workdir)
+    uv_model, uv_path = uv_model_for(args.uv_model, workdir, args.init_model)
     source = training_data(args, config, uv_model, data_dir)
     model = loop.build_model(uv_path, config, strategy)
-    if not args.skip_pretrain:
+    if args.init_model:
+        restore_exported_network(model, args.init_model)
+        print(f"main training starts from the network of {args.init_model} (no pretraining)", flush=True)
+    elif not args.skip_pretrain:
         loop.pretrain(model, config, source, workdir, strategy=strategy)
     result = loop.train(model, config, source, workdir, time_limit=args.time_limit,
                         evaluate_every=args.evaluate_every, strategy=strategy)
@@ -321,7 +330,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed bfloat16 U-Net (default: the config's; small and paper: "
                             "on where the CPU computes bfloat16 natively)")
-    train.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
+    start.add_argument("--init-model", default=None, metavar="FOLDER",
+                       help="start the main training from an exported model's network (a version folder, e.g. "
+                            "savedmodel/tfface_ict/8) instead of pretraining; without --uv-model the run fits the "
+                            "UV-3DMM rebuilt from the export (fine-tune the shipped network on your photos)")
     train.add_argument("--time-limit", type=float, default=None, help="stop the main training after SECONDS")
     train.add_argument("--evaluate-every", type=int, default=None, help="held-out NME every N steps")
     _add_photo_options(train)
