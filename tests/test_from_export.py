@@ -67,7 +67,7 @@ def test_another_network_or_a_folder_that_is_no_export_is_refused(recovered, toy
     damaged = tmp_path / "damaged"
     shutil.copytree(folder, damaged)
     (damaged / "saved_model.pb").write_bytes(b"\x00 not a SavedModel")
-    with pytest.raises(ModelFileError, match="saved_model.pb has no serving_default output"):
+    with pytest.raises(ModelFileError, match="saved_model.pb lacks the serving_default outputs"):
         exported_uv_model(damaged)
 
 

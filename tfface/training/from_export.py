@@ -49,15 +49,16 @@ def _table(reader: tf.train.CheckpointReader, folder: Path, name: str) -> np.nda
     return reader.get_tensor(key)
 
 
-def _output_width(folder: Path, name: str) -> int:
-    """The last dimension of output ``name`` of the export's ``serving_default`` signature, read
-    off ``saved_model.pb`` (loading the SavedModel would trace its functions)."""
+def _output_widths(folder: Path, *names: str) -> list[int]:
+    """The last dimension of each output in ``names`` of the export's ``serving_default``
+    signature, read off ``saved_model.pb`` (loading the SavedModel would trace its functions)."""
     proto = saved_model_pb2.SavedModel()
     try:
         proto.ParseFromString((folder / "saved_model.pb").read_bytes())
-        return int(proto.meta_graphs[0].signature_def["serving_default"].outputs[name].tensor_shape.dim[-1].size)
+        outputs = proto.meta_graphs[0].signature_def["serving_default"].outputs
+        return [int(outputs[name].tensor_shape.dim[-1].size) for name in names]
     except (OSError, DecodeError, IndexError, KeyError) as error:
-        raise ModelFileError(f"{folder}: saved_model.pb has no serving_default output {name!r} ({error})") from error
+        raise ModelFileError(f"{folder}: saved_model.pb lacks the serving_default outputs {names} ({error})") from error
 
 
 def _bases(rows: np.ndarray, count: int) -> np.ndarray:
@@ -86,7 +87,7 @@ def exported_uv_model(folder: str | Path, resolution: int = DEFAULT_RESOLUTION) 
     reader = _variables(folder)
     mean, basis, albedo_mean, albedo_rows = (_table(reader, folder, name)
                                             for name in ("mean", "basis", "albedo_mean", "albedo_basis"))
-    num_shape, num_expression = (_output_width(folder, name) for name in ("shape_coefficients", "expression_coefficients"))
+    num_shape, num_expression = _output_widths(folder, "shape_coefficients", "expression_coefficients")
     if 3 * (num_shape + num_expression) != basis.shape[1] or mean.shape != mesh.vertex_uv.shape[:1] + (3,):
         raise ModelFileError(f"{folder}: the sampler tables disagree with the exported outputs and mesh")
     bases = _bases(basis, num_shape + num_expression)
