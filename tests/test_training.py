@@ -217,12 +217,12 @@ def test_killed_training_resumes_from_last_checkpoint(default_uv_model, data_dir
     assert "68-landmark NME, fitted" in out and "shape error (mm per vertex)" in out and " 8\n" in out + "\n"
 
 
-
 @pytest.mark.slow
 def test_training_starts_from_an_exported_network(default_uv_model, data_dir, tmp_path):
     """``--init-model``: no pretraining; the run fits the export's UV-3DMM and its first steps
     move the export's weights, not a fresh initialisation; the export's network must match."""
     from tfface import export
+    from tfface.morphable.uv3dmm import UVMorphableModel
     from tfface.training.loop import build_model
 
     tiny = CONFIGS["tiny"]
@@ -233,8 +233,6 @@ def test_training_starts_from_an_exported_network(default_uv_model, data_dir, tm
     out, err = _run([*args, "--init-model", folder]).communicate(timeout=300)
     assert f"main training starts from the network of {folder}" in out, err[-2000:]
     assert not (work / "pretrain").exists() and json.loads(out.strip().splitlines()[-1])["steps"] == 4
-    from tfface.morphable.uv3dmm import UVMorphableModel
-
     fitted = UVMorphableModel.load(work / "uv3dmm.npz").model
     np.testing.assert_array_equal(fitted.albedo_basis, default_uv_model.model.albedo_basis[: tiny.num_albedo])
     trained = build_model(work / "uv3dmm.npz", tiny)
@@ -249,6 +247,7 @@ def test_training_starts_from_an_exported_network(default_uv_model, data_dir, tm
     assert "width 0.125 (the export: 0.0625)" in wide.communicate(timeout=300)[1] and wide.returncode == 1
     both = _run([*args, "--init-model", folder, "--skip-pretrain"])
     assert "not allowed with argument" in both.communicate(timeout=120)[1] and both.returncode == 2
+
 
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]

@@ -35,9 +35,14 @@ if TYPE_CHECKING:
 NETWORK_FIELDS = ("image_size", "input_vignette", "variant", "width", "depth_offset")
 
 
+def _variables_prefix(folder: Path) -> str:
+    """The checkpoint prefix of a SavedModel's variables."""
+    return str(folder / "variables" / "variables")
+
+
 def _variables(folder: Path) -> tf.train.CheckpointReader:
     try:
-        return tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+        return tf.train.load_checkpoint(_variables_prefix(folder))
     except (tf.errors.OpError, ValueError) as error:
         raise ModelFileError(f"{folder}: unreadable SavedModel variables ({error})") from error
 
@@ -129,7 +134,7 @@ def restore_exported_network(model: FaceModel, folder: str | Path) -> None:
     read_extras(folder)
     trained = tf.train.Checkpoint(unet=model.unet, regularizer=model.regularizer)
     try:
-        status = tf.train.Checkpoint(model=trained).read(str(folder / "variables" / "variables"))
+        status = tf.train.Checkpoint(model=trained).read(_variables_prefix(folder))
         status.assert_existing_objects_matched().expect_partial()  # the sampler's tables are not restored
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise ModelFileError(f"{folder}: its network does not fit this model ({str(error)[:500]})") from error
