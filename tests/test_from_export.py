@@ -85,3 +85,6 @@ def test_albedo_learning_runs_an_exported_network(toy_export, tmp_path, capsys):
     status = main(["albedo", "learn", "--model", str(toy_export[1]), "--images", str(photos), "--count", "4",
                    "--modes", "2", "--out", str(tmp_path / "albedo.npz")])
     assert status == 2 and "0 of the 4 photos were fitted (4 failed fits)" in capsys.readouterr().err
+    status = main(["albedo", "learn", "--model", str(toy_export[1]), "--config", "tiny", "--images", str(photos),
+                   "--count", "4", "--out", str(tmp_path / "albedo.npz")])
+    assert status == 2 and "an exported model (--model) carries its own config" in capsys.readouterr().err

@@ -94,6 +94,8 @@ def run_learn(args: argparse.Namespace) -> int:
     for flag, path in (("--out", args.out), ("--uv-out", args.uv_out), ("--preview", args.preview)):
         if path is not None and not path.parent.is_dir():
             raise InputError(f"{flag}: output folder {path.parent} does not exist")
+    if args.model is not None and args.config is not None:
+        raise InputError("--config goes with --weights: an exported model (--model) carries its own config")
     sources = _sources(args.images)
     if args.model is not None:
         uv_model = UVMorphableModel.load(args.uv_model) if args.uv_model else exported_uv_model(args.model)
