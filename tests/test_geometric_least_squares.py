@@ -102,6 +102,9 @@ def test_priors_pull_to_their_targets(problem):
     outputs = strong(*inputs(problem), coefficient_weights=tf.fill([3, 30], 1e9))
     np.testing.assert_allclose(outputs["q_hat"].numpy(), np.tile([0.0, 0.0, 700.0], (3, 1)), atol=1e-2)
     assert np.abs(outputs["coefficients"].numpy()).max() < 1e-3
+    # Solving without the prior (inference) ignores its weight: the exact fit.
+    outputs = strong(*inputs(problem), coefficient_weights=tf.fill([30], TINY), translation_prior=False)
+    assert_recovers(outputs, problem)
     # The schedule sets the translation weight from outside: 0 restores the exact fit.
     strong.translation_weight.assign(0.0)
     outputs = strong(*inputs(problem), coefficient_weights=tf.fill([30], TINY))

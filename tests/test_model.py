@@ -142,6 +142,21 @@ def test_inference_prior_scale_multiplies_the_coefficient_prior(default_uv_model
         tiny_full_model(default_uv_model, 1.0, inference_prior_scale=0.0)
 
 
+def test_translation_prior_pulls_the_training_fit_and_never_the_inference_fit(default_uv_model, faces):
+    """The early camera-translation regulariser holds the camera centre at ``(0, 0, z0)``, in front
+    of the face: training fits feel it, the inference fit recovers the rendering camera whatever
+    weight the schedule left in the layer."""
+    maps = ground_truth_maps(faces)
+    model = tiny_full_model(default_uv_model, 1e-4, num_samples=400, inference_prior_scale=1.0, robust_refits=0)
+    model.geometric.translation_weight.assign(1e6)
+    training = model.outputs_of(model.fit_maps(faces["image"], maps))
+    inference = model.outputs_of(model.fit_maps(faces["image"], maps, inference=True))
+    np.testing.assert_allclose(inference["R"].numpy(), faces["R"].numpy(), atol=1e-3)
+    assert np.all(metrics.nme68(inference["landmarks68"].numpy(), faces["landmarks68"].numpy()) < 2e-3)
+    assert np.abs(training["R"].numpy() - faces["R"].numpy()).max() > 0.05
+    np.testing.assert_allclose(training["q_hat"].numpy()[:, :2], 0.0, atol=5.0)  # pulled in front of the face
+
+
 def test_robust_refits_drop_outlying_correspondences(default_uv_model, faces):
     """10% of the face pixels get correspondences 0.05 UV off: re-solving without the samples
     beyond tau_geometric brings the landmarks closer."""

@@ -175,8 +175,9 @@ def test_keras_runner_keeps_its_model_alive(default_uv_model):
     # (as tools/placement_probe.py's runner_of does) must still run it.
     model = build_model(default_uv_model, CONFIGS["tiny"])
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    expected = model.infer(images.astype(np.float32) / 255.0)["landmarks68"].numpy()
+    # The network's maps: an untrained network's fit of noise is too ill-conditioned to compare.
+    expected = model.infer(images.astype(np.float32) / 255.0)["correspondence"].numpy()
     run = keras_runner(model)
     del model
     gc.collect()
-    np.testing.assert_allclose(run(images)["landmarks68"], expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(run(images)["correspondence"], expected, rtol=1e-4, atol=1e-5)

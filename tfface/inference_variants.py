@@ -43,14 +43,13 @@ class KnownIntrinsicsGeometry(GeometricLeastSquares):
         """Assign ``(B, 3, 3)`` intrinsics (model-input pixels) for the next call."""
         self.intrinsics.assign(tf.convert_to_tensor(intrinsics, tf.float32))
 
-    def call(self, pixels, depth, weights, mean, basis, coefficient_weights):
+    def call(self, pixels, depth, weights, mean, basis, coefficient_weights, translation_prior: bool = True):
         return self.solve_checked(
             check_geometric_inputs,
             solve_geometry_known_intrinsics,
             (pixels, depth, weights, mean, basis, coefficient_weights),
             intrinsics=self.intrinsics.value(),
-            translation_weight=tf.convert_to_tensor(self.translation_weight),
-            z0=self.z0,
+            **self.prior_options(translation_prior),
         )
 
 
@@ -74,13 +73,12 @@ class SharedIdentityGeometry(GeometricLeastSquares):
         outputs = solve_geometry_shared_identity(*views, coefficient_weights, self.num_identity, **options)
         return {name: outputs[name][0] for name in ("p_hat", "q_hat", "coefficients", "residual", "well_posed")}
 
-    def call(self, pixels, depth, weights, mean, basis, coefficient_weights):
+    def call(self, pixels, depth, weights, mean, basis, coefficient_weights, translation_prior: bool = True):
         return self.solve_checked(
             check_geometric_inputs,
             self._joint,
             (pixels, depth, weights, mean, basis, coefficient_weights),
-            translation_weight=tf.convert_to_tensor(self.translation_weight),
-            z0=self.z0,
+            **self.prior_options(translation_prior),
         )
 
     def get_config(self) -> dict:

@@ -29,8 +29,10 @@ correspondence, depth, confidence, camera, coefficients, fitted vertices, landma
 each image's fit is valid (``fit_valid``, ``fit_status``: :func:`fit_validity`). It
 fits a fixed lattice of pixels (every pixel by default) instead of random samples, weighted so
 that the fit estimates the training fit with less sampling noise, with the shape and expression
-prior ``inference_prior_scale`` times heavier, and re-solves the geometry ``robust_refits`` times
-without the samples the truncated loss gives up on (residual above ``tau_geometric``). With
+prior ``inference_prior_scale`` times heavier, without the early camera-translation regulariser
+(a training device: it holds the camera centre in front of the face, so it would hold every
+fitted view near frontal), and re-solves the geometry ``robust_refits`` times without the samples
+the truncated loss gives up on (residual above ``tau_geometric``). With
 ``inference_flip_test`` it fits the maps of the image fused with those of its mirror image
 (:meth:`FaceModel.inference_maps`, :mod:`tfface.flip_test`).
 
@@ -396,7 +398,8 @@ class FaceModel(keras.Model):
             images: ``(B, H, W, 3)`` RGB in [0, 1].
             maps: ``(B, H, W, 5)`` u, v, depth, geometric and photometric confidence.
             inference: fit as :meth:`infer` does (weighted lattice, heavier prior, robust
-                re-solves) instead of as in training (random samples).
+                re-solves, no camera-translation regulariser) instead of as in training (random
+                samples).
 
         Returns:
             dict with ``maps``, ``indices`` (B, P), ``pixels`` (B, P, 2), ``valid`` (B, P),
@@ -431,7 +434,8 @@ class FaceModel(keras.Model):
         prior = self.regularizer.weights_for_solve() * (self.config.inference_prior_scale if inference else 1.0)
 
         def solve(geometric_weights):
-            return self.geometric(pixels, samples[..., 2], geometric_weights, uv_sample.mean, uv_sample.basis, prior)
+            return self.geometric(pixels, samples[..., 2], geometric_weights, uv_sample.mean, uv_sample.basis, prior,
+                                  translation_prior=not inference)
 
         geometric_weights = face_confidence(samples) * weights
         geometric = solve(geometric_weights)

@@ -266,6 +266,9 @@ class GeometricLeastSquares(LeastSquaresLayer):
         pixels, depth, weights, mean, basis, coefficient_weights: ``(B, P, 2)``, ``(B, P)``,
             ``(B, P)``, ``(B, P, 3)``, ``(B, P, 3, K)`` and ``(K,)`` or ``(B, K)``: see
             :func:`geometric_system`.
+        translation_prior: apply the translation regulariser (training); False solves without it
+            whatever ``translation_weight`` holds (inference: the regulariser pulls the camera
+            centre to the frontal ``(0, 0, z0)`` and so the fitted view towards frontal).
 
     Returns:
         dict: ``p_hat`` (B, 3, 3), ``q_hat`` (B, 3), ``coefficients`` (B, K), ``residual``
@@ -287,13 +290,17 @@ class GeometricLeastSquares(LeastSquaresLayer):
             name="translation_weight",
         )
 
-    def call(self, pixels, depth, weights, mean, basis, coefficient_weights):
+    def prior_options(self, translation_prior: bool) -> dict:
+        """The translation regulariser's solver options: its weight (0 without the prior) and ``z0``."""
+        weight = tf.convert_to_tensor(self.translation_weight) if translation_prior else tf.constant(0.0)
+        return {"translation_weight": weight, "z0": self.z0}
+
+    def call(self, pixels, depth, weights, mean, basis, coefficient_weights, translation_prior: bool = True):
         return self.solve_checked(
             check_geometric_inputs,
             solve_geometry,
             (pixels, depth, weights, mean, basis, coefficient_weights),
-            translation_weight=tf.convert_to_tensor(self.translation_weight),
-            z0=self.z0,
+            **self.prior_options(translation_prior),
         )
 
     def get_config(self) -> dict:
