@@ -1,7 +1,8 @@
 """What the mean face scores on the AFLW2000-3D dev photos when only its placement or its pose is right.
 
-Three rows of the evaluation table (box NME, yaw bins, io NME; ``landmarks68`` and
-``landmarks68_original``), each placing the model's mean face with the ground truth's help:
+Rows of the evaluation table (box NME, yaw bins, io NME; ``landmarks68`` and
+``landmarks68_original``). The first three place the model's mean face with the ground truth's
+help:
 
 * *in the box*: the mean face's frontal landmarks in the canonical crop (the baseline of
   ``tfface evaluate``; it localises nothing);
@@ -12,9 +13,17 @@ Three rows of the evaluation table (box NME, yaw bins, io NME; ``landmarks68`` a
   shift) that fits each photo's landmarks best: a network that gets the head pose right, with the
   mean shape and no expression.
 
+The last uses no ground truth (beyond picking which detected face is the annotated one, as
+``tools/bench_detect_reconstruct.py`` does):
+
+* *keypoint pose*: its 3D landmarks under the scaled orthographic camera that
+  fits the detector's six keypoints on the whole photo (eye centres, nose tip, mouth centre and
+  ear tragions, :func:`keypoint_points`) best: what a supervised detector's six points give
+  about the head pose. Photos where no detection matches count as failed.
+
 A network that beats a row knows more than that row assumes.
 
-    python3 tools/pose_floor.py [--dev DIR] [--uv-model FILE]
+    python3 tools/pose_floor.py [--dev DIR]
 """
 
 from __future__ import annotations
@@ -31,7 +40,10 @@ from scipy.spatial.transform import Rotation  # noqa: E402
 
 from tfface.data.annotated import load_aflw2000_dev  # noqa: E402
 from tfface.data.framing import fit_similarity, template_landmarks68  # noqa: E402
+from tfface.detection.blazeface import FaceDetector  # noqa: E402
+from tfface.detection.evaluation import load_dev_pictures, match  # noqa: E402
 from tfface.morphable.loaders import load_default_model  # noqa: E402
+from tfface.morphable.model import MorphableModel  # noqa: E402
 from tfface.paths import shared_dir  # noqa: E402
 from tfface.training.photo_evaluation import format_photo_table, mean_shape_in_box, summarise  # noqa: E402
 
@@ -42,14 +54,27 @@ def best_similarity(points: np.ndarray, target: np.ndarray) -> np.ndarray:
     return points @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-def best_pose(points3d: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``(68, 2)`` image of ``points3d`` (model space, +y up) under the scaled orthographic camera
-    (rotation, scale, image shift) that fits ``target`` (image pixels, y down) in least squares.
+def keypoint_points(model: MorphableModel) -> np.ndarray:
+    """``(6, 3)`` model-space points of BlazeFace's keypoints (``KEYPOINT_NAMES``' order) on the
+    mean face: the eye centres (mean of each eye's six landmarks), the nose tip (landmark 30), the
+    mouth centre (mean of landmarks 51 and 57) and the ear tragions (the vertices nearest
+    ``(-+75, 18, 30)`` mm, the subject's right ear first: the model has no tragion landmark)."""
+    mean, marks = model.mean.astype(np.float64), model.landmarks68
+    tragions = [mean[np.argmin(np.linalg.norm(mean - [side * 75.0, 18.0, 30.0], axis=1))] for side in (-1, 1)]
+    return np.stack([mean[marks[36:42]].mean(0), mean[marks[42:48]].mean(0), mean[marks[30]],
+                     mean[marks[[51, 57]]].mean(0), *tragions])
+
+
+def best_pose(points3d: np.ndarray, target: np.ndarray, shown: np.ndarray | None = None) -> np.ndarray:
+    """Image of ``shown`` (default ``points3d``; ``(P, 3)`` model space, +y up) under the scaled
+    orthographic camera (rotation, scale, image shift) that fits ``points3d``'s image to ``target``
+    (image pixels, y down) in least squares.
 
     Starts from the affine camera's nearest scaled rotation and refines all 7 parameters with
     Levenberg-Marquardt; a local optimum, so the row is an upper bound of the true floor.
     """
-    centred = (points3d - points3d.mean(0)) * np.array([1.0, -1.0, -1.0])  # image axes: y down, z away
+    origin, axes = points3d.mean(0), np.array([1.0, -1.0, -1.0])  # image axes: y down, z away
+    centred = (points3d - origin) * axes
     offset = target.mean(0)
     affine = np.linalg.lstsq(centred, target - offset, rcond=None)[0].T  # (2, 3)
     u, s, vt = np.linalg.svd(affine, full_matrices=False)
@@ -58,13 +83,27 @@ def best_pose(points3d: np.ndarray, target: np.ndarray) -> np.ndarray:
     if np.linalg.det(rotation) < 0:
         rotation[2] *= -1
 
-    def image(p: np.ndarray) -> np.ndarray:
+    def image(p: np.ndarray, points: np.ndarray) -> np.ndarray:
         turn = Rotation.from_rotvec(p[:3]).as_matrix()
-        return p[3] * centred @ turn[:2].T + offset + p[4:6]
+        return p[3] * points @ turn[:2].T + offset + p[4:6]
 
     start = np.concatenate([Rotation.from_matrix(rotation).as_rotvec(), [s.mean(), 0.0, 0.0]])
-    fitted = least_squares(lambda p: (image(p) - target).ravel(), start, method="lm")
-    return image(fitted.x)
+    fitted = least_squares(lambda p: (image(p, centred) - target).ravel(), start, method="lm")
+    return image(fitted.x, centred if shown is None else (shown - origin) * axes)
+
+
+def posed_by_keypoints(model: MorphableModel, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 68, 2)`` picture-pixel landmarks of the mean face posed by BlazeFace's keypoints on
+    each whole dev picture, and ``(N,)`` flags of the pictures where no detection matches."""
+    dev, detector = load_dev_pictures(folder), FaceDetector()
+    points, landmarks = keypoint_points(model), model.mean[model.landmarks68].astype(np.float64)
+    posed, failed = np.zeros((len(dev.pictures), 68, 2)), np.zeros(len(dev.pictures), bool)
+    for i, (picture, truth) in enumerate(zip(dev.pictures, dev.annotations["landmarks68"])):
+        detection = match(detector(picture), truth)
+        failed[i] = detection is None
+        if detection is not None:
+            posed[i] = best_pose(points, np.asarray(detection.keypoints, np.float64), landmarks)
+    return posed, failed
 
 
 def main() -> None:
@@ -78,14 +117,16 @@ def main() -> None:
     truth = photos.annotations["landmarks68"]
     frontal = photos.to_photo(np.broadcast_to(template.astype(np.float64) * 128, truth.shape))
     no_failure = np.zeros(len(photos), bool)
+    posed, missed = posed_by_keypoints(model, folder)
     rows = {
         "mean face in the box": mean_shape_in_box(photos, template),
         "mean face, best 2D similarity": summarise(
             np.stack([best_similarity(f, t) for f, t in zip(frontal, truth)]), photos, no_failure),
         "mean face, best 3D pose": summarise(
             np.stack([best_pose(model.mean[model.landmarks68], t) for t in truth]), photos, no_failure),
+        "mean face, keypoint pose": summarise(posed, photos, missed),
     }
-    print(format_photo_table(rows, f"{len(photos)} photos; fitted to landmarks68, scored against each annotation"))
+    print(format_photo_table(rows, f"{len(photos)} photos; the ground-truth rows fitted to landmarks68; every row scored against each annotation"))
 
 
 if __name__ == "__main__":
