@@ -93,8 +93,17 @@ def best_pose(points3d: np.ndarray, target: np.ndarray, shown: np.ndarray | None
 
 
 def posed_by_keypoints(model: MorphableModel, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 68, 2)`` picture-pixel landmarks of the mean face posed by BlazeFace's keypoints on
-    each whole dev picture, and ``(N,)`` flags of the pictures where no detection matches."""
+    """The mean face posed by BlazeFace's keypoints on each whole dev picture.
+
+    Args:
+        model: the morphable model whose mean face is posed.
+        folder: an AFLW2000-3D dev folder (``images/``, ``landmarks.npz``); its annotation only
+            picks which detection is the annotated face (:func:`~tfface.detection.evaluation.match`).
+
+    Returns:
+        ``(N, 68, 2)`` picture-pixel landmarks, and ``(N,)`` flags of the pictures where no
+        detection matches (their landmarks are zeros).
+    """
     dev, detector = load_dev_pictures(folder), FaceDetector()
     points, landmarks = keypoint_points(model), model.mean[model.landmarks68].astype(np.float64)
     posed, failed = np.zeros((len(dev.pictures), 68, 2)), np.zeros(len(dev.pictures), bool)
@@ -126,7 +135,8 @@ def main() -> None:
             np.stack([best_pose(model.mean[model.landmarks68], t) for t in truth]), photos, no_failure),
         "mean face, keypoint pose": summarise(posed, photos, missed),
     }
-    print(format_photo_table(rows, f"{len(photos)} photos; the ground-truth rows fitted to landmarks68; every row scored against each annotation"))
+    title = f"{len(photos)} photos; ground-truth rows fitted to landmarks68, every row scored against each annotation"
+    print(format_photo_table(rows, title))
 
 
 if __name__ == "__main__":
