@@ -10,6 +10,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from tfface.paths import REPO_ROOT
+from tfface.training.photo_evaluation import box_nme
 from conftest import shared_or_skip
 
 spec = importlib.util.spec_from_file_location("pose_floor", REPO_ROOT / "tools" / "pose_floor.py")
@@ -74,6 +75,5 @@ def test_mean_face_posed_by_keypoints_on_real_dev_photos(tmp_path):
     for name in annotations["names"]:
         shutil.copy(dev / "images" / f"{name}.jpg", tmp_path / "images")
     posed, missed = floor.posed_by_keypoints(load_default_model(), tmp_path)
-    truth = annotations["landmarks68"]
-    nme = np.linalg.norm(posed - truth, axis=-1).mean(-1) / np.sqrt(np.prod(truth.max(1) - truth.min(1), axis=1))
+    nme = box_nme(posed, annotations["landmarks68"])
     assert not missed.any() and np.all(nme < 0.15) and nme.mean() < 0.10
