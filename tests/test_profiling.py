@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfface.errors import InputError
 from tfface.geometry.camera import project
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
 from tfface.training.profiling import DISTANCE, FaceProfiler, bilinear_sample, mirrored_beyond_edges, turn_matrices
@@ -105,3 +106,53 @@ def test_profiled_pretraining_batches_move_image_and_maps_together(default_uv_mo
     assert len({round(float(r.sum())) for r in regions}) == 8  # eight different turns (and similarities)
     left = regions[:, :, : SIZE // 2].sum(axis=(1, 2)) / regions.sum(axis=(1, 2))
     assert left.min() < 0.4 and left.max() > 0.6  # turned both ways
+
+
+def test_landmark_box_framing_puts_the_turned_box_where_the_frontal_box_is(default_uv_model, profiler):
+    framed = FaceProfiler(default_uv_model, TEMPLATE5, SIZE, framing="landmark_box")
+    yaw, pitch = np.radians([0.0, 45.0, -70.0]), np.radians([0.0, 10.0, -15.0])
+    transforms = framed.framing_transforms(yaw, pitch).numpy()
+    np.testing.assert_allclose(transforms[0], np.eye(3), atol=1e-5)  # an unturned face stays put
+    np.testing.assert_allclose(profiler.framing_transforms(yaw, pitch).numpy(), np.tile(np.eye(3), (3, 1, 1)))
+    model = default_uv_model.model
+    K, R, t = (a.numpy() for a in framed.camera)
+
+    def box(points):  # centre and longer side, computed independently of the profiler
+        return (points.min(0) + points.max(0)) / 2, (points.max(0) - points.min(0)).max()
+
+    frontal, _ = project(model.mean[None, model.landmarks68].astype(np.float32), K[None], R[None], t[None])
+    frontal_centre, frontal_side = box(frontal.numpy()[0])
+    centre = model.mean.mean(0)
+    for k in (1, 2):
+        rotation = turn_matrices(tf.constant(yaw[k:k + 1], tf.float32),
+                                 tf.constant(pitch[k:k + 1], tf.float32)).numpy()[0]
+        turned = ((model.mean[model.landmarks68] - centre) @ rotation.T + centre).astype(np.float32)
+        pixels = project(turned[None], K[None], R[None], t[None])[0].numpy()[0]
+        moved_centre, moved_side = box(pixels @ transforms[k, :2, :2].T + transforms[k, :2, 2])
+        assert abs(box(pixels)[0][0] - frontal_centre[0]) > 0.03 * SIZE  # the turn moved the box sideways
+        np.testing.assert_allclose(moved_centre, frontal_centre, atol=1e-3 * SIZE)
+        assert moved_side == pytest.approx(frontal_side, rel=1e-4)
+
+
+def test_landmark_box_framing_moves_image_and_maps_together(default_uv_model, profiler):
+    framed = FaceProfiler(default_uv_model, TEMPLATE5, SIZE, framing="landmark_box")
+    targets = pretraining_targets(default_uv_model, TEMPLATE5, SIZE)
+    photo = np.zeros((SIZE, SIZE, 3), np.float32)
+    photo[..., 0] = framed.frontal_region.numpy()[..., 0]  # a red face on black
+
+    def first_batch(chosen):
+        return next(iter(pretraining_dataset(tf.data.Dataset.from_tensors(photo).repeat(), targets, 8, seed=3,
+                                             profiler=chosen, max_turn=(np.radians(60.0), 0.0))))
+
+    images, maps = first_batch(framed)
+    red, region = images.numpy()[..., 0] > 0.5, maps.numpy()[..., 3] > 0.5
+    for r, f in zip(red, region):  # the turned face and its target region cover the same pixels
+        assert (r & f).sum() > 0.9 * f.sum()
+    unframed = first_batch(profiler)[1].numpy()[..., 3] > 0.5  # the same turns and similarities
+    moved = [(f ^ u).sum() / f.sum() for f, u in zip(region, unframed)]
+    assert max(moved) > 0.1  # the framing moved the turned faces
+
+
+def test_profiling_framing_must_be_known(default_uv_model):
+    with pytest.raises(InputError, match="framing"):
+        FaceProfiler(default_uv_model, TEMPLATE5, SIZE, framing="box")

@@ -270,15 +270,19 @@ def fill_background(batch: dict, backgrounds: tf.Tensor) -> dict:
 
 
 def augment_batch(batch: dict, seed: tf.Tensor, ranges: SimilarityRange = SimilarityRange(),
-                  fill: bool = True, confine: tuple[float, float] | None = None) -> dict:
+                  fill: bool = True, confine: tuple[float, float] | None = None,
+                  before: tf.Tensor | None = None) -> dict:
     """Random similarity augmentation of a batch dict: :func:`transform_batch` with random
     transforms from the stateless ``(2,)`` ``seed``, then (if ``fill``) :func:`fill_background`
     with the previous image of the batch (rolled by one; a shuffled source pairs random images).
-    With ``confine = (radius, source_radius)`` the transforms first go through
-    :func:`confine_disc`, so the output's centred disc shows only the input's."""
+    ``before``, ``(B, 3, 3)`` forward transforms, is applied first, in the same warp. With
+    ``confine = (radius, source_radius)`` the transforms first go through :func:`confine_disc`,
+    so the output's centred disc shows only the input's."""
     image = tf.convert_to_tensor(batch["image"], tf.float32)
     height, width = _image_size(image, 4, "augment_batch")
     transforms = random_similarity(seed, tf.shape(image)[0], height, width, ranges)
+    if before is not None:
+        transforms = transforms @ tf.cast(before, tf.float32)
     if confine is not None:
         transforms = confine_disc(transforms, *confine, height, width)
     out = transform_batch(batch, transforms)

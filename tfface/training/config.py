@@ -119,6 +119,9 @@ class TrainConfig:
             turned by a yaw and a pitch drawn uniformly within them (degrees) and supervised with
             the turned mean shape's maps (:mod:`tfface.training.profiling`); 0: supplement F's
             frontal target only.
+        profile_framing: how a turned example is framed (:data:`tfface.training.profiling.FRAMINGS`):
+            ``centroid`` keeps the head centroid where the frontal face's was; ``landmark_box``
+            frames it by its 68-landmark box, as detectors and the evaluation protocol frame faces.
         pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
             on a batch of pretraining examples (turned as in pretraining) beside every
             unsupervised batch, an anchor against the unsupervised objective's pull towards one
@@ -196,6 +199,7 @@ class TrainConfig:
     pretrain_translation: float = 0.06
     pretrain_max_yaw: float = 0.0
     pretrain_max_pitch: float = 0.0
+    profile_framing: str = "centroid"
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
     equivariance_rotation: float = 30.0
@@ -216,6 +220,8 @@ class TrainConfig:
             ranges()  # raises InputError on a bad range
         if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
+        if self.profile_framing not in ("centroid", "landmark_box"):
+            raise InputError(f"profile_framing must be 'centroid' or 'landmark_box', got {self.profile_framing!r}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

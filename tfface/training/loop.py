@@ -91,7 +91,8 @@ def _profiling(model: FaceModel, config: TrainConfig, source: TrainingData) -> d
         return {}
     from tfface.training.profiling import FaceProfiler
 
-    return {"profiler": FaceProfiler(model.uv_model, source.mean_landmarks5(), config.image_size),
+    return {"profiler": FaceProfiler(model.uv_model, source.mean_landmarks5(), config.image_size,
+                                     framing=config.profile_framing),
             "max_turn": (math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))}
 
 

@@ -123,7 +123,8 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
         no_face_fraction: probability in [0, 1] that an example is face-free.
         profiler: a :class:`tfface.training.profiling.FaceProfiler`: when given, every example's
             face is first turned by a yaw and a pitch drawn uniformly within ``max_turn``
-            (radians) and supervised with the turned maps instead of ``targets``.
+            (radians), framed by its ``framing_transforms`` and supervised with the turned maps
+            instead of ``targets``.
         max_turn: largest ``(|yaw|, |pitch|)`` of the profiled examples, radians.
 
     Returns:
@@ -137,14 +138,16 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
     def augment(step, image):
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
         count = tf.shape(image)[:1]
+        framing = None
         if profiler is None:
             example_maps = tf.broadcast_to(maps, tf.concat([count, tf.shape(maps)], 0))
         else:
             turn = tf.random.stateless_uniform(tf.concat([count, [2]], 0), step_seed + 1, -1.0, 1.0) * max_turn
             image, example_maps = profiler(image, turn[:, 0], turn[:, 1])
+            framing = profiler.framing_transforms(turn[:, 0], turn[:, 1])
         batch = {"image": image, "correspondence": example_maps[..., 0:2], "depth": example_maps[..., 2],
                  "confidence": example_maps[..., 3]}
-        out = augment_batch(batch, step_seed, ranges, confine=confine)
+        out = augment_batch(batch, step_seed, ranges, confine=confine, before=framing)
         image, confidence = out["image"], out["confidence"]
         if no_face_fraction > 0:
             draw, texture = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
