@@ -16,6 +16,11 @@ from tfface.errors import InputError
 from tfface.layers.vignette import FEATHER
 from tfface.runtime import native_bfloat16
 
+#: How face profiling frames a turned example (:mod:`tfface.training.profiling`): ``centroid``
+#: keeps the head centroid where the frontal face's was; ``landmark_box`` puts its 68-landmark
+#: box where the frontal face's box is.
+PROFILE_FRAMINGS = ("centroid", "landmark_box")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -119,7 +124,7 @@ class TrainConfig:
             turned by a yaw and a pitch drawn uniformly within them (degrees) and supervised with
             the turned mean shape's maps (:mod:`tfface.training.profiling`); 0: supplement F's
             frontal target only.
-        profile_framing: how a turned example is framed (:data:`tfface.training.profiling.FRAMINGS`):
+        profile_framing: how a turned example is framed (one of :data:`PROFILE_FRAMINGS`):
             ``centroid`` keeps the head centroid where the frontal face's was; ``landmark_box``
             frames it by its 68-landmark box, as detectors and the evaluation protocol frame faces.
         pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
@@ -220,8 +225,8 @@ class TrainConfig:
             ranges()  # raises InputError on a bad range
         if self.seam_free and not 0.0 < self.input_vignette < 0.5 - FEATHER:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
-        if self.profile_framing not in ("centroid", "landmark_box"):
-            raise InputError(f"profile_framing must be 'centroid' or 'landmark_box', got {self.profile_framing!r}")
+        if self.profile_framing not in PROFILE_FRAMINGS:
+            raise InputError(f"profile_framing must be one of {PROFILE_FRAMINGS}, got {self.profile_framing!r}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

@@ -33,6 +33,7 @@ from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate, rasterize
 from tfface.geometry.camera import project
+from tfface.training.config import PROFILE_FRAMINGS
 from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
 
 #: Camera-to-centroid distance of the template placement (mm); depth targets are Z over it.
@@ -90,11 +91,6 @@ def mirrored_beyond_edges(region: np.ndarray) -> np.ndarray:
     return np.stack([mirrored, ys], -1)
 
 
-#: How a turned example is framed: ``centroid`` keeps the head centroid where the frontal face's
-#: was; ``landmark_box`` puts its 68-landmark box where the frontal face's box is (module docstring).
-FRAMINGS = ("centroid", "landmark_box")
-
-
 def box_of(points: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Centre ``(..., 2)`` and longer side ``(...)`` of the bounding boxes of ``(..., N, 2)`` points."""
     low, high = tf.reduce_min(points, -2), tf.reduce_max(points, -2)
@@ -108,7 +104,7 @@ class FaceProfiler:
         uv_model: the UV-3DMM; its hole-filled mean shape is the proxy.
         mean_landmarks5: ``(5, 2)`` pixel position of the aligned photos' mean 5 landmarks.
         image_size: side of the square photos in pixels.
-        framing: one of :data:`FRAMINGS`.
+        framing: one of :data:`tfface.training.config.PROFILE_FRAMINGS`.
 
     Attributes:
         camera: ``(K, R, t)`` of the template placement (:func:`pretraining_targets`' camera).
@@ -117,8 +113,8 @@ class FaceProfiler:
 
     def __init__(self, uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int,
                  framing: str = "centroid"):
-        if framing not in FRAMINGS:
-            raise InputError(f"framing must be one of {FRAMINGS}, got {framing!r}")
+        if framing not in PROFILE_FRAMINGS:
+            raise InputError(f"framing must be one of {PROFILE_FRAMINGS}, got {framing!r}")
         self.framing = framing
         model = uv_model.model
         frontal_target = pretraining_targets(uv_model, mean_landmarks5, image_size)
@@ -130,16 +126,22 @@ class FaceProfiler:
         self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
         frontal, _ = project(self._mean[None], *(a[None] for a in self.camera))
         self._frontal_xy = frontal[0]  # (V, 2) where each surface point lies in the aligned photo
-        self._landmarks68 = tf.constant(model.landmarks68, tf.int32)
-        self._frontal_box = box_of(tf.gather(self._frontal_xy, self._landmarks68))
+        landmarks68 = tf.constant(model.landmarks68, tf.int32)
+        self._mean_landmarks68 = tf.gather(self._mean, landmarks68)
+        self._frontal_box = box_of(tf.gather(self._frontal_xy, landmarks68))
         region = frontal_target.maps[..., 3]
         self.frontal_region = tf.constant(region[..., None])
         self._beyond_edge = tf.constant(mirrored_beyond_edges(region > 0))
 
-    def turned_mean(self, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
-        """``(B, V, 3)`` the mean shape turned about its centroid by ``yaw`` and ``pitch`` ``(B,)`` (radians)."""
+    def _turned(self, points: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
+        """``(B, P, 3)``: ``(P, 3)`` points of the mean shape turned with it about its centroid by
+        ``yaw`` and ``pitch`` ``(B,)`` (radians)."""
         yaw, pitch = tf.cast(yaw, tf.float32), tf.cast(pitch, tf.float32)
-        return tf.einsum("bij,vj->bvi", turn_matrices(yaw, pitch), self._mean - self._centre) + self._centre
+        return tf.einsum("bij,vj->bvi", turn_matrices(yaw, pitch), points - self._centre) + self._centre
+
+    def _cameras(self, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The template placement's ``(K, R, t)`` repeated for ``count`` examples."""
+        return tuple(tf.tile(a[None], tf.concat([[count], tf.ones_like(tf.shape(a))], 0)) for a in self.camera)
 
     def framing_transforms(self, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
         """``(B, 3, 3)`` forward pixel similarities that frame the examples turned by ``yaw`` and
@@ -149,9 +151,8 @@ class FaceProfiler:
         count = tf.shape(tf.convert_to_tensor(yaw))[0]
         if self.framing == "centroid":
             return tf.eye(3, batch_shape=[count])
-        landmarks = tf.gather(self.turned_mean(yaw, pitch), self._landmarks68, axis=1)
-        K, R, t = (tf.tile(a[None], tf.concat([[count], tf.ones_like(tf.shape(a))], 0)) for a in self.camera)
-        centre, side = box_of(project(landmarks, K, R, t)[0])
+        landmarks = self._turned(self._mean_landmarks68, yaw, pitch)
+        centre, side = box_of(project(landmarks, *self._cameras(count))[0])
         frontal_centre, frontal_side = self._frontal_box
         scale = frontal_side / side
         offset = frontal_centre[None] - scale[:, None] * centre
@@ -168,8 +169,8 @@ class FaceProfiler:
         """
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
-        turned = self.turned_mean(yaw, pitch)
-        K, R, t = (tf.tile(a[None], tf.concat([[batch], tf.ones_like(tf.shape(a))], 0)) for a in self.camera)
+        turned = self._turned(self._mean, yaw, pitch)
+        K, R, t = self._cameras(batch)
         fragments = rasterize(turned, self._triangles, K, R, t, self.image_size, self.image_size)
         mask = fragments.mask[..., None]
         source = interpolate(self._frontal_xy, self._triangles, fragments)
