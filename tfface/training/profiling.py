@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfface.data.augment import similarity_matrices
 from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate, rasterize
@@ -155,10 +156,11 @@ class FaceProfiler:
         centre, side = box_of(project(landmarks, *self._cameras(count))[0])
         frontal_centre, frontal_side = self._frontal_box
         scale = frontal_side / side
-        offset = frontal_centre[None] - scale[:, None] * centre
-        zero, one = tf.zeros_like(scale), tf.ones_like(scale)
-        return tf.stack([tf.stack([scale, zero, offset[:, 0]], -1), tf.stack([zero, scale, offset[:, 1]], -1),
-                         tf.stack([zero, zero, one], -1)], -2)
+        # similarity_matrices scales about the image centre c: s (p - c) + c + shift takes the box
+        # centre to the frontal one when shift = (frontal - c) - s (centre - c).
+        image_centre = self.image_size / 2.0
+        shift = (frontal_centre - image_centre)[None] - scale[:, None] * (centre - image_centre)
+        return similarity_matrices(tf.zeros_like(scale), scale, shift, self.image_size, self.image_size)
 
     def __call__(self, images: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Turn ``(B, S, S, 3)`` aligned photos by ``yaw`` and ``pitch`` ``(B,)`` (radians).
