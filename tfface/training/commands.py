@@ -334,7 +334,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
     start.add_argument("--init-model", default=None, metavar="FOLDER",
                        help="start the main training from an exported model's network (a version folder, e.g. "
-                            "savedmodel/tfface_ict/9) instead of pretraining; without --uv-model the run fits the "
+                            "savedmodel/tfface_ict/10) instead of pretraining; without --uv-model the run fits the "
                             "UV-3DMM rebuilt from the export (fine-tune the shipped network on your photos)")
     train.add_argument("--time-limit", type=float, default=None, help="stop the main training after SECONDS")
     train.add_argument("--evaluate-every", type=int, default=None, help="held-out NME every N steps")
