@@ -156,3 +156,49 @@ def test_landmark_box_framing_moves_image_and_maps_together(default_uv_model, pr
 def test_profiling_framing_must_be_known(default_uv_model):
     with pytest.raises(InputError, match="framing"):
         FaceProfiler(default_uv_model, TEMPLATE5, SIZE, framing="box")
+
+
+def _render_mean_face(default_uv_model, profiler, yaw: float, lighting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean face turned by ``yaw`` (degrees) about its centroid, grey albedo 0.5, under the
+    ``(9, 3)`` SH ``lighting``, at the template placement: ``(S, S, 3)`` image and ``(S, S)`` mask."""
+    from tfface.render.shader import render
+
+    model = default_uv_model.model
+    rotation = turn_matrices(tf.constant([np.radians(yaw)], tf.float32), tf.constant([0.0], tf.float32)).numpy()[0]
+    centre = model.mean.mean(0)
+    vertices = ((model.mean - centre) @ rotation.T + centre).astype(np.float32)[None]
+    albedo = np.full(vertices.shape, 0.5, np.float32)
+    K, R, t = (a.numpy()[None] for a in profiler.camera)
+    rendering = render(vertices, model.triangles, albedo, K, R, t, lighting[None].astype(np.float32), SIZE, SIZE)
+    return rendering.image.numpy()[0], rendering.fragments.mask.numpy()[0]
+
+
+def test_relighting_turns_the_shading_with_the_face_under_the_photos_light(default_uv_model):
+    relighting = FaceProfiler(default_uv_model, TEMPLATE5, SIZE, relight=True)
+    lighting = np.zeros((9, 3))
+    lighting[0] = 3.0  # ambient
+    lighting[3] = -0.9  # light from the face's side (x): one cheek lit, the other in shadow
+    lighting[2] = 0.3
+    photo, _ = _render_mean_face(default_uv_model, relighting, 0.0, lighting)
+    expected, mask = _render_mean_face(default_uv_model, relighting, 50.0, lighting)
+    inner = mask * np.roll(mask, 2, 0) * np.roll(mask, -2, 0) * np.roll(mask, 2, 1) * np.roll(mask, -2, 1) > 0
+    relit, maps = (a.numpy()[0] for a in relighting(photo[None], [np.radians(50.0)], [0.0]))
+    plain, _ = (a.numpy()[0] for a in FaceProfiler(default_uv_model, TEMPLATE5, SIZE)(photo[None], [np.radians(50.0)], [0.0]))
+    assert np.array_equal(maps[..., 3] > 0, mask > 0)
+    relit_error = np.median(np.abs(relit - expected)[inner])
+    plain_error = np.median(np.abs(plain - expected)[inner])
+    # the turned face's shading is the turned render's, to the interpolation of the ratio across
+    # triangles (the median: where the turn magnifies a strip the photo saw at a grazing angle, its
+    # colour is blurred with or without relighting); without relighting the face keeps the photo's
+    # shading, the lit cheek lit where it turned away from the light
+    assert relit_error < 0.003 and plain_error > 10 * relit_error
+    unturned, _ = (a.numpy()[0] for a in relighting(photo[None], [0.0], [0.0]))
+    np.testing.assert_allclose(unturned, photo, atol=0.01)  # no turn, no change
+
+
+def test_relighting_keeps_an_evenly_lit_face(default_uv_model):
+    photo = np.random.default_rng(3).uniform(0.2, 0.8, (1, SIZE, SIZE, 3)).astype(np.float32)
+    relit, _ = FaceProfiler(default_uv_model, TEMPLATE5, SIZE, relight=True)(photo, [np.radians(60.0)], [0.0])
+    plain, _ = FaceProfiler(default_uv_model, TEMPLATE5, SIZE)(photo, [np.radians(60.0)], [0.0])
+    # noise has no direction to its light: the ratios stay near 1
+    assert np.abs(relit.numpy() - plain.numpy()).mean() < 0.02

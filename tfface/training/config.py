@@ -127,6 +127,8 @@ class TrainConfig:
         profile_framing: how a turned example is framed (one of :data:`PROFILE_FRAMINGS`):
             ``centroid`` keeps the head centroid where the frontal face's was; ``landmark_box``
             frames it by its 68-landmark box, as detectors and the evaluation protocol frame faces.
+        profile_relight: whether a turned example is relit under its photo's estimated light
+            (:mod:`tfface.training.profiling`, "Relighting").
         pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
             on a batch of pretraining examples (turned as in pretraining) beside every
             unsupervised batch, an anchor against the unsupervised objective's pull towards one
@@ -205,6 +207,7 @@ class TrainConfig:
     pretrain_max_yaw: float = 0.0
     pretrain_max_pitch: float = 0.0
     profile_framing: str = "centroid"
+    profile_relight: bool = False
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
     equivariance_rotation: float = 30.0

@@ -22,6 +22,14 @@ landmarks, which leaves the centroid as the face turns (up to 0.14 of the crop's
 degrees). With ``framing="landmark_box"``, :meth:`FaceProfiler.framing_transforms` gives the
 similarity that moves each turned proxy's 68-landmark box onto the frontal face's box (the
 proxy's landmarks, never a photo's), for the augmentation to apply to image and maps together.
+
+Relighting. A turned head keeps the scene's light, so its surface points face the light
+differently: a cheek in shadow in the frontal photo may turn towards the light. With
+``relight=True`` each photo's light is estimated in closed form from its frontal face region
+(first-order spherical harmonics of the frontal proxy's normals against the photo's luminance,
+one albedo for the whole face: :data:`RELIGHT_BANDS`), and every turned surface point's colour is
+scaled by the ratio of its shading turned to its shading in the photo (:data:`RELIGHT_RATIO`
+bounds it).
 """
 
 from __future__ import annotations
@@ -34,11 +42,25 @@ from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate, rasterize
 from tfface.geometry.camera import project
+from tfface.geometry.normals import vertex_normals
+from tfface.geometry.sh import sh_basis
 from tfface.training.config import PROFILE_FRAMINGS
 from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
 
 #: Camera-to-centroid distance of the template placement (mm); depth targets are Z over it.
 DISTANCE = CAMERA_DISTANCE
+
+#: Spherical-harmonic basis functions of the light the relighting estimates: the 4 of order <= 1
+#: (ambient and one direction), which the mean shape's normals can tell; the order-2 ones would fit
+#: the proxy's misfit to the real face.
+RELIGHT_BANDS = 4
+
+#: Ridge (per frontal face pixel) of the relighting's least-squares light estimate.
+RELIGHT_RIDGE = 1e-5
+
+#: Bounds of the relighting's shading ratio (turned over frontal): a point in deep shadow in the
+#: photo has no colour left to brighten, and a lit one turned away from the light keeps some.
+RELIGHT_RATIO = (0.3, 2.5)
 
 
 def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
@@ -106,6 +128,7 @@ class FaceProfiler:
         mean_landmarks5: ``(5, 2)`` pixel position of the aligned photos' mean 5 landmarks.
         image_size: side of the square photos in pixels.
         framing: one of :data:`tfface.training.config.PROFILE_FRAMINGS`.
+        relight: whether to relight the turned faces (module docstring).
 
     Attributes:
         camera: ``(K, R, t)`` of the template placement (:func:`pretraining_targets`' camera).
@@ -113,7 +136,7 @@ class FaceProfiler:
     """
 
     def __init__(self, uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int,
-                 framing: str = "centroid"):
+                 framing: str = "centroid", relight: bool = False):
         if framing not in PROFILE_FRAMINGS:
             raise InputError(f"framing must be one of {PROFILE_FRAMINGS}, got {framing!r}")
         self.framing = framing
@@ -133,6 +156,44 @@ class FaceProfiler:
         region = frontal_target.maps[..., 3]
         self.frontal_region = tf.constant(region[..., None])
         self._beyond_edge = tf.constant(mirrored_beyond_edges(region > 0))
+        self.relight = bool(relight)
+        if self.relight:
+            self._init_relighting()
+
+    def _init_relighting(self) -> None:
+        """The frontal proxy's camera-space normals and the least-squares operator that estimates
+        a photo's light from the luminance of its frontal face pixels."""
+        _, R, _ = self.camera
+        self._normals = vertex_normals(self._mean[None], self._triangles)[0]  # (V, 3) model space
+        self._frontal_normals = tf.linalg.matvec(R, self._normals)  # (V, 3) camera space
+        fragments = rasterize(self._mean[None], self._triangles, *(a[None] for a in self.camera),
+                              self.image_size, self.image_size)
+        pixel_normals = tf.math.l2_normalize(interpolate(self._frontal_normals, self._triangles, fragments), -1)
+        face = tf.reshape(fragments.mask[0] > 0, [-1])
+        self._lit_pixels = tf.where(face)[:, 0]
+        design = tf.gather(tf.reshape(sh_basis(pixel_normals)[..., :RELIGHT_BANDS], [-1, RELIGHT_BANDS]),
+                           self._lit_pixels)  # (N, 4)
+        ridge = RELIGHT_RIDGE * tf.cast(tf.shape(design)[0], tf.float32) * tf.eye(RELIGHT_BANDS)
+        self._light_estimator = tf.linalg.solve(tf.matmul(design, design, transpose_a=True) + ridge,
+                                                tf.transpose(design))  # (4, N)
+
+    def shading_ratios(self, images: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
+        """``(B, V)`` ratio of each proxy vertex's shading turned by ``yaw`` and ``pitch`` ``(B,)``
+        (radians) to its shading in the photo, under each photo's estimated light.
+
+        Args:
+            images: ``(B, S, S, 3)`` aligned photos in [0, 1].
+        """
+        luminance = tf.reshape(tf.reduce_mean(images, -1), [tf.shape(images)[0], -1])
+        light = tf.matmul(tf.gather(luminance, self._lit_pixels, axis=1), self._light_estimator,
+                          transpose_b=True)  # (B, 4)
+        turned = tf.einsum("ij,bjk,vk->bvi", self.camera[1], turn_matrices(tf.cast(yaw, tf.float32),
+                                                                           tf.cast(pitch, tf.float32)),
+                           self._normals)  # (B, V, 3) camera space
+        frontal = tf.einsum("vk,bk->bv", sh_basis(self._frontal_normals)[:, :RELIGHT_BANDS], light)
+        shading = tf.einsum("bvk,bk->bv", sh_basis(turned)[..., :RELIGHT_BANDS], light)
+        low, high = RELIGHT_RATIO
+        return tf.clip_by_value(tf.math.divide_no_nan(shading, frontal), low, high)
 
     def _turned(self, points: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
         """``(B, P, 3)``: ``(P, 3)`` points of the mean shape turned with it about its centroid by
@@ -178,6 +239,9 @@ class FaceProfiler:
         source = interpolate(self._frontal_xy, self._triangles, fragments)
         uv = interpolate(self._vertex_uv, self._triangles, fragments)
         face = bilinear_sample(images, source)
+        if self.relight:
+            ratio = interpolate(self.shading_ratios(images, yaw, pitch)[..., None], self._triangles, fragments)
+            face = tf.clip_by_value(face * ratio, 0.0, 1.0)
         uncovered = self.frontal_region * (1.0 - mask)
         beyond = bilinear_sample(images, tf.broadcast_to(self._beyond_edge, tf.concat([[batch], tf.shape(self._beyond_edge)], 0)))
         out = mask * face + uncovered * beyond + (1.0 - mask - uncovered) * images
