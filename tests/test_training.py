@@ -249,6 +249,41 @@ def test_training_starts_from_an_exported_network(default_uv_model, data_dir, tm
     assert "not allowed with argument" in both.communicate(timeout=120)[1] and both.returncode == 2
 
 
+@pytest.mark.slow
+def test_pretraining_continues_from_given_unet_weights(default_uv_model, data_dir, tmp_path):
+    """``--pretrain-from``: the pretraining's first steps move the given weights, not a fresh
+    initialisation; a missing or foreign weights file is a clear error."""
+    from tfface.training.loop import build_model
+
+    tiny = CONFIGS["tiny"]
+    seed = build_model(default_uv_model, tiny.replace(seed=7))  # not the run's initialisation (seed 0)
+    start = tmp_path / "start.weights.h5"
+    seed.unet.save_weights(start)
+    uv_path = tmp_path / "uv.npz"
+    default_uv_model.save(uv_path)
+    work = tmp_path / "run"
+    args = ["train", "--config", _tiny_config(tmp_path, steps=1, pretrain_steps=3), "--workdir", work,
+            "--data", data_dir, "--uv-model", uv_path]
+    out, err = _run([*args, "--pretrain-from", start]).communicate(timeout=300)
+    assert f"pretraining continues from {start}" in out, err[-2000:]
+    pretrained = build_model(default_uv_model, tiny)
+    pretrained.unet.load_weights(work / "pretrain" / "unet.weights.h5")
+    fresh = build_model(default_uv_model, tiny)
+    kernels = [i for i, w in enumerate(seed.unet.weights) if w.path.endswith("kernel")]
+    moved = [np.abs(pretrained.unet.weights[i].numpy() - seed.unet.weights[i].numpy()).max() for i in kernels]
+    apart = [np.abs(fresh.unet.weights[i].numpy() - seed.unet.weights[i].numpy()).max() for i in kernels]
+    assert 0 < max(moved) < 0.05 < min(apart), (moved, apart)
+    missing = _run([*args[:4], tmp_path / "missing", *args[5:], "--pretrain-from", tmp_path / "none.h5"])
+    # (the test's command skips tfface.cli.main, which prints an InputError without the traceback)
+    assert "InputError: no U-Net weights file at" in missing.communicate(timeout=300)[1] and missing.returncode == 1
+    wide = _run(["train", "--config", _tiny_config(tmp_path, width=0.125), "--workdir", tmp_path / "wide",
+                 "--data", data_dir, "--uv-model", uv_path, "--pretrain-from", start])
+    assert "holds no weights of this configuration's U-Net" in wide.communicate(timeout=300)[1]
+    assert wide.returncode == 1
+    both = _run([*args, "--pretrain-from", start, "--skip-pretrain"])
+    assert "not allowed with argument" in both.communicate(timeout=120)[1] and both.returncode == 2
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -182,7 +182,9 @@ def run_train(args: argparse.Namespace) -> int:
         restore_exported_network(model, args.init_model)
         print(f"main training starts from the network of {args.init_model} (no pretraining)", flush=True)
     elif not args.skip_pretrain:
-        loop.pretrain(model, config, source, workdir, strategy=strategy)
+        if args.pretrain_from and not (workdir / "pretrain" / "unet.weights.h5").exists():
+            print(f"pretraining continues from {args.pretrain_from}", flush=True)
+        loop.pretrain(model, config, source, workdir, strategy=strategy, start_from=args.pretrain_from)
     result = loop.train(model, config, source, workdir, time_limit=args.time_limit,
                         evaluate_every=args.evaluate_every, strategy=strategy)
     photos = getattr(source, "evaluation", None)
@@ -336,6 +338,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="start the main training from an exported model's network (a version folder, e.g. "
                             "savedmodel/tfface_ict/10) instead of pretraining; without --uv-model the run fits the "
                             "UV-3DMM rebuilt from the export (fine-tune the shipped network on your photos)")
+    start.add_argument("--pretrain-from", default=None, metavar="WEIGHTS",
+                       help="continue the pretraining from these U-Net weights (another run's "
+                            "pretrain/unet.weights.h5) for --pretrain-steps instead of starting it afresh")
     train.add_argument("--time-limit", type=float, default=None, help="stop the main training after SECONDS")
     train.add_argument("--evaluate-every", type=int, default=None, help="held-out NME every N steps")
     _add_photo_options(train)

@@ -131,8 +131,24 @@ def pretraining_rate(config: TrainConfig) -> float | keras.optimizers.schedules.
     return keras.optimizers.schedules.CosineDecay(rate, max(config.pretrain_steps, 1), alpha=final / rate)
 
 
+def load_unet_weights(model: FaceModel, path: str | Path) -> None:
+    """Load U-Net weights saved by a pretraining (``<run>/pretrain/unet.weights.h5``) into ``model``.
+
+    Raises:
+        InputError: when ``path`` is no file, or holds no weights of this configuration's U-Net.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no U-Net weights file at {path}")
+    try:
+        model.unet.load_weights(path)
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path} holds no weights of this configuration's U-Net: {error}") from error
+
+
 def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str | Path, workdir: str | Path,
-             time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None) -> Path:
+             time_limit: float | None = None, strategy: tf.distribute.Strategy | None = None,
+             start_from: str | Path | None = None) -> Path:
     """Supervised pretraining of the U-Net (supplement F); returns the saved U-Net weights path.
 
     The target maps are rendered once from the mean shape placed at the mean 5-landmark position
@@ -140,6 +156,9 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
 
     Args:
         source: the run's data (:class:`TrainingData`, or a synthetic TFRecord folder).
+        start_from: U-Net weights (:func:`load_unet_weights`) the pretraining continues from for
+            ``pretrain_steps`` instead of starting from the initialisation; a resumed
+            pretraining's backup overrides them.
     """
     strategy = strategy or tf.distribute.get_strategy()
     source = _training_data(source)
@@ -148,6 +167,8 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
     if weights.exists():
         model.unet.load_weights(weights)
         return weights
+    if start_from is not None:
+        load_unet_weights(model, start_from)
     dataset = _pretraining_examples(model, config, source, config.pretrain_batch_size)
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
