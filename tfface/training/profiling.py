@@ -55,7 +55,10 @@ DISTANCE = CAMERA_DISTANCE
 #: the proxy's misfit to the real face.
 RELIGHT_BANDS = 4
 
-#: Ridge (per frontal face pixel) of the relighting's least-squares light estimate.
+#: Ridge (per frontal face pixel) of the relighting's least-squares light estimate. Small: on a
+#: face seen from the front the ambient and the frontal (z) basis functions are nearly collinear,
+#: and a heavier ridge splits a frontal light between them wrongly (1e-3 gave the test's light as
+#: ambient 1.24 and z -0.04 instead of 1.5 and 0.15).
 RELIGHT_RIDGE = 1e-5
 
 #: Bounds of the relighting's shading ratio (turned over frontal): a point in deep shadow in the
