@@ -183,7 +183,8 @@ def test_relighting_turns_the_shading_with_the_face_under_the_photos_light(defau
     expected, mask = _render_mean_face(default_uv_model, relighting, 50.0, lighting)
     inner = mask * np.roll(mask, 2, 0) * np.roll(mask, -2, 0) * np.roll(mask, 2, 1) * np.roll(mask, -2, 1) > 0
     relit, maps = (a.numpy()[0] for a in relighting(photo[None], [np.radians(50.0)], [0.0]))
-    plain, _ = (a.numpy()[0] for a in FaceProfiler(default_uv_model, TEMPLATE5, SIZE)(photo[None], [np.radians(50.0)], [0.0]))
+    plain_profiler = FaceProfiler(default_uv_model, TEMPLATE5, SIZE)
+    plain, _ = (a.numpy()[0] for a in plain_profiler(photo[None], [np.radians(50.0)], [0.0]))
     assert np.array_equal(maps[..., 3] > 0, mask > 0)
     relit_error = np.median(np.abs(relit - expected)[inner])
     plain_error = np.median(np.abs(plain - expected)[inner])
