@@ -182,8 +182,6 @@ def run_train(args: argparse.Namespace) -> int:
         restore_exported_network(model, args.init_model)
         print(f"main training starts from the network of {args.init_model} (no pretraining)", flush=True)
     elif not args.skip_pretrain:
-        if args.pretrain_from and not (workdir / "pretrain" / "unet.weights.h5").exists():
-            print(f"pretraining continues from {args.pretrain_from}", flush=True)
         loop.pretrain(model, config, source, workdir, strategy=strategy, start_from=args.pretrain_from)
     result = loop.train(model, config, source, workdir, time_limit=args.time_limit,
                         evaluate_every=args.evaluate_every, strategy=strategy)

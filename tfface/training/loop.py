@@ -169,6 +169,7 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
         return weights
     if start_from is not None:
         load_unet_weights(model, start_from)
+        print(f"pretraining continues from {start_from}", flush=True)
     dataset = _pretraining_examples(model, config, source, config.pretrain_batch_size)
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))

@@ -164,14 +164,15 @@ class FaceProfiler:
             self._init_relighting()
 
     def _init_relighting(self) -> None:
-        """The frontal proxy's camera-space normals and the least-squares operator that estimates
-        a photo's light from the luminance of its frontal face pixels."""
+        """The proxy's model-space normals, its frontal SH basis values and the least-squares
+        operator that estimates a photo's light from the luminance of its frontal face pixels."""
         _, R, _ = self.camera
         self._normals = vertex_normals(self._mean[None], self._triangles)[0]  # (V, 3) model space
-        self._frontal_normals = tf.linalg.matvec(R, self._normals)  # (V, 3) camera space
+        frontal_normals = tf.linalg.matvec(R, self._normals)  # (V, 3) camera space
+        self._frontal_basis = sh_basis(frontal_normals)[:, :RELIGHT_BANDS]  # (V, 4)
         fragments = rasterize(self._mean[None], self._triangles, *(a[None] for a in self.camera),
                               self.image_size, self.image_size)
-        pixel_normals = tf.math.l2_normalize(interpolate(self._frontal_normals, self._triangles, fragments), -1)
+        pixel_normals = tf.math.l2_normalize(interpolate(frontal_normals, self._triangles, fragments), -1)
         face = tf.reshape(fragments.mask[0] > 0, [-1])
         self._lit_pixels = tf.where(face)[:, 0]
         design = tf.gather(tf.reshape(sh_basis(pixel_normals)[..., :RELIGHT_BANDS], [-1, RELIGHT_BANDS]),
@@ -193,7 +194,7 @@ class FaceProfiler:
         turned = tf.einsum("ij,bjk,vk->bvi", self.camera[1], turn_matrices(tf.cast(yaw, tf.float32),
                                                                            tf.cast(pitch, tf.float32)),
                            self._normals)  # (B, V, 3) camera space
-        frontal = tf.einsum("vk,bk->bv", sh_basis(self._frontal_normals)[:, :RELIGHT_BANDS], light)
+        frontal = tf.einsum("vk,bk->bv", self._frontal_basis, light)
         shading = tf.einsum("bvk,bk->bv", sh_basis(turned)[..., :RELIGHT_BANDS], light)
         low, high = RELIGHT_RATIO
         return tf.clip_by_value(tf.math.divide_no_nan(shading, frontal), low, high)
