@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import ndimage
 
 from tfface.errors import InputError
 from tfface.geometry.camera import project
-from tfface.training.config import TrainConfig
-from tfface.training.head_context import CELL, HeadContext, front_hits, grid_triangles
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
 from tfface.training.profiling import DISTANCE, FaceProfiler, bilinear_sample, mirrored_beyond_edges, turn_matrices
 
@@ -206,96 +203,3 @@ def test_relighting_keeps_an_evenly_lit_face(default_uv_model):
     plain, _ = FaceProfiler(default_uv_model, TEMPLATE5, SIZE)(photo, [np.radians(60.0)], [0.0])
     # noise has no direction to its light: the ratios stay near 1
     assert np.abs(relit.numpy() - plain.numpy()).mean() < 0.02
-
-
-@pytest.fixture(scope="module")
-def head_profiler(default_uv_model):
-    return FaceProfiler(default_uv_model, TEMPLATE5, SIZE, context="head")
-
-
-def test_rays_meet_an_ellipsoid_at_its_front():
-    centre, radii = np.array([0.0, 0.0, 0.0]), np.array([2.0, 1.0, 4.0])
-    directions = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, -2.0], [1.0, 0.0, -5.0], [0.0, 1.0, 0.0]])
-    hit, s = front_hits(np.array([0.0, 0.0, 10.0]), directions, centre, radii)
-    np.testing.assert_array_equal(hit, [True, True, True, False])
-    np.testing.assert_allclose(s[:2], [6.0, 3.0])  # the nearer intersection, z = 4
-    point = np.array([0.0, 0.0, 10.0]) + s[2] * directions[2]
-    assert np.sum((point / radii) ** 2) == pytest.approx(1.0) and point[2] > 0
-
-
-def test_grid_triangles_tile_every_cell_once():
-    triangles = grid_triangles(3, 4)
-    assert triangles.shape == (12, 3)
-    corners = np.stack(np.meshgrid(np.arange(4.0), np.arange(3.0)), -1).reshape(-1, 2)[triangles]
-    (ax, ay), (bx, by) = np.moveaxis(corners[:, 1] - corners[:, 0], -1, 0), np.moveaxis(corners[:, 2] - corners[:, 0], -1, 0)
-    area = 0.5 * np.abs(ax * by - ay * bx)
-    assert area.sum() == pytest.approx(6.0) and np.all(area == 0.5)
-
-
-def test_head_context_keeps_an_unturned_photo(head_profiler):
-    photo = np.random.default_rng(4).uniform(size=(1, SIZE, SIZE, 3)).astype(np.float32)
-    image, _ = head_profiler(photo, [0.0], [0.0])
-    np.testing.assert_allclose(image.numpy(), photo, atol=0.01)  # the face as without context, the rest exact
-    assert head_profiler.context.on_head.mean() > 0.3 and not head_profiler.context.on_head.all()
-
-
-@pytest.mark.parametrize("yaw, pitch", [(40.0, 0.0), (-30.0, 15.0)])
-def test_head_context_turns_the_head_with_the_face(default_uv_model, head_profiler, yaw, pitch):
-    camera = tuple(a.numpy() for a in head_profiler.camera)
-    K, R, t = (a[None] for a in camera)
-    mean = default_uv_model.model.mean
-    no_face = np.zeros((SIZE, SIZE), bool)  # every grid vertex keeps its own place as its source
-    context = HeadContext(mean, mean.mean(0), camera, DISTANCE, no_face, mirrored_beyond_edges(no_face))
-    centre, radii = context.ellipsoid
-    assert 0.3 < context.on_head.mean() < 1.0
-    on_surface = np.sum(((context.vertices[context.on_head] - centre) / radii) ** 2, -1)
-    np.testing.assert_allclose(on_surface, 1.0, atol=1e-6)
-    seen = project(tf.constant(context.vertices[None], tf.float32), K, R, t)[0].numpy()[0]
-    np.testing.assert_allclose(seen, context.grid, atol=1e-3)  # each vertex seen where it is in the photo
-    rotation = turn_matrices(tf.constant([np.radians(yaw)], tf.float32),
-                             tf.constant([np.radians(pitch)], tf.float32))
-    sources, covered = (a.numpy()[0] for a in context(rotation))
-    holes = np.argwhere(covered[..., 0] == 0)  # where head vertices on the photo's edge turned inwards
-    assert np.all(np.any((holes < CELL) | (holes >= SIZE - CELL), -1))  # the turned grid leaves no hole inside
-    turn = rotation.numpy()[0]
-    turned = (context.vertices - context.turn_centre) @ turn.T + context.turn_centre
-    pixels = project(tf.constant(turned[None], tf.float32), K, R, t)[0].numpy()[0]
-    # head vertices that face the camera after the turn, with every neighbour on the head and facing
-    # it too (no cell of theirs stretched to the background or folded away)
-    normals = ((context.vertices - centre) / radii ** 2) @ turn.T
-    view = -R[0].T @ t[0] - turned
-    facing = np.sum(normals * view, -1) > 0.3 * np.linalg.norm(normals, axis=-1) * np.linalg.norm(view, axis=-1)
-    count = int(round(np.sqrt(len(context.grid))))
-    good = (context.on_head & facing).reshape(count, count)
-    good[1:-1, 1:-1] &= good[:-2, 1:-1] & good[2:, 1:-1] & good[1:-1, :-2] & good[1:-1, 2:]
-    good = good.ravel() & np.all((pixels >= 1) & (pixels < SIZE - 1), -1)
-    assert good.sum() >= 20
-    assert np.linalg.norm(pixels[good] - context.grid[good], axis=-1).max() > 3.0
-    # each such vertex's colour comes from where it was in the photo: the pixel it turned to (its
-    # centre within 0.71 px of the vertex) takes its colour from within 1.5 px of the vertex's place
-    at = np.floor(pixels[good]).astype(int)
-    np.testing.assert_allclose(sources[at[:, 1], at[:, 0]], context.grid[good], atol=1.5)
-    # the photo's corners lie on the background, which stays
-    corners = [[0.5, 0.5], [SIZE - 0.5, 0.5], [0.5, SIZE - 0.5], [SIZE - 0.5, SIZE - 0.5]]
-    np.testing.assert_allclose(sources[[0, 0, -1, -1], [0, -1, 0, -1]], corners, atol=1e-3)
-
-
-@pytest.mark.parametrize("yaw", [30.0, 60.0, -80.0])
-def test_head_context_shows_no_second_face(head_profiler, yaw):
-    photo = np.zeros((1, SIZE, SIZE, 3), np.float32)
-    region = head_profiler.frontal_region.numpy()[..., 0] > 0
-    photo[0, ..., 0] = region  # a red face on black
-    image, maps = (a.numpy()[0] for a in head_profiler(photo, [np.radians(yaw)], [0.0]))
-    uncovered = ndimage.binary_erosion(region & (maps[..., 3] == 0))  # off the turned face's blended edge
-    assert uncovered.sum() > 20
-    red = image[uncovered, 0]
-    # filled from beyond the face's edges; only what lay next to the edge (here half red, as the
-    # photo is sampled between pixels) shows a little of the frontal face's colour
-    assert red.mean() < 0.05 and np.mean(red > 0.5) < 0.02 and red.max() < 0.75
-
-
-def test_profiling_context_must_be_known(default_uv_model):
-    with pytest.raises(InputError, match="context"):
-        FaceProfiler(default_uv_model, TEMPLATE5, SIZE, context="hair")
-    with pytest.raises(InputError, match="profile_context"):
-        TrainConfig(profile_context="hair")

@@ -21,11 +21,6 @@ from tfface.runtime import native_bfloat16
 #: box where the frontal face's box is.
 PROFILE_FRAMINGS = ("centroid", "landmark_box")
 
-#: What face profiling does with the photo around a turned face (:mod:`tfface.training.profiling`):
-#: ``mirrored`` keeps it, filling the uncovered frontal face from beyond its edges; ``head`` turns it
-#: with an ellipsoid head (:mod:`tfface.training.head_context`).
-PROFILE_CONTEXTS = ("mirrored", "head")
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -134,9 +129,6 @@ class TrainConfig:
             frames it by its 68-landmark box, as detectors and the evaluation protocol frame faces.
         profile_relight: whether a turned example is relit under its photo's estimated light
             (:mod:`tfface.training.profiling`, "Relighting").
-        profile_context: what happens to the photo around a turned face (one of
-            :data:`PROFILE_CONTEXTS`): ``mirrored`` keeps it; ``head`` turns ears, hair and the
-            head's outline with the face (:mod:`tfface.training.head_context`).
         pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
             on a batch of pretraining examples (turned as in pretraining) beside every
             unsupervised batch, an anchor against the unsupervised objective's pull towards one
@@ -216,7 +208,6 @@ class TrainConfig:
     pretrain_max_pitch: float = 0.0
     profile_framing: str = "centroid"
     profile_relight: bool = False
-    profile_context: str = "mirrored"
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
     equivariance_rotation: float = 30.0
@@ -239,8 +230,6 @@ class TrainConfig:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
         if self.profile_framing not in PROFILE_FRAMINGS:
             raise InputError(f"profile_framing must be one of {PROFILE_FRAMINGS}, got {self.profile_framing!r}")
-        if self.profile_context not in PROFILE_CONTEXTS:
-            raise InputError(f"profile_context must be one of {PROFILE_CONTEXTS}, got {self.profile_context!r}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

@@ -92,8 +92,7 @@ def _profiling(model: FaceModel, config: TrainConfig, source: TrainingData) -> d
     from tfface.training.profiling import FaceProfiler
 
     return {"profiler": FaceProfiler(model.uv_model, source.mean_landmarks5(), config.image_size,
-                                     framing=config.profile_framing, relight=config.profile_relight,
-                                     context=config.profile_context),
+                                     framing=config.profile_framing, relight=config.profile_relight),
             "max_turn": (math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))}
 
 

@@ -30,11 +30,6 @@ differently: a cheek in shadow in the frontal photo may turn towards the light. 
 one albedo for the whole face: :data:`RELIGHT_BANDS`), and every turned surface point's colour is
 scaled by the ratio of its shading turned to its shading in the photo (:data:`RELIGHT_RATIO`
 bounds it).
-
-Context. With ``context="mirrored"`` the photo around the turned face stays as it is, the
-uncovered part of the frontal face filled from beyond its edges; with ``context="head"`` it turns
-with an ellipsoid head (:mod:`tfface.training.head_context`), so that ears, hair and the head's
-outline move with the face as they do in a real profile.
 """
 
 from __future__ import annotations
@@ -49,8 +44,7 @@ from tfface.render.rasterizer import interpolate, rasterize
 from tfface.geometry.camera import project
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import sh_basis
-from tfface.training.config import PROFILE_CONTEXTS, PROFILE_FRAMINGS
-from tfface.training.head_context import HeadContext
+from tfface.training.config import PROFILE_FRAMINGS
 from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
 
 #: Camera-to-centroid distance of the template placement (mm); depth targets are Z over it.
@@ -138,7 +132,6 @@ class FaceProfiler:
         image_size: side of the square photos in pixels.
         framing: one of :data:`tfface.training.config.PROFILE_FRAMINGS`.
         relight: whether to relight the turned faces (module docstring).
-        context: one of :data:`tfface.training.config.PROFILE_CONTEXTS` (module docstring).
 
     Attributes:
         camera: ``(K, R, t)`` of the template placement (:func:`pretraining_targets`' camera).
@@ -146,17 +139,14 @@ class FaceProfiler:
     """
 
     def __init__(self, uv_model: UVMorphableModel, mean_landmarks5: np.ndarray, image_size: int,
-                 framing: str = "centroid", relight: bool = False, context: str = "mirrored"):
+                 framing: str = "centroid", relight: bool = False):
         if framing not in PROFILE_FRAMINGS:
             raise InputError(f"framing must be one of {PROFILE_FRAMINGS}, got {framing!r}")
-        if context not in PROFILE_CONTEXTS:
-            raise InputError(f"context must be one of {PROFILE_CONTEXTS}, got {context!r}")
         self.framing = framing
         model = uv_model.model
         frontal_target = pretraining_targets(uv_model, mean_landmarks5, image_size)
         self.image_size = int(image_size)
-        camera = (frontal_target.K, frontal_target.R, frontal_target.t)
-        self.camera = tuple(tf.constant(a) for a in camera)
+        self.camera = tuple(tf.constant(a) for a in (frontal_target.K, frontal_target.R, frontal_target.t))
         self._mean = tf.constant(model.mean, tf.float32)
         self._centre = tf.reduce_mean(self._mean, 0)
         self._triangles = tf.constant(model.triangles, tf.int32)
@@ -168,10 +158,7 @@ class FaceProfiler:
         self._frontal_box = box_of(tf.gather(self._frontal_xy, landmarks68))
         region = frontal_target.maps[..., 3]
         self.frontal_region = tf.constant(region[..., None])
-        beyond_edge = mirrored_beyond_edges(region > 0)
-        self._beyond_edge = tf.constant(beyond_edge)
-        self.context = (HeadContext(model.mean, self._centre.numpy(), camera, DISTANCE, region > 0, beyond_edge)
-                        if context == "head" else None)
+        self._beyond_edge = tf.constant(mirrored_beyond_edges(region > 0))
         self.relight = bool(relight)
         if self.relight:
             self._init_relighting()
@@ -259,14 +246,8 @@ class FaceProfiler:
         if self.relight:
             ratio = interpolate(self.shading_ratios(images, yaw, pitch)[..., None], self._triangles, fragments)
             face = tf.clip_by_value(face * ratio, 0.0, 1.0)
-        if self.context is None:
-            uncovered = self.frontal_region * (1.0 - mask)
-            beyond = bilinear_sample(images, tf.broadcast_to(self._beyond_edge,
-                                                             tf.concat([[batch], tf.shape(self._beyond_edge)], 0)))
-            out = mask * face + uncovered * beyond + (1.0 - mask - uncovered) * images
-        else:
-            sources, covered = self.context(turn_matrices(tf.cast(yaw, tf.float32), tf.cast(pitch, tf.float32)))
-            around = covered * bilinear_sample(images, sources) + (1.0 - covered) * images
-            out = mask * face + (1.0 - mask) * around
+        uncovered = self.frontal_region * (1.0 - mask)
+        beyond = bilinear_sample(images, tf.broadcast_to(self._beyond_edge, tf.concat([[batch], tf.shape(self._beyond_edge)], 0)))
+        out = mask * face + uncovered * beyond + (1.0 - mask - uncovered) * images
         maps = tf.concat([uv, fragments.depth[..., None] / DISTANCE, mask], -1)
         return out, maps
