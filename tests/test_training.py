@@ -534,6 +534,7 @@ def test_photo_runs_default_to_the_photo_recipe_and_renders_to_small():
     assert default_config(args(data="runs/x/data")) == "small" and default_config(args(config="tiny")) == "tiny"
     photos = load_config("photos")
     assert photos.pose_anchor_weight > 0 and photos.pretrain_max_yaw > 0 and photos.joint_photometric_confidence
+    assert photos.profile_relight
     assert photos.inference_flip_test and not load_config("small").inference_flip_test
     assert photos.image_size == load_config("small").image_size
 

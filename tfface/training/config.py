@@ -283,15 +283,16 @@ CONFIGS: dict[str, TrainConfig] = {
     # Real photos (the default of photo runs): small + the recipe of the shipped network (BUILD.md,
     # "Training on real photographs: what was measured"): 6,000 aligned photos and 18,000 steps of
     # pretraining with face profiling (yaw 85, pitch 15; each turned example framed by its proxy's
-    # landmark box, as a detector or the evaluation protocol frames a real face), its rate decayed
-    # to 1e-5; 800 steps of main training, the photometric loss weighed by both confidences, Adam
-    # 1e-4, the pose anchor, the input vignette (0.36) kept free of seams and the equivariance loss;
-    # the inference fit uses the flip test.
+    # landmark box, as a detector or the evaluation protocol frames a real face, and relit under its
+    # photo's estimated light), its rate decayed to 1e-5; 800 steps of main training, the
+    # photometric loss weighed by both confidences, Adam 1e-4, the pose anchor, the input vignette
+    # (0.36) kept free of seams and the equivariance loss; the inference fit uses the flip test.
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
-        pretrain_max_yaw=85.0, pretrain_max_pitch=15.0, profile_framing="landmark_box", pose_anchor_weight=100.0,
-        input_vignette=0.36, seam_free=True, equivariance_weight=100.0, inference_flip_test=True,
+        pretrain_max_yaw=85.0, pretrain_max_pitch=15.0, profile_framing="landmark_box", profile_relight=True,
+        pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True, equivariance_weight=100.0,
+        inference_flip_test=True,
     ),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
     # basis, batch 5.
