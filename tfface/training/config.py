@@ -280,13 +280,15 @@ CONFIGS: dict[str, TrainConfig] = {
     # 20 albedo modes, batch 4 (pretraining 8), 500 warm-up steps, summaries every 250 steps; inference fits
     # every pixel.
     "small": TrainConfig(warmup_steps=500, summary_every=250),
-    # Real photos (the default of photo runs): small + the recipe of the shipped network (BUILD.md,
-    # "Training on real photographs: what was measured"): 6,000 aligned photos and 18,000 steps of
-    # pretraining with face profiling (yaw 85, pitch 15; each turned example framed by its proxy's
-    # landmark box, as a detector or the evaluation protocol frames a real face, and relit under its
-    # photo's estimated light), its rate decayed to 1e-5; 800 steps of main training, the
-    # photometric loss weighed by both confidences, Adam 1e-4, the pose anchor, the input vignette
-    # (0.36) kept free of seams and the equivariance loss; the inference fit uses the flip test.
+    # Real photos (the default of photo runs): small + the recipe of the shipped network in one run
+    # (version 11 relit the turned faces only in 3,000 further pretraining steps; BUILD.md, "Training
+    # on real photographs: what was measured", "Relighting from the start"): 6,000 aligned photos
+    # and 18,000 steps of pretraining with face profiling (yaw 85, pitch 15; each turned example
+    # framed by its proxy's landmark box, as a detector or the evaluation protocol frames a real
+    # face, and relit under its photo's estimated light), its rate decayed to 1e-5; 800 steps of
+    # main training, the photometric loss weighed by both confidences, Adam 1e-4, the pose anchor,
+    # the input vignette (0.36) kept free of seams and the equivariance loss; the inference fit
+    # uses the flip test.
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
