@@ -40,12 +40,13 @@ def test_the_exact_maps_of_a_profiled_photo_fit_the_applied_yaw(default_uv_model
     model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE, inference_flip_test=False))
     model(tf.zeros([1, SIZE, SIZE, 3]))
     applied = np.array([-60.0, -30.0, 0.0, 30.0, 60.0])
-    rows = probe.profiled_rows(model, model.uv_model, np.full((5, SIZE, SIZE, 3), 0.5, np.float32), 60.0)
+    grey = np.full((5, SIZE, SIZE, 3), 0.5, np.float32)
+    rows = probe.profiled_rows(model, model.uv_model, grey, 60.0)
     assert set(rows) == set(probe.SWAPS)
     exact = rows["exact maps"]
     assert exact["valid"] == 5 and exact["slope"] == pytest.approx(1.0, abs=0.05)
     assert exact["large_applied"] == 60.0 and exact["large_fitted"] == pytest.approx(60.0, abs=3.0)
-    images, maps = probe.profiled_examples(model.uv_model, np.full((5, SIZE, SIZE, 3), 0.5, np.float32), applied)
+    images, maps = probe.profiled_examples(model.uv_model, grey, applied)
     yaw, valid = probe.fitted_yaw(model, images, maps)
     assert valid.all()
     np.testing.assert_allclose(yaw, applied, atol=3.0)  # the profiler's yaw has head_pose_degrees' sign

@@ -35,6 +35,7 @@ from tfface.data.framing import template_landmarks5  # noqa: E402
 from tfface.io.records import head_pose_degrees  # noqa: E402
 from tfface.morphable.uv3dmm import UVMorphableModel  # noqa: E402
 from tfface.paths import shared_dir  # noqa: E402
+from tfface.training.evaluation import stack_maps  # noqa: E402
 from tfface.training.profiling import FaceProfiler  # noqa: E402
 
 #: Images per fit call.
@@ -84,8 +85,7 @@ def profiled_examples(uv_model: UVMorphableModel, photos: np.ndarray,
                             "confidence": maps[..., 3]}, tf.zeros([2], tf.int64), still, fill=False,
                            before=profiler.framing_transforms(yaw, pitch))
     images = tf.round(tf.clip_by_value(framed["image"], 0.0, 1.0) * 255.0) / 255.0
-    region = framed["confidence"][..., None]
-    return images, tf.concat([framed["correspondence"], framed["depth"][..., None], region, region], -1)
+    return images, stack_maps(*(framed[key].numpy() for key in ("correspondence", "depth", "confidence")))
 
 
 def swapped(network: tf.Tensor, exact: tf.Tensor, correspondence: bool, depth: bool, confidence: bool) -> tf.Tensor:
