@@ -79,6 +79,20 @@ def test_pretraining_loss_is_zero_only_at_target_and_finite_at_saturation():
     np.testing.assert_allclose(losses.pretraining_loss(outside, target).numpy(), zero, atol=1e-6)
 
 
+def test_pretraining_loss_weighs_the_depth_error_by_depth_weight():
+    """Inside the face region the loss is the mean of |uv error|^2 + depth_weight x depth error^2."""
+    target = np.zeros((1, 2, 2, 4), np.float32)
+    target[..., 3] = [[1.0, 1.0], [0.0, 0.0]]
+    pred = np.concatenate([target[..., :3], target[..., 3:4], target[..., 3:4]], -1)
+    pred[0, 0, 0, 0] += 0.3  # uv error 0.09 at a face pixel
+    pred[0, 0, 1, 2] += 0.1  # depth error 0.01 at the other
+    pred[0, 1, 0, 2] += 0.5  # outside the face: not supervised
+    confidence_term = losses.pretraining_loss(target[..., [0, 1, 2, 3, 3]], target).numpy()
+    for depth_weight in (1.0, 25.0):
+        got = losses.pretraining_loss(pred, target, depth_weight=depth_weight).numpy() - confidence_term
+        np.testing.assert_allclose(got, [(0.09 + depth_weight * 0.01) / 2], rtol=1e-5)
+
+
 def _affine_uv_maps(matrix, offset, size=24, confidence=0.8):
     """``(1, size, size, 5)`` maps whose UV is ``matrix p + offset`` at pixel centre ``p``."""
     centres = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1)

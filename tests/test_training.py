@@ -47,6 +47,26 @@ def test_named_and_file_configs(tmp_path):
         load_config(path)
     with pytest.raises(InputError):
         load_config("no-such-config")
+    path.write_text(json.dumps({"base": "photos", "pretrain_depth_weight": 25}))
+    assert load_config(path).pretrain_depth_weight == 25 and load_config("photos").pretrain_depth_weight == 1
+    with pytest.raises(InputError, match="pretrain_depth_weight"):
+        CONFIGS["tiny"].replace(pretrain_depth_weight=0.0)
+
+
+def test_pretraining_keras_loss_carries_its_depth_weight():
+    """The pretraining's compiled loss is the batch mean of the weighted pretraining loss, and
+    its depth weight survives serialisation."""
+    from tfface import losses
+    from tfface.training.loop import PretrainingLoss
+
+    rng = np.random.default_rng(3)
+    pred, target = rng.uniform(size=(2, 2, 8, 8, 5)).astype(np.float32)
+    target = target[..., :4].copy()
+    target[..., 3] = target[..., 3] > 0.5
+    loss = PretrainingLoss.from_config(PretrainingLoss(20.0).get_config())
+    np.testing.assert_allclose(float(loss(target, pred)),
+                               losses.pretraining_loss(pred, target, depth_weight=20.0).numpy().mean(), rtol=1e-5)
+    assert float(loss(target, pred)) > float(PretrainingLoss()(target, pred))
 
 
 def test_seam_free_keeps_the_vignettes_disc_feather_included():
@@ -438,9 +458,10 @@ def test_pose_anchor_adds_the_weighted_pretraining_loss_to_the_step(default_uv_m
     targets = np.concatenate([rng.uniform(size=(4, 32, 32, 3)), rng.uniform(size=(4, 32, 32, 1)) > 0.5],
                              -1).astype(np.float32)
     _assert_step_adds_weighted_loss(
-        default_uv_model, CONFIGS["tiny"].replace(pose_anchor_weight=3.0),
+        default_uv_model, CONFIGS["tiny"].replace(pose_anchor_weight=3.0, pretrain_depth_weight=5.0),
         {"image": images, "anchor": (anchor_images, targets)},
-        lambda model: losses.pretraining_loss(model.predict_maps(anchor_images, training=True), targets),
+        lambda model: losses.pretraining_loss(model.predict_maps(anchor_images, training=True), targets,
+                                              depth_weight=5.0),
         "anchor", 3.0)
 
 

@@ -75,17 +75,22 @@ def translation_weight(step: int | tf.Tensor, initial: float, decay_steps: float
     return tf.cast(initial, tf.float32) * tf.exp(-step / tf.cast(decay_steps, tf.float32))
 
 
-def pretraining_loss(prediction: tf.Tensor, target: tf.Tensor, mask_weight: float = 1.0) -> tf.Tensor:
+def pretraining_loss(prediction: tf.Tensor, target: tf.Tensor, mask_weight: float = 1.0,
+                     depth_weight: float = 1.0) -> tf.Tensor:
     """Supervised pretraining loss of supplement F, per image.
 
     The correspondence and depth are supervised inside the face region (target confidence 1),
-    both confidences everywhere (binary cross-entropy with the face-region map).
+    both confidences everywhere (binary cross-entropy with the face-region map)::
+
+        sum_p f_p (|uv_p - uv*_p|^2 + depth_weight (d_p - d*_p)^2) / sum_p f_p + mask_weight BCE
 
     Args:
         prediction: ``(B, H, W, 5)`` network output (u, v, depth, geometric and photometric
             confidence).
         target: ``(B, H, W, 4)`` target u, v, depth and face-region confidence.
         mask_weight: weight of the confidence term.
+        depth_weight: weight of the squared depth error against the squared UV error (the depth
+            varies over a face about six times less than u).
 
     Returns:
         ``(B,)`` loss.
@@ -96,7 +101,7 @@ def pretraining_loss(prediction: tf.Tensor, target: tf.Tensor, mask_weight: floa
     area = tf.maximum(tf.reduce_sum(face, axis=[1, 2]), 1.0)
     uv_error = tf.reduce_sum(tf.square(prediction[..., 0:2] - target[..., 0:2]), axis=-1)
     depth_error = tf.square(prediction[..., 2] - target[..., 2])
-    inside = tf.reduce_sum(face * (uv_error + depth_error), axis=[1, 2]) / area
+    inside = tf.reduce_sum(face * (uv_error + depth_weight * depth_error), axis=[1, 2]) / area
     eps = 1e-6
     confidence = tf.clip_by_value(prediction[..., 3:5], eps, 1.0 - eps)
     face_c = face[..., None]

@@ -550,7 +550,8 @@ class FaceModel(keras.Model):
             terms = self.losses_of(fit)
             loss = tf.reduce_mean(terms["loss"])
             if anchor is not None:
-                terms["anchor"] = losses.pretraining_loss(self.predict_maps(anchor[0], training=True), anchor[1])
+                terms["anchor"] = losses.pretraining_loss(self.predict_maps(anchor[0], training=True), anchor[1],
+                                                          depth_weight=self.config.pretrain_depth_weight)
                 loss += self.config.pose_anchor_weight * tf.reduce_mean(terms["anchor"])
             if self.config.equivariance_weight > 0:
                 terms["equivariance"] = self.equivariance_terms(images, fit["maps"])

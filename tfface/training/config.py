@@ -96,6 +96,8 @@ class TrainConfig:
         steps: main-training steps.
         pretrain_steps, pretrain_learning_rate, pretrain_batch_size: supervised pretraining
             (supplement F).
+        pretrain_depth_weight: weight of the squared depth error against the squared UV error in
+            the supervised pretraining loss and the pose anchor (:func:`tfface.losses.pretraining_loss`).
         pretrain_final_learning_rate: with a value, the pretraining rate decays along a cosine
             from ``pretrain_learning_rate`` to it over ``pretrain_steps`` (Adam's iteration count,
             restored on resume); None: constant.
@@ -190,6 +192,7 @@ class TrainConfig:
     pretrain_learning_rate: float = 1.0e-3
     pretrain_batch_size: int = 8
     pretrain_final_learning_rate: float | None = None
+    pretrain_depth_weight: float = 1.0
     no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
@@ -230,6 +233,8 @@ class TrainConfig:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
         if self.profile_framing not in PROFILE_FRAMINGS:
             raise InputError(f"profile_framing must be one of {PROFILE_FRAMINGS}, got {self.profile_framing!r}")
+        if not self.pretrain_depth_weight > 0:
+            raise InputError(f"pretrain_depth_weight must be positive, got {self.pretrain_depth_weight}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

@@ -36,10 +36,21 @@ from tfface.training.sources import SyntheticData, TrainingData
 
 
 class PretrainingLoss(keras.losses.Loss):
-    """:func:`tfface.losses.pretraining_loss` as a Keras loss (y_true: target maps)."""
+    """:func:`tfface.losses.pretraining_loss` as a Keras loss (y_true: target maps).
+
+    Args:
+        depth_weight: weight of the squared depth error against the squared UV error.
+    """
+
+    def __init__(self, depth_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_weight = depth_weight
 
     def call(self, y_true, y_pred):
-        return losses.pretraining_loss(y_pred, y_true)
+        return losses.pretraining_loss(y_pred, y_true, depth_weight=self.depth_weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "depth_weight": self.depth_weight}
 
 
 def build_model(uv_model: UVMorphableModel | str | Path, config: TrainConfig,
@@ -174,7 +185,7 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
         network = keras.Model(inputs, model.predict_maps(inputs, training=None), name="pretraining")
-        network.compile(optimizer=keras.optimizers.Adam(pretraining_rate(config)), loss=PretrainingLoss())
+        network.compile(optimizer=keras.optimizers.Adam(pretraining_rate(config)), loss=PretrainingLoss(config.pretrain_depth_weight))
     epochs, per_epoch = _epochs(config.pretrain_steps, config.checkpoint_every)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq="epoch", double_checkpoint=True,
