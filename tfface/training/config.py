@@ -98,6 +98,8 @@ class TrainConfig:
             (supplement F).
         pretrain_depth_weight: weight of the squared depth error against the squared UV error in
             the supervised pretraining loss and the pose anchor (:func:`tfface.losses.pretraining_loss`).
+            Heavier weights (4, 10, 25) turn the fitted heads further but cost landmark accuracy on
+            real photos (BUILD.md, "A heavier depth term turns the heads").
         pretrain_final_learning_rate: with a value, the pretraining rate decays along a cosine
             from ``pretrain_learning_rate`` to it over ``pretrain_steps`` (Adam's iteration count,
             restored on resume); None: constant.
