@@ -56,6 +56,8 @@ def test_named_and_file_configs(tmp_path):
 def test_pretraining_keras_loss_carries_its_depth_weight():
     """The pretraining's compiled loss is the batch mean of the weighted pretraining loss, and
     its depth weight survives serialisation."""
+    import keras
+
     from tfface import losses
     from tfface.training.loop import PretrainingLoss
 
@@ -63,7 +65,8 @@ def test_pretraining_keras_loss_carries_its_depth_weight():
     pred, target = rng.uniform(size=(2, 2, 8, 8, 5)).astype(np.float32)
     target = target[..., :4].copy()
     target[..., 3] = target[..., 3] > 0.5
-    loss = PretrainingLoss.from_config(PretrainingLoss(20.0).get_config())
+    loss = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(PretrainingLoss(20.0)))
+    assert isinstance(loss, PretrainingLoss) and loss.depth_weight == 20.0
     np.testing.assert_allclose(float(loss(target, pred)),
                                losses.pretraining_loss(pred, target, depth_weight=20.0).numpy().mean(), rtol=1e-5)
     assert float(loss(target, pred)) > float(PretrainingLoss()(target, pred))

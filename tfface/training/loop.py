@@ -35,6 +35,7 @@ from tfface.training.pretraining import pretraining_dataset, pretraining_targets
 from tfface.training.sources import SyntheticData, TrainingData
 
 
+@keras.saving.register_keras_serializable(package="tfface")
 class PretrainingLoss(keras.losses.Loss):
     """:func:`tfface.losses.pretraining_loss` as a Keras loss (y_true: target maps).
 
@@ -185,7 +186,8 @@ def pretrain(model: FaceModel, config: TrainConfig, source: TrainingData | str |
     with strategy.scope():
         inputs = keras.Input((config.image_size, config.image_size, 3))
         network = keras.Model(inputs, model.predict_maps(inputs, training=None), name="pretraining")
-        network.compile(optimizer=keras.optimizers.Adam(pretraining_rate(config)), loss=PretrainingLoss(config.pretrain_depth_weight))
+        network.compile(optimizer=keras.optimizers.Adam(pretraining_rate(config)),
+                        loss=PretrainingLoss(config.pretrain_depth_weight))
     epochs, per_epoch = _epochs(config.pretrain_steps, config.checkpoint_every)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq="epoch", double_checkpoint=True,
