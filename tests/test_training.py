@@ -524,6 +524,32 @@ def test_pretraining_examples_move_within_the_configured_similarity(default_uv_m
     assert np.abs(moves).max(axis=0).min() > 0.6 * shift * 32  # and reaching across it on both axes
 
 
+def test_self_label_share_of_every_pretraining_batch(tmp_path, default_uv_model, data_dir):
+    from tfface.training.loop import _pretraining_examples, build_model
+    from tfface.training.sources import SyntheticData
+
+    source = SyntheticData(data_dir)
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    maps = np.zeros((4, 32, 32, 4), np.float32)
+    for i in range(4):  # labelled squares, each elsewhere and with its own u
+        maps[i, 4 + 2 * i:16 + 2 * i, 6 + 3 * i:16 + 3 * i] = [i / 10, 0.5, 1.0, 1.0]
+    np.savez(tmp_path / "l.npz", images=images, maps=maps)
+    still = CONFIGS["tiny"].replace(no_face_fraction=0.0, augment_rotation=0.0, pretrain_scale=(1.0, 1.0),
+                                    pretrain_translation=0.0, self_labels=str(tmp_path / "l.npz"),
+                                    self_label_share=0.25)
+    model = build_model(default_uv_model, still)
+    fixed = pretraining_targets(default_uv_model, source.mean_landmarks5(), 32).maps
+    _, batch = next(iter(_pretraining_examples(model, still, source, 8)))
+    batch = batch.numpy()
+    np.testing.assert_allclose(batch[:6], np.broadcast_to(fixed, (6,) + fixed.shape), atol=1e-5)
+    for target in batch[6:]:  # two of eight: labelled photos, as labelled
+        assert any(np.allclose(target, square, atol=1e-3) for square in maps)
+    _, batch = next(iter(_pretraining_examples(model, still.replace(self_label_share=0.99), source, 4)))
+    np.testing.assert_allclose(batch.numpy()[0], fixed, atol=1e-5)  # one template example is always kept
+    with pytest.raises(InputError, match="at least 2"):
+        _pretraining_examples(model, still, source, 1)
+
+
 def test_bad_similarity_ranges_raise():
     for fields in ({"pretrain_scale": (1.2, 0.9)}, {"pretrain_translation": -0.1}, {"photo_scale": (0.0, 1.0)},
                    {"equivariance_rotation": -10.0}):

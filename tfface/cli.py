@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tfface.morphable.commands",
     "tfface.data.commands",
     "tfface.training.commands",
+    "tfface.training.self_label_commands",
     "tfface.albedo_commands",
     "tfface.export_commands",
 )

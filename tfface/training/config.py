@@ -100,6 +100,9 @@ class TrainConfig:
             the supervised pretraining loss and the pose anchor (:func:`tfface.losses.pretraining_loss`).
             Heavier weights (4, 10, 25) turn the fitted heads further but cost landmark accuracy on
             real photos (BUILD.md, "A heavier depth term turns the heads").
+        self_labels: an ``.npz`` of photos labelled with a trained network's fits
+            (:mod:`tfface.training.self_labels`); with it, a share ``self_label_share`` of every
+            pretraining and pose-anchor batch comes from them.
         pretrain_final_learning_rate: with a value, the pretraining rate decays along a cosine
             from ``pretrain_learning_rate`` to it over ``pretrain_steps`` (Adam's iteration count,
             restored on resume); None: constant.
@@ -195,6 +198,8 @@ class TrainConfig:
     pretrain_batch_size: int = 8
     pretrain_final_learning_rate: float | None = None
     pretrain_depth_weight: float = 1.0
+    self_labels: str | None = None
+    self_label_share: float = 0.5
     no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
@@ -237,6 +242,8 @@ class TrainConfig:
             raise InputError(f"profile_framing must be one of {PROFILE_FRAMINGS}, got {self.profile_framing!r}")
         if not self.pretrain_depth_weight > 0:
             raise InputError(f"pretrain_depth_weight must be positive, got {self.pretrain_depth_weight}")
+        if not 0.0 < self.self_label_share < 1.0:
+            raise InputError(f"self_label_share must lie in (0, 1), got {self.self_label_share}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

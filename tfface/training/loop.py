@@ -32,6 +32,7 @@ from tfface.training import callbacks as cb
 from tfface.training.config import TrainConfig
 from tfface.training.distribute import distribute_batches
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
+from tfface.training.self_labels import labelled_photos
 from tfface.training.sources import SyntheticData, TrainingData
 
 
@@ -111,13 +112,27 @@ def _profiling(model: FaceModel, config: TrainConfig, source: TrainingData) -> d
 def _pretraining_examples(model: FaceModel, config: TrainConfig, source: TrainingData,
                           batch_size: int) -> tf.data.Dataset:
     """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
-    the aligned photos under a random similarity, turned when the configuration profiles."""
+    the aligned photos under a random similarity, turned when the configuration profiles; with
+    ``self_labels``, a share of each batch is self-labelled photos under their own similarity."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
     confine = config.seam_confinement(source.aligned_content_radius())
-    return pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
-                               .shuffle(1024, seed=config.seed),
-                               targets, batch_size, config.pretraining_ranges(), seed=config.seed, confine=confine,
-                               no_face_fraction=config.no_face_fraction, **_profiling(model, config, source))
+    labelled = 0
+    if config.self_labels:
+        if batch_size < 2:
+            raise InputError(f"self-labelled photos share batches of at least 2 examples, not {batch_size}")
+        labelled = min(max(round(config.self_label_share * batch_size), 1), batch_size - 1)
+    examples = pretraining_dataset(source.aligned_images().take(config.aligned_count).cache()
+                                   .shuffle(1024, seed=config.seed),
+                                   targets, batch_size - labelled, config.pretraining_ranges(), seed=config.seed,
+                                   confine=confine, no_face_fraction=config.no_face_fraction,
+                                   **_profiling(model, config, source))
+    if not labelled:
+        return examples
+    photos = labelled_photos(config.self_labels, config.image_size).shuffle(4096, seed=config.seed)
+    own = pretraining_dataset(photos, None, labelled, config.pretraining_ranges(), seed=config.seed + 1,
+                              confine=confine)
+    return tf.data.Dataset.zip(examples, own).map(
+        lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0)))
 
 
 def _anchored(model: FaceModel, config: TrainConfig, source: TrainingData):

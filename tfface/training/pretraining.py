@@ -101,7 +101,7 @@ def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray,
     return PretrainingTargets(maps, K, R, t)
 
 
-def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, batch_size: int,
+def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets | None, batch_size: int,
                         ranges: SimilarityRange = SimilarityRange(), seed: int = 0,
                         confine: tuple[float, float] | None = None, no_face_fraction: float = 0.0,
                         profiler: FaceProfiler | None = None,
@@ -113,8 +113,12 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
     everywhere, so the network learns to report no face rather than invent one.
 
     Args:
-        images: dataset of ``(H, W, 3)`` float32 roughly aligned images (or dicts with "image").
-        targets: the fixed maps from :func:`pretraining_targets` (same H, W).
+        images: dataset of ``(H, W, 3)`` float32 roughly aligned images (or dicts with "image"),
+            or of dicts with "image" and "maps" ``(H, W, 4)``: photos labelled with their own
+            targets (:mod:`tfface.training.self_labels`), which are then neither profiled nor
+            given ``targets``.
+        targets: the fixed maps from :func:`pretraining_targets` (same H, W); None for labelled
+            photos.
         batch_size: batch size.
         ranges: random similarity applied to image and maps alike.
         seed: stateless seed of the augmentation.
@@ -132,16 +136,23 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets, ba
     """
     if not 0.0 <= no_face_fraction <= 1.0:
         raise InputError(f"no_face_fraction must lie in [0, 1], got {no_face_fraction}")
-    maps = tf.constant(targets.maps)
-    images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
+    labelled = isinstance(images.element_spec, dict) and "maps" in images.element_spec
+    if labelled == (targets is not None) or (labelled and profiler is not None):
+        raise InputError("pretraining examples need either the fixed targets or their own maps (never profiled)")
+    if labelled:
+        images = images.map(lambda x: (x["image"], x["maps"]))
+    else:
+        maps = tf.constant(targets.maps)
+        images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
 
-    def augment(step, image):
+    def augment(step, example):
+        image, example_maps = example if labelled else (example, None)
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
         count = tf.shape(image)[:1]
         framing = None
-        if profiler is None:
+        if example_maps is None and profiler is None:
             example_maps = tf.broadcast_to(maps, tf.concat([count, tf.shape(maps)], 0))
-        else:
+        elif example_maps is None:
             turn = tf.random.stateless_uniform(tf.concat([count, [2]], 0), step_seed + 1, -1.0, 1.0) * max_turn
             image, example_maps = profiler(image, turn[:, 0], turn[:, 1])
             framing = profiler.framing_transforms(turn[:, 0], turn[:, 1])

@@ -1,0 +1,188 @@
+"""Self-labelled photos as pretraining examples (tfface.training.self_labels)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.spatial.transform import Rotation
+
+from tfface.errors import InputError
+from tfface.render.rasterizer import interpolate, rasterize
+from tfface.training.config import CONFIGS
+from tfface.training.pretraining import pretraining_dataset, pretraining_targets
+from tfface.training.self_labels import fit_maps_of, label_photo_stream, label_photos, labelled_photos
+
+SIZE = 32
+
+
+def _squares(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` photos of a white square on black, each square elsewhere, labelled with maps
+    whose face region is the square and whose u, v are the example's index / 10 and 0.5."""
+    images = np.zeros((count, SIZE, SIZE, 3), np.uint8)
+    maps = np.zeros((count, SIZE, SIZE, 4), np.float32)
+    for i in range(count):
+        top, left = 4 + 2 * i, 6 + 3 * i
+        images[i, top:top + 12, left:left + 10] = 255
+        maps[i, top:top + 12, left:left + 10] = [i / 10, 0.5, 1.0, 1.0]
+    return images, maps
+
+
+def _write(path, images, maps):
+    np.savez(path, images=images, maps=maps.astype(np.float16))
+    return path
+
+
+def test_labelled_photos_load_as_unit_images_and_their_maps(tmp_path):
+    images, maps = _squares(3)
+    loaded = list(labelled_photos(_write(tmp_path / "labels.npz", images, maps), SIZE))
+    assert len(loaded) == 3
+    for example, image, target in zip(loaded, images, maps):
+        np.testing.assert_allclose(example["image"].numpy(), image / 255.0)
+        np.testing.assert_allclose(example["maps"].numpy(), target, atol=1e-3)  # stored as float16
+
+
+def test_labelled_photos_refuse_missing_files_and_wrong_shapes(tmp_path):
+    with pytest.raises(InputError, match="no self-labelled photos"):
+        labelled_photos(tmp_path / "missing.npz", SIZE)
+    images, maps = _squares(2)
+    with pytest.raises(InputError, match="expected images"):
+        labelled_photos(_write(tmp_path / "small.npz", images, maps), 64)
+    with pytest.raises(InputError, match="expected images"):
+        labelled_photos(_write(tmp_path / "three.npz", images, maps[..., :3]), SIZE)
+
+
+def test_labelled_maps_move_with_their_own_photo(tmp_path):
+    images, maps = _squares(4)
+    photos = labelled_photos(_write(tmp_path / "labels.npz", images, maps), SIZE)
+    augmented, targets = next(iter(pretraining_dataset(photos, None, 4, CONFIGS["photos"].pretraining_ranges(),
+                                                       seed=5)))
+    image, target = augmented.numpy(), targets.numpy()
+    for i in range(4):
+        square = image[i, ..., 0] > 0.5
+        region = target[i, ..., 3] > 0.5
+        assert np.mean(square == region) > 0.97  # image and maps under one similarity
+        assert not np.array_equal(region, maps[i, ..., 3] > 0.5)  # which did move them
+        np.testing.assert_allclose(target[i, ..., 0][target[i, ..., 3] > 0.999], i / 10, atol=1e-3)
+
+
+def test_pretraining_examples_need_fixed_targets_or_their_own(tmp_path, default_uv_model):
+    images, maps = _squares(2)
+    photos = labelled_photos(_write(tmp_path / "labels.npz", images, maps), SIZE)
+    targets = pretraining_targets(default_uv_model, np.array([[10, 12], [22, 12], [16, 17], [11, 23], [21, 23.0]]),
+                                  SIZE)
+    with pytest.raises(InputError, match="either the fixed targets or their own maps"):
+        pretraining_dataset(photos, targets, 2)
+    with pytest.raises(InputError, match="either the fixed targets or their own maps"):
+        pretraining_dataset(photos.map(lambda x: x["image"]), None, 2)
+
+
+def test_self_label_share_must_lie_strictly_between_0_and_1():
+    for share in (0.0, 1.0, 1.5):
+        with pytest.raises(InputError, match="self_label_share"):
+            CONFIGS["photos"].replace(self_label_share=share)
+
+
+def test_fit_maps_of_a_known_camera_are_its_render(default_uv_model):
+    """An ordinary camera ``x ~ K (R X + t)`` is the inverse camera ``P_hat = R^T K^-1``,
+    ``q_hat = -R^T t`` with depth Z: its fit maps are the mesh's render, depth in mm."""
+    model = default_uv_model.model
+    K = np.array([[300.0, 0.0, 60.0], [0.0, 310.0, 66.0], [0.0, 0.0, 1.0]], np.float32)
+    turn = Rotation.from_euler("yx", [25.0, -10.0], degrees=True).as_matrix()
+    R = (np.diag([1.0, -1.0, -1.0]) @ turn).astype(np.float32)
+    t = (-R @ model.mean.mean(0) + [0.0, 0.0, 650.0]).astype(np.float32)
+    p_hat, q_hat = R.T @ np.linalg.inv(K), -R.T @ t
+    triangles, vertex_uv = tf.constant(model.triangles), tf.constant(default_uv_model.vertex_uv)
+    maps = fit_maps_of(model.mean[None], p_hat[None], q_hat[None], triangles, vertex_uv, 128).numpy()[0]
+    fragments = rasterize(model.mean[None], triangles, K[None], R[None], t[None], 128, 128)
+    region = fragments.mask[0].numpy()
+    np.testing.assert_array_equal(maps[..., 3], region)
+    assert 0.1 < region.mean() < 0.6
+    np.testing.assert_allclose(maps[..., 0:2], interpolate(vertex_uv, triangles, fragments)[0].numpy()
+                               * region[..., None], atol=1e-4)
+    np.testing.assert_allclose(maps[..., 2], fragments.depth[0].numpy() * region, rtol=1e-4)
+    assert 550 < maps[..., 2][region > 0].min() < maps[..., 2][region > 0].max() < 750  # mm about 650
+
+
+@pytest.fixture(scope="module")
+def shipped(runner):
+    """The shipped network as a Keras FaceModel, and the astronaut's face crop ``(128, 128, 3)`` uint8."""
+    from tfface.detection import crops, pipeline
+    from tfface.io.images import read_image
+    from tfface.paths import DEFAULT_MODEL, REPO_ROOT
+    from tfface.training.from_export import exported_network, exported_uv_model
+
+    network = exported_network(DEFAULT_MODEL, exported_uv_model(DEFAULT_MODEL))
+    picture = read_image(REPO_ROOT / "samples" / "astronaut.jpg")
+    face = pipeline.reconstruct_framings(picture, [crops.Framing(np.array([225.0, 135.0]), 140.0, 0.3)], runner)[0]
+    return network, face.crop
+
+
+def test_the_shipped_network_labels_a_face_and_no_wall(shipped):
+    """The astronaut's face crop is labelled with maps whose landmark UVs lie where its fit put
+    the landmarks; a blank wall has no face to label."""
+    from tfface.model import direct_landmarks
+
+    network, face = shipped
+    crop = face.astype(np.float32) / 255.0
+    images, maps = label_photos(network, [crop[None]])
+    assert images.shape == (1, 128, 128, 3) and images.dtype == np.uint8 and maps.dtype == np.float16
+    np.testing.assert_array_equal(images[0], face)
+    fit = network.infer(crop[None])
+    landmark_uv = tf.constant(network.uv_model.vertex_uv[network.uv_model.model.landmarks68])
+    read_back = direct_landmarks(tf.cast(maps, tf.float32), landmark_uv).numpy()[0]
+    inner = slice(17, 36)  # brows and nose: the rest border the silhouette or a hole (eyes, mouth fill), where
+    # the soft read-out is one-sided
+    error = np.linalg.norm(read_back[inner] - fit["landmarks68"].numpy()[0, inner], axis=-1)
+    assert np.median(error) < 0.5 and error.max() < 1.5  # pixels, on a 128-pixel crop
+    images, maps = label_photos(network, [np.full((1, 128, 128, 3), 0.5, np.float32)])
+    assert images.shape == (0, 128, 128, 3) and maps.shape == (0, 128, 128, 4)
+
+
+def test_labelling_resumes_from_its_saved_chunks(tmp_path, shipped):
+    """A killed labelling keeps its finished chunks: started again, it labels only the others'
+    photos, and the merged file holds every chunk in the stream's order."""
+    network, face = shipped
+    photos = [np.clip(face.astype(np.int32) - 10 * i, 0, 255).astype(np.uint8) for i in range(5)]  # told apart
+    stream = tf.data.Dataset.from_tensor_slices(np.stack(photos)).map(lambda p: tf.cast(p, tf.float32) / 255.0)
+    out, parts = tmp_path / "labels.npz", tmp_path / "labels.npz.parts"
+    parts.mkdir()
+    saved = np.zeros((2, 128, 128, 3), np.uint8)
+    np.savez(parts / "chunk-00001.npz", images=saved, maps=np.zeros((2, 128, 128, 4), np.float16))  # photos 2-3
+    assert label_photo_stream(network, stream, 5, out, chunk=2) == 5 and not parts.exists()
+    merged = np.load(out)["images"]
+    np.testing.assert_array_equal(merged, np.stack([photos[0], photos[1], saved[0], saved[1], photos[4]]))
+
+
+def test_labelling_without_a_single_valid_fit_is_an_error(tmp_path, toy_uv_model):
+    from tfface.training.loop import build_model
+
+    parts = tmp_path / "labels.npz.parts"
+    parts.mkdir()
+    np.savez(parts / "chunk-00000.npz", images=np.zeros((0, 32, 32, 3), np.uint8),
+             maps=np.zeros((0, 32, 32, 4), np.float16))  # every fit of the stream's one chunk failed
+    with pytest.raises(InputError, match="no photo could be labelled"):
+        label_photo_stream(build_model(toy_uv_model, CONFIGS["tiny"]), tf.data.Dataset.range(1), 1,
+                           tmp_path / "labels.npz", chunk=2)
+    assert not (tmp_path / "labels.npz").exists()
+
+
+def test_self_label_command_labels_a_folder_with_an_exported_model(tmp_path, runner, capsys):
+    from PIL import Image
+
+    from tfface import cli
+    from tfface.detection import crops, pipeline
+    from tfface.io.images import read_image
+    from tfface.paths import DEFAULT_MODEL, REPO_ROOT
+
+    picture = read_image(REPO_ROOT / "samples" / "astronaut.jpg")
+    framing = crops.Framing(np.array([225.0, 135.0]), 190.0, 0.3)  # the face with room around it, as photos have
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(pipeline.reconstruct_framings(picture, [framing], runner)[0].crop).save(folder / "face.png")
+    out = tmp_path / "labels.npz"
+    assert cli.main(["self-label", "--model", str(DEFAULT_MODEL), "--images", f"{folder}:canonical",
+                     "--count", "2", "--out", str(out)]) == 0
+    assert "photos labelled into" in capsys.readouterr().out
+    photos = list(labelled_photos(out, 128))
+    assert 1 <= len(photos) <= 2 and photos[0]["maps"][..., 3].numpy().sum() >= 200
+    assert cli.main(["self-label", "--model", str(DEFAULT_MODEL), "--count", "0", "--out", str(out)]) == 2
+    assert "--count must be at least 1" in capsys.readouterr().err
