@@ -78,4 +78,6 @@ def test_an_anti_aliased_detector_crop_keeps_the_fit_in_the_crop(runner, detecto
     face = pipeline.reconstruct_framings(picture, [framing], runner, [detection])[0]
     landmarks = np.reshape(face.outputs["landmarks68"], (68, 2)) / runner.image_size
     assert face.fit_valid and face.outputs["fit_status"] == FIT_OK
-    assert np.all((landmarks > -0.1) & (landmarks < 1.1))
+    # within a quarter of the crop's side of it (version 12's jaw line reaches 0.11 beyond the left edge of this
+    # turned face; the strewn fit lay more than half the side beyond)
+    assert np.all((landmarks > -0.25) & (landmarks < 1.25))
