@@ -14,6 +14,7 @@ import itertools
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,9 @@ from tqdm import tqdm
 
 from tfface.errors import InputError
 from tfface.render.rasterizer import interpolate, rasterize
+
+if TYPE_CHECKING:
+    from tfface.model import FaceModel
 
 #: Fewest face pixels a labelled photo's rendered fit must cover to be kept.
 MIN_FACE_PIXELS = 200
@@ -55,7 +59,8 @@ def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangl
     return tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
 
 
-def label_photos(model, batches: Iterable[tf.Tensor], progress: tqdm | None = None) -> tuple[np.ndarray, np.ndarray]:
+def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
+                 progress: tqdm | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fit photos with ``model``'s inference fit and render each valid fit's maps.
 
     Args:
@@ -87,7 +92,7 @@ def label_photos(model, batches: Iterable[tf.Tensor], progress: tqdm | None = No
     return np.concatenate(images), np.concatenate(maps)
 
 
-def label_photo_stream(model, photos: tf.data.Dataset, count: int, out: str | Path, chunk: int = CHUNK,
+def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, out: str | Path, chunk: int = CHUNK,
                        batch_size: int = 16) -> int:
     """Label the first ``count`` photos of a deterministic stream into ``out`` (``.npz``), resumably.
 
