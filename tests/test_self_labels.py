@@ -116,6 +116,25 @@ def shipped(runner):
     return network, face.crop
 
 
+def test_a_failed_fits_singular_camera_renders_empty_maps(default_uv_model):
+    """A failed fit's camera may be the zeros that stand in for a non-finite solve: it has no
+    inverse, so it is never inverted, and its maps are empty; the valid fit beside it renders."""
+    model = default_uv_model.model
+    K = np.array([[300.0, 0.0, 64.0], [0.0, 300.0, 64.0], [0.0, 0.0, 1.0]], np.float32)
+    R = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
+    t = (-R @ model.mean.mean(0) + [0.0, 0.0, 650.0]).astype(np.float32)
+    p_hat = np.stack([R.T @ np.linalg.inv(K), np.zeros((3, 3), np.float32)])
+    q_hat = np.stack([-R.T @ t, np.zeros(3, np.float32)])
+    triangles, vertex_uv = tf.constant(model.triangles), tf.constant(default_uv_model.vertex_uv)
+    vertices = np.stack([model.mean, model.mean])
+    maps = fit_maps_of(vertices, p_hat, q_hat, triangles, vertex_uv, 64, valid=tf.constant([1.0, 0.0])).numpy()
+    alone = fit_maps_of(vertices[:1], p_hat[:1], q_hat[:1], triangles, vertex_uv, 64).numpy()
+    np.testing.assert_array_equal(maps[0], alone[0])
+    assert maps[0, ..., 3].sum() > 200 and not maps[1].any()
+    with pytest.raises(tf.errors.InvalidArgumentError):  # what the guard spares the labelling
+        fit_maps_of(vertices[1:], p_hat[1:], q_hat[1:], triangles, vertex_uv, 64)
+
+
 def test_the_shipped_network_labels_a_face_and_not_noise(shipped):
     """The astronaut's face crop is labelled with maps whose landmark UVs lie where its fit put
     the landmarks; random noise has no face to label."""

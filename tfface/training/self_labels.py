@@ -34,7 +34,7 @@ CHUNK = 512
 
 
 def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangles: tf.Tensor,
-                vertex_uv: tf.Tensor, size: int) -> tf.Tensor:
+                vertex_uv: tf.Tensor, size: int, valid: tf.Tensor | None = None) -> tf.Tensor:
     """Render fitted meshes under their inverse cameras into pretraining target maps.
 
     The inverse camera maps a pixel ``x`` (homogeneous) with depth ``d`` to the model point
@@ -47,14 +47,18 @@ def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangl
         p_hat: ``(B, 3, 3)`` and q_hat ``(B, 3)``: the fitted inverse camera (invertible).
         triangles: ``(T, 3)`` int32; vertex_uv: ``(V, 2)`` UV of every vertex.
         size: side of the square maps in pixels.
+        valid: ``(B,)`` 1 where the fit is valid (``fit_valid``). A failed fit's camera may be
+            singular (a placeholder of zeros), which no inverse exists for: it is not inverted and
+            its maps are empty. None: every fit is valid.
 
     Returns:
         ``(B, size, size, 4)`` float32 u, v, depth ``d`` and face region (0 off the face).
     """
-    inverse = tf.linalg.inv(p_hat)
     eye = tf.eye(3, batch_shape=[tf.shape(p_hat)[0]])
+    ok = tf.ones(tf.shape(p_hat)[:1], tf.bool) if valid is None else valid > 0.5
+    inverse = tf.linalg.inv(tf.where(ok[:, None, None], p_hat, eye))
     fragments = rasterize(vertices, triangles, eye, inverse, -tf.linalg.matvec(inverse, q_hat), size, size)
-    mask = fragments.mask[..., None]
+    mask = fragments.mask[..., None] * tf.cast(ok, tf.float32)[:, None, None, None]
     uv = interpolate(vertex_uv, triangles, fragments)
     return tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
 
@@ -79,12 +83,13 @@ def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
     triangles = tf.constant(uv_model.model.triangles, tf.int32)
     vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
     size = model.config.image_size
-    render = tf.function(lambda v, p, q: fit_maps_of(v, p, q, triangles, vertex_uv, size), reduce_retracing=True)
+    render = tf.function(lambda v, p, q, ok: fit_maps_of(v, p, q, triangles, vertex_uv, size, ok),
+                         reduce_retracing=True)
     images, maps = [np.zeros((0, size, size, 3), np.uint8)], [np.zeros((0, size, size, 4), np.float16)]
     for batch in batches:
         outputs = infer(batch)
-        rendered = render(outputs["vertices"], outputs["p_hat"], outputs["q_hat"]).numpy()
-        keep = (outputs["fit_valid"].numpy() > 0.5) & (rendered[..., 3].sum((1, 2)) >= MIN_FACE_PIXELS)
+        rendered = render(outputs["vertices"], outputs["p_hat"], outputs["q_hat"], outputs["fit_valid"]).numpy()
+        keep = rendered[..., 3].sum((1, 2)) >= MIN_FACE_PIXELS  # a failed fit's maps are empty
         images.append(np.round(np.asarray(batch)[keep] * 255).astype(np.uint8))
         maps.append(rendered[keep].astype(np.float16))
         if progress is not None:
