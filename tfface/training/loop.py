@@ -113,7 +113,8 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
                           batch_size: int) -> tf.data.Dataset:
     """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
     the aligned photos under a random similarity, turned when the configuration profiles; with
-    ``self_labels``, a share of each batch is self-labelled photos under their own similarity."""
+    ``self_labels``, a share of each batch is self-labelled photos under their own similarity.
+    Both parts keep the share ``no_face_fraction`` of face-free examples."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
     confine = config.seam_confinement(source.aligned_content_radius())
     labelled = 0
@@ -130,7 +131,7 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
         return examples
     photos = labelled_photos(config.self_labels, config.image_size).shuffle(4096, seed=config.seed)
     own = pretraining_dataset(photos, None, labelled, config.pretraining_ranges(), seed=config.seed + 1,
-                              confine=confine)
+                              confine=confine, no_face_fraction=config.no_face_fraction)
     return tf.data.Dataset.zip(examples, own).map(
         lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0)))
 
