@@ -51,7 +51,17 @@ def default_config(args: argparse.Namespace) -> str:
     return "small" if getattr(args, "synthetic", False) or getattr(args, "data", None) else "photos"
 
 
-def _resolve(args) -> tuple:
+def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, Path]:
+    """A command's run: its configuration (with the command line's overrides), run folder and
+    synthetic-data folder, printing the U-Net's precision.
+
+    Args:
+        args: parsed arguments with ``config``, ``workdir`` and optionally ``data``, ``steps``,
+            ``pretrain_steps`` and ``mixed_precision``.
+
+    Returns:
+        ``(config, workdir, data_dir)``.
+    """
     from tfface.training.config import load_config
 
     config = load_config(default_config(args))
@@ -168,7 +178,7 @@ def run_train(args: argparse.Namespace) -> int:
     from tfface.training.distribute import make_strategy
     from tfface.training.from_export import check_network_matches, restore_exported_network
 
-    config, workdir, data_dir = _resolve(args)
+    config, workdir, data_dir = resolve_run(args)
     strategy = make_strategy(args.strategy)
     if strategy.num_replicas_in_sync > 1 and not config.synchronized_batchnorm:
         config = config.replace(synchronized_batchnorm=True)
@@ -224,7 +234,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tfface.training.evaluation import evaluate_batches, format_table
     from tfface.training.photo_evaluation import format_photo_table
 
-    config, workdir, data_dir = _resolve(args)
+    config, workdir, data_dir = resolve_run(args)
     dataset = args.dataset or ("synthetic" if args.data else "photos")
     if args.model:
         from tfface.export import ExportedModel
@@ -278,7 +288,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from tfface.training.photo_evaluation import evaluate_photos, format_photo_table
 
     start = time.monotonic()
-    config, workdir, data_dir = _resolve(args)
+    config, workdir, data_dir = resolve_run(args)
     loop.save_config(config, workdir)
     uv_model, uv_path = uv_model_for(args.uv_model, workdir)
     source = training_data(args, config, uv_model, data_dir)

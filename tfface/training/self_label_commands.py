@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tfface.errors import InputError
-from tfface.training.commands import _resolve, photo_sources, uv_model_for
+from tfface.training.commands import resolve_run, photo_sources, uv_model_for
 
 
 def run_self_label(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def run_self_label(args: argparse.Namespace) -> int:
     else:
         from tfface.training.loop import load_trained
 
-        config, workdir, _ = _resolve(args)
+        config, workdir, _ = resolve_run(args)
         _, uv_path = uv_model_for(args.uv_model, workdir)
         network = load_trained(uv_path, config, workdir, args.weights)
     sources, _ = photo_sources(args)
