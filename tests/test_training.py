@@ -89,15 +89,15 @@ def test_seam_free_keeps_the_vignettes_disc_feather_included():
                                              (["--mixed-precision"], True)])
 def test_mixed_precision_follows_the_cpu_unless_set(flags, expected, tmp_path, capsys):
     from tfface.cli import build_parser
-    from tfface.training.commands import _resolve
+    from tfface.training.commands import resolve_run
 
     args = build_parser().parse_args(["train", "--config", "small", "--workdir", str(tmp_path), *flags])
-    config = _resolve(args)[0]
+    config = resolve_run(args)[0]
     assert config.mixed_precision is (None if not flags else expected)
     assert config.uses_mixed_precision() is expected
     assert capsys.readouterr().out.startswith("U-Net precision: " + ("mixed bfloat16" if expected else "float32"))
     args = build_parser().parse_args(["train", "--config", "tiny", "--workdir", str(tmp_path), *flags])
-    assert _resolve(args)[0].uses_mixed_precision() is (expected if flags else False)
+    assert resolve_run(args)[0].uses_mixed_precision() is (expected if flags else False)
 
 
 @pytest.mark.parametrize(("cpuinfo", "native"), [
