@@ -1,5 +1,7 @@
 """Self-labelled photos as pretraining examples (tfface.training.self_labels)."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +11,8 @@ from tfface.errors import InputError
 from tfface.render.rasterizer import interpolate, rasterize
 from tfface.training.config import CONFIGS
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
-from tfface.training.self_labels import fit_maps_of, label_photo_stream, label_photos, labelled_photos
+from tfface.training.self_labels import (_labelled_arrays, fit_maps_of, label_photo_stream, label_photos,
+                                         labelled_photos)
 
 SIZE = 32
 
@@ -38,6 +41,20 @@ def test_labelled_photos_load_as_unit_images_and_their_maps(tmp_path):
     for example, image, target in zip(loaded, images, maps):
         np.testing.assert_allclose(example["image"].numpy(), image / 255.0)
         np.testing.assert_allclose(example["maps"].numpy(), target, atol=1e-3)  # stored as float16
+
+
+def test_labelled_photos_are_read_once_until_the_file_changes(tmp_path):
+    images, maps = _squares(3)
+    path = _write(tmp_path / "labels.npz", images, maps)
+    first = next(iter(labelled_photos(path, SIZE)))["image"].numpy()
+    np.savez(tmp_path / "other.npz", images=255 - images, maps=maps)
+    os.replace(tmp_path / "other.npz", path)  # a new file at the same path: read again
+    os.utime(path, ns=(0, 0))
+    again = next(iter(labelled_photos(path, SIZE)))["image"].numpy()
+    np.testing.assert_allclose(again, 1.0 - first)
+    hits = _labelled_arrays.cache_info().hits
+    next(iter(labelled_photos(path, SIZE)))
+    assert _labelled_arrays.cache_info().hits == hits + 1  # the unchanged file is not read again
 
 
 def test_labelled_photos_refuse_missing_files_and_wrong_shapes(tmp_path):

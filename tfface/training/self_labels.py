@@ -10,6 +10,7 @@ their targets follow each photo's own face, which the one template cannot.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import zipfile
 from collections.abc import Iterable
@@ -145,23 +146,31 @@ def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, ou
 def labelled_photos(path: str | Path, image_size: int) -> tf.data.Dataset:
     """The labelled photos of an ``.npz`` (``images`` ``(N, S, S, 3)`` uint8, ``maps`` ``(N, S, S, 4)``).
 
+    The file is read once per process (a training run's pretraining and pose anchor share it).
+
     Returns:
         Dataset of dicts ``image`` ``(S, S, 3)`` float32 in [0, 1] and ``maps`` ``(S, S, 4)`` float32.
 
     Raises:
         InputError: no such file, or arrays of the wrong shapes.
     """
-    path = Path(path)
+    path = Path(path).resolve()
     if not path.is_file():
         raise InputError(f"no self-labelled photos at {path}")
-    try:
-        with np.load(path) as archive:
-            images, maps = archive["images"], archive["maps"]
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
-        raise InputError(f"{path} holds no self-labelled photos (images and maps): {error}") from error
+    images, maps = _labelled_arrays(path, path.stat().st_mtime_ns)
     if images.shape[1:] != (image_size, image_size, 3) or maps.shape != images.shape[:3] + (4,):
         raise InputError(f"{path}: expected images (N, {image_size}, {image_size}, 3) and maps (N, ..., 4), "
-                         f"got {images.shape} and {maps.shape}")
+                         f"got {tuple(images.shape)} and {tuple(maps.shape)}")
     data = tf.data.Dataset.from_tensor_slices({"image": images, "maps": maps})
     return data.map(lambda x: {"image": tf.cast(x["image"], tf.float32) / 255.0,
                                "maps": tf.cast(x["maps"], tf.float32)})
+
+
+@functools.lru_cache(maxsize=2)
+def _labelled_arrays(path: Path, modified_ns: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(images, maps)`` of a labelled ``.npz`` as tensors, cached by path and modification time."""
+    try:
+        with np.load(path) as archive:
+            return tf.constant(archive["images"]), tf.constant(archive["maps"])
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path} holds no self-labelled photos (images and maps): {error}") from error
