@@ -348,6 +348,16 @@ def test_export_command_finds_config_and_uv_model_in_the_work_folder(toy_export,
                "--out", tmp_path / "models", "--no-tflite", "--locator-resolution", 16) == 0
     exported = export.ExportedModel(tmp_path / "models" / "cli" / "2")(toy_images)
     assert_close_scaled(exported["vertices"], export.KerasInference(model)(toy_images)["vertices"], "vertices")
+    # A run's pretrained U-Net alone exports the same network.
+    (work / "pretrain").mkdir()
+    model.unet.save_weights(work / "pretrain" / "unet.weights.h5")
+    assert run("--weights", work / "pretrain" / "unet.weights.h5", "--pretrained", "--name", "cli", "--version", 3,
+               "--out", tmp_path / "models", "--no-tflite", "--locator-resolution", 16) == 0
+    pretrained = export.ExportedModel(tmp_path / "models" / "cli" / "3")(toy_images)
+    np.testing.assert_array_equal(pretrained["vertices"], exported["vertices"])
+    with pytest.raises(ModelFileError, match="cannot load"):  # a U-Net's weights are not a whole model's
+        run("--weights", work / "pretrain" / "unet.weights.h5", "--name", "cli", "--version", 4,
+            "--out", tmp_path / "models", "--no-tflite")
     with pytest.raises(ModelFileError, match="no TFLite model"):
         export.ExportedModel(tmp_path / "models" / "cli" / "2", "tflite")
     with pytest.raises(InputError, match="--name, --version"):

@@ -157,11 +157,13 @@ def inference_model(trained: FaceModel, num_samples: int | None = None, uv_model
 
 def load_trained_model(weights: str | Path, uv_model: str | Path, config: TrainConfig | dict,
                        num_samples: int | None = None, locator_resolution: int | None = None,
-                       geometry: type | None = None, **geometry_options) -> FaceModel:
+                       geometry: type | None = None, unet_only: bool = False, **geometry_options) -> FaceModel:
     """A configured :class:`FaceModel` with ``weights`` (a ``*.weights.h5`` of training) restored.
 
     With ``locator_resolution``, the UV-3DMM's locator is rebuilt at that resolution
     (:func:`relocated`) for a smaller export; ``geometry``: see :func:`configure_for_inference`.
+    With ``unet_only``, ``weights`` are a U-Net's alone (a run's pretrained network,
+    ``pretrain/unet.weights.h5``): the U-Net is the model's only trained part.
 
     Raises:
         ModelFileError: missing or incompatible weights file.
@@ -172,7 +174,7 @@ def load_trained_model(weights: str | Path, uv_model: str | Path, config: TrainC
     trained = FaceModel(str(uv_model), config)
     trained(tf.zeros([1, trained.config.image_size, trained.config.image_size, 3]))
     try:
-        trained.load_weights(weights)
+        (trained.unet if unet_only else trained).load_weights(weights)
     except (ValueError, OSError, KeyError) as error:
         raise ModelFileError(f"{weights}: cannot load into a {trained.config.name!r} model ({error})") from error
     if locator_resolution is None:

@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "<out>/models.config for TF Serving. "
                     "With --tflite FOLDER, add the TFLite model to an existing export instead.")
     exp.add_argument("--weights", type=Path, help="trained weights (<workdir>/train/final.weights.h5)")
+    exp.add_argument("--pretrained", action="store_true",
+                     help="--weights are a run's pretrained U-Net (<workdir>/pretrain/unet.weights.h5): export "
+                          "the network its pretraining left, before any unsupervised step")
     exp.add_argument("--config", default=None,
                      help="training config name or JSON (default: config.json of the weights' work folder)")
     exp.add_argument("--uv-model", type=Path, default=None,
@@ -127,7 +130,8 @@ def run_export(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(f"export needs {', '.join(missing)} (or --tflite FOLDER)")
     config, uv_source = training_sources(args)
-    model = export.load_trained_model(args.weights, uv_source, config, args.num_samples, args.locator_resolution)
+    model = export.load_trained_model(args.weights, uv_source, config, args.num_samples, args.locator_resolution,
+                                      unet_only=args.pretrained)
     root = args.out or REPO_ROOT / "savedmodel"
     folder = export.export_model(model, root, args.name, args.version, tflite=not args.no_tflite)
     print(f"exported {folder}; TF Serving config {write_models_config(root)}")
