@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tfface.errors import InputError
-from tfface.training.commands import resolve_run, photo_sources, uv_model_for
+from tfface.training.commands import photo_sources, resolve_run, uv_model_for
 
 
 def run_self_label(args: argparse.Namespace) -> int:
