@@ -9,7 +9,9 @@ import tensorflow as tf
 from tfface.errors import InputError
 from tfface.geometry.camera import project
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
-from tfface.training.profiling import DISTANCE, FaceProfiler, bilinear_sample, mirrored_beyond_edges, turn_matrices
+from tfface.training.profiling import (DISTANCE, FaceProfiler, FitProfiler, bilinear_sample, fitted_yaw,
+                                       mirrored_beyond_edges, turn_matrices)
+from tfface.training.self_labels import fit_maps_of
 
 SIZE = 64
 TEMPLATE5 = np.array([[0.35, 0.31], [0.65, 0.31], [0.5, 0.45], [0.39, 0.63], [0.61, 0.63]], np.float32) * SIZE
@@ -38,12 +40,16 @@ def test_turns_are_rotations_about_the_vertical_then_across():
 
 
 def test_uncovered_face_pixels_are_mirrored_across_the_nearer_edge():
-    region = np.zeros((2, 8), bool)
-    region[1, 2:6] = True  # row 1's face spans pixels 2-5, edges at x = 2 and 6
-    positions = mirrored_beyond_edges(region)
-    np.testing.assert_allclose(positions[1, 2:6, 0], [1.5, 0.5, 7.5, 6.5])
-    np.testing.assert_allclose(positions[0, :, 0], np.arange(8) + 0.5)  # outside: themselves
-    np.testing.assert_allclose(positions[..., 1], [[0.5] * 8, [1.5] * 8])
+    region = np.zeros((2, 3, 8), bool)
+    region[0, 1, 2:6] = True  # row 1's face spans pixels 2-5, edges at x = 2 and 6
+    region[1, 2, [1, 2, 5, 6]] = True  # a hole in the run (an eye) is mirrored as the run is
+    positions = mirrored_beyond_edges(tf.constant(region)).numpy()
+    assert positions.shape == (2, 3, 8, 2)
+    np.testing.assert_allclose(positions[0, 1, 2:6, 0], [1.5, 0.5, 7.5, 6.5])
+    np.testing.assert_allclose(positions[1, 2, 1:7, 0], [0.5, -0.5, -1.5, 9.5, 8.5, 7.5])
+    np.testing.assert_allclose(positions[0, 0, :, 0], np.arange(8) + 0.5)  # outside: themselves
+    np.testing.assert_allclose(positions[1, 2, [0, 7], 0], [0.5, 7.5])
+    np.testing.assert_allclose(positions[..., 1], np.broadcast_to(np.arange(3)[None, :, None] + 0.5, (2, 3, 8)))
 
 
 def test_no_second_face_beside_the_turned_one(profiler):
@@ -203,3 +209,93 @@ def test_relighting_keeps_an_evenly_lit_face(default_uv_model):
     plain, _ = FaceProfiler(default_uv_model, TEMPLATE5, SIZE)(photo, [np.radians(60.0)], [0.0])
     # noise has no direction to its light: the ratios stay near 1
     assert np.abs(relit.numpy() - plain.numpy()).mean() < 0.02
+
+
+def _fit_of(default_uv_model, profiler, vertices: np.ndarray, maps_size: int = SIZE) -> dict[str, tf.Tensor]:
+    """A fit of ``(V, 3)`` vertices under the template camera, as self-labels keep it: the inverse
+    camera of ``d x = K (R X + t)`` is ``P_hat = (K R)^-1``, ``q_hat = -R^T t``."""
+    K, R, t = (a.numpy() for a in profiler.camera)
+    fit = {"vertices": vertices[None].astype(np.float32), "p_hat": np.linalg.inv(K @ R)[None].astype(np.float32),
+           "q_hat": (-R.T @ t)[None].astype(np.float32), "R": R[None].astype(np.float32)}
+    model = default_uv_model.model
+    fit["maps"] = fit_maps_of(fit["vertices"], fit["p_hat"], fit["q_hat"], model.triangles,
+                              default_uv_model.vertex_uv, maps_size)
+    return {key: tf.constant(value) for key, value in fit.items()}
+
+
+def _own_shape(default_uv_model) -> np.ndarray:
+    """A face that is not the mean: two shape and one expression coefficient set (mm)."""
+    model = default_uv_model.model
+    return model.mean + 2.5 * model.shape_basis[0] - 2.0 * model.shape_basis[2] + 1.5 * model.expression_basis[0]
+
+
+def _turned(R: np.ndarray, vertices: np.ndarray, yaw: float, pitch: float = 0.0) -> np.ndarray:
+    """``vertices`` turned about their centroid by ``yaw`` and ``pitch`` (degrees) about the axes
+    of the camera whose rotation is ``R``."""
+    turn = turn_matrices(tf.constant([np.radians(yaw)], tf.float32), tf.constant([np.radians(pitch)], tf.float32))
+    centre = vertices.mean(0)
+    return ((vertices - centre) @ (R.T @ turn.numpy()[0] @ R).T + centre).astype(np.float32)
+
+
+def test_an_unturned_fit_keeps_its_photo_maps_and_place(default_uv_model, profiler):
+    vertices = _own_shape(default_uv_model)
+    fit = _fit_of(default_uv_model, profiler, vertices)
+    photo = np.random.default_rng(4).uniform(size=(1, SIZE, SIZE, 3)).astype(np.float32)
+    image, maps, framing = FitProfiler(default_uv_model, SIZE, relight=True)(photo, fit, [0.0], [0.0])
+    np.testing.assert_allclose(maps.numpy(), fit["maps"].numpy(), rtol=1e-5, atol=1e-5)  # the fit's own labels
+    np.testing.assert_allclose(image.numpy(), photo, atol=0.01)  # each face pixel samples itself
+    np.testing.assert_allclose(framing.numpy()[0], np.eye(3), atol=1e-5)
+    assert np.degrees(fitted_yaw(fit["R"]).numpy()[0]) < 3.0  # the template camera looks at the face
+
+
+@pytest.mark.parametrize("yaw, pitch", [(50.0, 0.0), (-35.0, 12.0)])
+def test_a_turned_fit_is_its_own_face_turned_under_the_photos_light(default_uv_model, profiler, yaw, pitch):
+    """The photo: the fit's own (not the mean) shape, grey albedo, lit from one side. Turned, its
+    image is the render of the turned shape under the same light, and its maps are the turned
+    fit's exact maps."""
+    from tfface.render.shader import render
+
+    model = default_uv_model.model
+    lighting = np.zeros((9, 3), np.float32)
+    lighting[0], lighting[3], lighting[2] = 3.0, -0.9, 0.3
+    K, R, t = (a.numpy()[None] for a in profiler.camera)
+
+    def rendered(vertices):
+        out = render(vertices[None], model.triangles, np.full((1,) + vertices.shape, 0.5, np.float32), K, R, t,
+                     lighting[None], SIZE, SIZE)
+        return out.image.numpy()[0], out.fragments.mask.numpy()[0]
+
+    vertices = _own_shape(default_uv_model).astype(np.float32)
+    photo, _ = rendered(vertices)
+    turned = _turned(R[0], vertices, yaw, pitch)
+    expected, mask = rendered(turned)
+    fit = _fit_of(default_uv_model, profiler, vertices)
+    image, maps, _ = (a.numpy()[0] for a in FitProfiler(default_uv_model, SIZE, relight=True)(
+        photo[None], fit, [np.radians(yaw)], [np.radians(pitch)]))
+    turned_maps = _fit_of(default_uv_model, profiler, turned)["maps"].numpy()[0]
+    np.testing.assert_allclose(maps, turned_maps, rtol=1e-5, atol=1e-5)
+    inner = mask * np.roll(mask, 2, 0) * np.roll(mask, -2, 0) * np.roll(mask, 2, 1) * np.roll(mask, -2, 1) > 0
+    plain, _, _ = (a.numpy()[0] for a in FitProfiler(default_uv_model, SIZE)(
+        photo[None], fit, [np.radians(yaw)], [np.radians(pitch)]))
+    relit_error, plain_error = (np.median(np.abs(a - expected)[inner]) for a in (image, plain))
+    assert relit_error < 0.003 and plain_error > 5 * relit_error  # the relighting turns the shading too
+
+
+def test_a_turned_fit_is_framed_by_its_landmark_box(default_uv_model, profiler):
+    vertices = _own_shape(default_uv_model).astype(np.float32)
+    fit = _fit_of(default_uv_model, profiler, vertices)
+    _, _, framing = FitProfiler(default_uv_model, SIZE)(np.zeros((1, SIZE, SIZE, 3), np.float32), fit,
+                                                        [np.radians(-60.0)], [np.radians(10.0)])
+    K, R, t = (a.numpy() for a in profiler.camera)
+    landmarks = default_uv_model.model.landmarks68
+
+    def box(points):
+        return (points.min(0) + points.max(0)) / 2, (points.max(0) - points.min(0)).max()
+
+    before = project(vertices[None, landmarks], K[None], R[None], t[None])[0].numpy()[0]
+    after = project(_turned(R, vertices, -60.0, 10.0)[None, landmarks], K[None], R[None], t[None])[0].numpy()[0]
+    transform = framing.numpy()[0]
+    assert abs(box(after)[0][0] - box(before)[0][0]) > 0.03 * SIZE  # the turn moved the box
+    framed = after @ transform[:2, :2].T + transform[:2, 2]
+    np.testing.assert_allclose(box(framed)[0], box(before)[0], atol=1e-3 * SIZE)
+    assert box(framed)[1] == pytest.approx(box(before)[1], rel=1e-4)

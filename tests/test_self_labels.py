@@ -90,6 +90,47 @@ def test_pretraining_examples_need_fixed_targets_or_their_own(tmp_path, default_
         pretraining_dataset(photos, targets, 2)
     with pytest.raises(InputError, match="either the fixed targets or their own maps"):
         pretraining_dataset(photos.map(lambda x: x["image"]), None, 2)
+    from tfface.training.profiling import FitProfiler
+
+    with pytest.raises(InputError, match="turned on their own fits"):  # labels without their fits
+        pretraining_dataset(photos, None, 2, profiler=FitProfiler(default_uv_model, SIZE))
+
+
+def _with_fits(path, images, maps, yaw_degrees):
+    """Labels with fits whose rotations have the given yaws (the other arrays are placeholders)."""
+    count = len(images)
+    turns = Rotation.from_euler("y", np.asarray(yaw_degrees)[:, None], degrees=True).as_matrix()
+    rotations = turns @ np.diag([1.0, -1.0, -1.0])  # a frontal face, turned
+    np.savez(path, images=images, maps=maps.astype(np.float16), vertices=np.zeros((count, 5, 3), np.float16),
+             p_hat=np.tile(np.eye(3, dtype=np.float32), (count, 1, 1)), q_hat=np.zeros((count, 3), np.float32),
+             R=rotations.astype(np.float32))
+    return path
+
+
+def test_labelled_photos_give_their_near_frontal_fits(tmp_path):
+    from tfface.training.self_labels import PROFILABLE_YAW
+
+    images, maps = _squares(4)
+    yaws = [0.0, PROFILABLE_YAW + 5, -(PROFILABLE_YAW - 2), 3.0]
+    path = _with_fits(tmp_path / "labels.npz", images, maps, yaws)
+    assert len(list(labelled_photos(path, SIZE))) == 4  # without fits: every photo
+    given = list(labelled_photos(path, SIZE, fits=True))
+    assert len(given) == 3
+    np.testing.assert_array_equal([example["image"].numpy() for example in given],
+                                  images[[0, 2, 3]].astype(np.float32) / 255)
+    assert set(given[0]["fit"]) == {"vertices", "p_hat", "q_hat", "R"}
+    assert given[1]["fit"]["R"].dtype == tf.float32
+    with pytest.raises(InputError, match="keeps no fits"):
+        labelled_photos(_write(tmp_path / "plain.npz", images, maps), SIZE, fits=True)
+    with pytest.raises(InputError, match="no fit is near-frontal"):
+        labelled_photos(_with_fits(tmp_path / "turned.npz", images, maps, [40.0] * 4), SIZE, fits=True)
+
+
+def test_self_label_profile_share_lies_in_0_1():
+    assert CONFIGS["photos"].replace(self_label_profile_share=1.0).self_label_profile_share == 1.0
+    for share in (-0.1, 1.5):
+        with pytest.raises(InputError, match="self_label_profile_share"):
+            CONFIGS["photos"].replace(self_label_profile_share=share)
 
 
 def test_self_label_share_must_lie_strictly_between_0_and_1():
@@ -159,7 +200,8 @@ def test_the_shipped_network_labels_a_face_and_not_noise(shipped):
 
     network, face = shipped
     crop = face.astype(np.float32) / 255.0
-    images, maps = label_photos(network, [crop[None]])
+    labels = label_photos(network, [crop[None]])
+    images, maps = labels["images"], labels["maps"]
     assert images.shape == (1, 128, 128, 3) and images.dtype == np.uint8 and maps.dtype == np.float16
     np.testing.assert_array_equal(images[0], face)
     fit = network.infer(crop[None])
@@ -169,9 +211,12 @@ def test_the_shipped_network_labels_a_face_and_not_noise(shipped):
     # the soft read-out is one-sided
     error = np.linalg.norm(read_back[inner] - fit["landmarks68"].numpy()[0, inner], axis=-1)
     assert np.median(error) < 0.5 and error.max() < 1.5  # pixels, on a 128-pixel crop
+    for key in ("vertices", "p_hat", "q_hat", "R"):  # the fit itself is kept, to turn it
+        np.testing.assert_allclose(labels[key][0], fit[key].numpy()[0], rtol=2e-3, atol=0.05)
     noise = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3)).astype(np.float32) / 255.0
-    images, maps = label_photos(network, [noise])
-    assert images.shape == (0, 128, 128, 3) and maps.shape == (0, 128, 128, 4)
+    labels = label_photos(network, [noise])
+    assert {key: value.shape[0] for key, value in labels.items()} == dict.fromkeys(labels, 0)
+    assert labels["images"].shape == (0, 128, 128, 3) and labels["maps"].shape == (0, 128, 128, 4)
 
 
 def test_labelling_resumes_from_its_saved_chunks(tmp_path, shipped):
@@ -182,11 +227,14 @@ def test_labelling_resumes_from_its_saved_chunks(tmp_path, shipped):
     stream = tf.data.Dataset.from_tensor_slices(np.stack(photos)).map(lambda p: tf.cast(p, tf.float32) / 255.0)
     out, parts = tmp_path / "labels.npz", tmp_path / "labels.npz.parts"
     parts.mkdir()
+    earlier = label_photos(network, [np.stack(photos[2:4]).astype(np.float32) / 255.0])
     saved = np.zeros((2, 128, 128, 3), np.uint8)
-    np.savez(parts / "chunk-00001.npz", images=saved, maps=np.zeros((2, 128, 128, 4), np.float16))  # photos 2-3
+    np.savez(parts / "chunk-00001.npz", **{**earlier, "images": saved})  # photos 2-3, told by their images
     assert label_photo_stream(network, stream, 5, out, chunk=2) == 5 and not parts.exists()
-    merged = np.load(out)["images"]
-    np.testing.assert_array_equal(merged, np.stack([photos[0], photos[1], saved[0], saved[1], photos[4]]))
+    merged = np.load(out)
+    assert set(merged.files) == {"images", "maps", "vertices", "p_hat", "q_hat", "R"}
+    assert all(len(merged[key]) == 5 for key in merged.files)
+    np.testing.assert_array_equal(merged["images"], np.stack([photos[0], photos[1], saved[0], saved[1], photos[4]]))
 
 
 def test_labelling_without_a_single_valid_fit_is_an_error(tmp_path, toy_uv_model):
@@ -195,7 +243,9 @@ def test_labelling_without_a_single_valid_fit_is_an_error(tmp_path, toy_uv_model
     parts = tmp_path / "labels.npz.parts"
     parts.mkdir()
     np.savez(parts / "chunk-00000.npz", images=np.zeros((0, 32, 32, 3), np.uint8),
-             maps=np.zeros((0, 32, 32, 4), np.float16))  # every fit of the stream's one chunk failed
+             maps=np.zeros((0, 32, 32, 4), np.float16), vertices=np.zeros((0, 5, 3), np.float16),
+             p_hat=np.zeros((0, 3, 3), np.float32), q_hat=np.zeros((0, 3), np.float32),
+             R=np.zeros((0, 3, 3), np.float32))  # every fit of the stream's one chunk failed
     with pytest.raises(InputError, match="no photo could be labelled"):
         label_photo_stream(build_model(toy_uv_model, CONFIGS["tiny"]), tf.data.Dataset.range(1), 1,
                            tmp_path / "labels.npz", chunk=2)

@@ -553,6 +553,39 @@ def test_self_label_share_of_every_pretraining_batch(tmp_path, default_uv_model,
     assert np.all(images.numpy()[6:].std(axis=(1, 2, 3)) > 0.02)  # textures, not the black labelled photos
 
 
+def test_a_share_of_the_labelled_examples_is_turned_on_their_fits(tmp_path, default_uv_model, data_dir):
+    from tfface.training.loop import _pretraining_examples, build_model
+    from tfface.training.self_labels import fit_maps_of
+    from tfface.training.sources import SyntheticData
+
+    source = SyntheticData(data_dir)
+    model3d = default_uv_model.model
+    template = pretraining_targets(default_uv_model, source.mean_landmarks5(), 32)
+    p_hat, q_hat = np.linalg.inv(template.K @ template.R), -template.R.T @ template.t  # its inverse camera
+    fit = {"vertices": model3d.mean[None].astype(np.float16), "p_hat": p_hat[None].astype(np.float32),
+           "q_hat": q_hat[None].astype(np.float32), "R": template.R[None].astype(np.float32)}
+    maps = fit_maps_of(tf.cast(fit["vertices"], tf.float32), fit["p_hat"], fit["q_hat"], model3d.triangles,
+                       default_uv_model.vertex_uv, 32).numpy()
+    np.savez(tmp_path / "l.npz", images=np.full((1, 32, 32, 3), 128, np.uint8), maps=maps.astype(np.float16), **fit)
+    still = CONFIGS["tiny"].replace(no_face_fraction=0.0, augment_rotation=0.0, pretrain_scale=(1.0, 1.0),
+                                    pretrain_translation=0.0, self_labels=str(tmp_path / "l.npz"),
+                                    self_label_share=0.5, self_label_profile_share=0.5)
+    model = build_model(default_uv_model, still)
+    _, batch = next(iter(_pretraining_examples(model, still, source, 8)))
+    batch = batch.numpy()  # 4 template examples, 2 labelled as labelled, 2 turned on their fit by 0 degrees
+    np.testing.assert_allclose(batch[:4], np.broadcast_to(template.maps, (4,) + template.maps.shape), atol=1e-5)
+    np.testing.assert_allclose(batch[4:], np.broadcast_to(maps[0], (4,) + maps.shape[1:]), rtol=2e-3, atol=2e-3)
+    for share, turned in ((0.5, 2), (1.0, 4), (0.25, 1)):  # round(share x 4) turned, by up to 60 degrees
+        turning = still.replace(pretrain_max_yaw=60.0, self_label_profile_share=share)
+        batch = next(iter(_pretraining_examples(model, turning, source, 8)))[1].numpy()
+        change = np.abs(batch[4:, ..., :2] - maps[0, ..., :2]).mean(axis=(1, 2, 3))  # the correspondence
+        assert list(change > 1e-3) == [False] * (4 - turned) + [True] * turned, change
+    unfitted = tmp_path / "plain.npz"
+    np.savez(unfitted, images=np.full((1, 32, 32, 3), 128, np.uint8), maps=maps.astype(np.float16))
+    with pytest.raises(InputError, match="keeps no fits"):
+        _pretraining_examples(model, still.replace(self_labels=str(unfitted)), source, 8)
+
+
 def test_bad_similarity_ranges_raise():
     for fields in ({"pretrain_scale": (1.2, 0.9)}, {"pretrain_translation": -0.1}, {"photo_scale": (0.0, 1.0)},
                    {"equivariance_rotation": -10.0}):

@@ -103,6 +103,9 @@ class TrainConfig:
         self_labels: an ``.npz`` of photos labelled with a trained network's fits
             (:mod:`tfface.training.self_labels`); with it, a share ``self_label_share`` of every
             pretraining and pose-anchor batch comes from them.
+        self_label_profile_share: the share of those labelled examples that are turned on their
+            own fits (:class:`tfface.training.profiling.FitProfiler`, to ``pretrain_max_yaw`` and
+            ``pretrain_max_pitch``) rather than shown as labelled; the labels must keep their fits.
         pretrain_final_learning_rate: with a value, the pretraining rate decays along a cosine
             from ``pretrain_learning_rate`` to it over ``pretrain_steps`` (Adam's iteration count,
             restored on resume); None: constant.
@@ -200,6 +203,7 @@ class TrainConfig:
     pretrain_depth_weight: float = 1.0
     self_labels: str | None = None
     self_label_share: float = 0.5
+    self_label_profile_share: float = 0.0
     no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
@@ -244,6 +248,8 @@ class TrainConfig:
             raise InputError(f"pretrain_depth_weight must be positive, got {self.pretrain_depth_weight}")
         if not 0.0 < self.self_label_share < 1.0:
             raise InputError(f"self_label_share must lie in (0, 1), got {self.self_label_share}")
+        if not 0.0 <= self.self_label_profile_share <= 1.0:
+            raise InputError(f"self_label_profile_share must lie in [0, 1], got {self.self_label_profile_share}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")

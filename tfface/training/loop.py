@@ -113,8 +113,9 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
                           batch_size: int) -> tf.data.Dataset:
     """Supplement F's batches ``((B, H, W, 3) images, (B, H, W, 4) target maps)``, repeated forever:
     the aligned photos under a random similarity, turned when the configuration profiles; with
-    ``self_labels``, a share of each batch is self-labelled photos under their own similarity.
-    Both parts keep the share ``no_face_fraction`` of face-free examples."""
+    ``self_labels``, a share of each batch is self-labelled photos under their own similarity, a
+    share ``self_label_profile_share`` of those turned on their own fits. Every part keeps the share
+    ``no_face_fraction`` of face-free examples."""
     targets = pretraining_targets(model.uv_model, source.mean_landmarks5(), config.image_size)
     confine = config.seam_confinement(source.aligned_content_radius())
     labelled = 0
@@ -129,11 +130,24 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
                                    **_profiling(model, config, source))
     if not labelled:
         return examples
-    photos = labelled_photos(config.self_labels, config.image_size).shuffle(4096, seed=config.seed)
-    own = pretraining_dataset(photos, None, labelled, config.pretraining_ranges(), seed=config.seed + 1,
-                              confine=confine, no_face_fraction=config.no_face_fraction)
-    return tf.data.Dataset.zip(examples, own).map(
-        lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0)))
+    turned = round(config.self_label_profile_share * labelled)
+    parts = [examples]
+    if labelled > turned:
+        photos = labelled_photos(config.self_labels, config.image_size).shuffle(4096, seed=config.seed)
+        parts.append(pretraining_dataset(photos, None, labelled - turned, config.pretraining_ranges(),
+                                         seed=config.seed + 1, confine=confine,
+                                         no_face_fraction=config.no_face_fraction))
+    if turned:
+        from tfface.training.profiling import FitProfiler
+
+        photos = labelled_photos(config.self_labels, config.image_size, fits=True).shuffle(4096, seed=config.seed + 2)
+        parts.append(pretraining_dataset(
+            photos, None, turned, config.pretraining_ranges(), seed=config.seed + 2, confine=confine,
+            no_face_fraction=config.no_face_fraction,
+            profiler=FitProfiler(model.uv_model, config.image_size, relight=config.profile_relight),
+            max_turn=(math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))))
+    return tf.data.Dataset.zip(*parts).map(
+        lambda *batches: tuple(tf.concat([batch[i] for batch in batches], 0) for i in range(2)))
 
 
 def _anchored(model: FaceModel, config: TrainConfig, source: TrainingData):

@@ -24,7 +24,7 @@ from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.render.rasterizer import interpolate, rasterize
 
 if TYPE_CHECKING:
-    from tfface.training.profiling import FaceProfiler
+    from tfface.training.profiling import FaceProfiler, FitProfiler
 
 #: Frontal camera rotation (DESIGN.md conventions): camera looks along +Z, image y down.
 FRONTAL_R = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
@@ -104,7 +104,7 @@ def pretraining_targets(uv_model: UVMorphableModel, mean_landmarks5: np.ndarray,
 def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets | None, batch_size: int,
                         ranges: SimilarityRange = SimilarityRange(), seed: int = 0,
                         confine: tuple[float, float] | None = None, no_face_fraction: float = 0.0,
-                        profiler: FaceProfiler | None = None,
+                        profiler: FaceProfiler | FitProfiler | None = None,
                         max_turn: tuple[float, float] = (0.0, 0.0)) -> tf.data.Dataset:
     """Batches ``(augmented image, augmented target maps)`` for supervised pretraining.
 
@@ -115,8 +115,8 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets | N
     Args:
         images: dataset of ``(H, W, 3)`` float32 roughly aligned images (or dicts with "image"),
             or of dicts with "image" and "maps" ``(H, W, 4)``: photos labelled with their own
-            targets (:mod:`tfface.training.self_labels`), which are then neither profiled nor
-            given ``targets``.
+            targets (:mod:`tfface.training.self_labels`), which are then not given ``targets``;
+            with a ``profiler``, also "fit", the fits they are turned on.
         targets: the fixed maps from :func:`pretraining_targets` (same H, W); None for labelled
             photos.
         batch_size: batch size.
@@ -125,10 +125,10 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets | N
         confine: ``(radius, source_radius)`` of :func:`tfface.data.augment.confine_disc` (None:
             the similarities are not confined).
         no_face_fraction: probability in [0, 1] that an example is face-free.
-        profiler: a :class:`tfface.training.profiling.FaceProfiler`: when given, every example's
-            face is first turned by a yaw and a pitch drawn uniformly within ``max_turn``
-            (radians), framed by its ``framing_transforms`` and supervised with the turned maps
-            instead of ``targets``.
+        profiler: a :class:`tfface.training.profiling.FaceProfiler` (aligned photos) or
+            :class:`tfface.training.profiling.FitProfiler` (labelled photos with their fits): when
+            given, every example's face is first turned by a yaw and a pitch drawn uniformly within
+            ``max_turn`` (radians), framed as the profiler says and supervised with the turned maps.
         max_turn: largest ``(|yaw|, |pitch|)`` of the profiled examples, radians.
 
     Returns:
@@ -137,23 +137,30 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets | N
     if not 0.0 <= no_face_fraction <= 1.0:
         raise InputError(f"no_face_fraction must lie in [0, 1], got {no_face_fraction}")
     labelled = isinstance(images.element_spec, dict) and "maps" in images.element_spec
-    if labelled == (targets is not None) or (labelled and profiler is not None):
-        raise InputError("pretraining examples need either the fixed targets or their own maps (never profiled)")
+    if labelled == (targets is not None):
+        raise InputError("pretraining examples need either the fixed targets or their own maps")
+    if labelled and profiler is not None and "fit" not in images.element_spec:
+        raise InputError("self-labelled photos are turned on their own fits: give them with their fits")
     if labelled:
-        images = images.map(lambda x: (x["image"], x["maps"]))
+        images = images.map(lambda x: (x["image"], x["maps"], x["fit"]) if profiler is not None else
+                            (x["image"], x["maps"]))
     else:
         maps = tf.constant(targets.maps)
         images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
 
     def augment(step, example):
-        image, example_maps = example if labelled else (example, None)
+        image, example_maps, fit = (example + (None,))[:3] if labelled else (example, None, None)
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
         count = tf.shape(image)[:1]
         framing = None
-        if example_maps is None and profiler is None:
+        turn = None
+        if profiler is not None:
+            turn = tf.random.stateless_uniform(tf.concat([count, [2]], 0), step_seed + 1, -1.0, 1.0) * max_turn
+        if fit is not None:
+            image, example_maps, framing = profiler(image, {**fit, "maps": example_maps}, turn[:, 0], turn[:, 1])
+        elif example_maps is None and profiler is None:
             example_maps = tf.broadcast_to(maps, tf.concat([count, tf.shape(maps)], 0))
         elif example_maps is None:
-            turn = tf.random.stateless_uniform(tf.concat([count, [2]], 0), step_seed + 1, -1.0, 1.0) * max_turn
             image, example_maps = profiler(image, turn[:, 0], turn[:, 1])
             framing = profiler.framing_transforms(turn[:, 0], turn[:, 1])
         batch = {"image": image, "correspondence": example_maps[..., 0:2], "depth": example_maps[..., 2],

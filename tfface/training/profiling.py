@@ -1,4 +1,4 @@
-"""Face profiling for pretraining: an aligned photo's face turned in 3D, the mean shape its proxy.
+"""Face profiling for pretraining: a photo's face turned in 3D, on the mean shape or on its own fit.
 
 Supplement F pretrains on roughly aligned photos against one fixed target: the mean shape placed
 frontally at the mean 5-landmark position. A network pretrained so knows frontal faces only, and
@@ -30,6 +30,14 @@ differently: a cheek in shadow in the frontal photo may turn towards the light. 
 one albedo for the whole face: :data:`RELIGHT_BANDS`), and every turned surface point's colour is
 scaled by the ratio of its shading turned to its shading in the photo (:data:`RELIGHT_RATIO`
 bounds it).
+
+Own fits. A self-labelled photo (:mod:`tfface.training.self_labels`) comes with a trained
+network's fit of it: its own shape and expression under its own camera. :class:`FitProfiler`
+turns that fit instead of the mean shape, so the turned example's targets follow the photo's face
+rather than the template's average one (3DDFA profiles its training photos on fitted 3DMMs alike;
+here the fits come from the landmark-free network itself). Only near-frontal fits are turned
+(:data:`tfface.training.self_labels.PROFILABLE_YAW`): a turned face takes every colour from the
+photo, which shows little of a face already turned away.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import tensorflow as tf
 from tfface.data.augment import similarity_matrices
 from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
-from tfface.render.rasterizer import interpolate, rasterize
+from tfface.render.rasterizer import Fragments, interpolate, rasterize
 from tfface.geometry.camera import project
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import sh_basis
@@ -103,24 +111,69 @@ def turn_matrices(yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
     return yaw_m @ pitch_m
 
 
-def mirrored_beyond_edges(region: np.ndarray) -> np.ndarray:
-    """``(S, S, 2)`` pixel positions: each pixel of ``region`` (``(S, S)`` bool) mirrored across the
-    nearer end of its row's run of ``region`` (x only); pixels outside it map to themselves."""
-    size = region.shape[1]
-    ys, xs = np.mgrid[0:region.shape[0], 0:size].astype(np.float32) + 0.5
-    mirrored = xs.copy()
-    for row in np.flatnonzero(region.any(axis=1)):
-        columns = np.flatnonzero(region[row])
-        left, right = columns[0], columns[-1] + 1.0  # the run's edges in pixel coordinates
-        x = xs[row, columns]
-        mirrored[row, columns] = np.where(x - left < right - x, 2 * left - x, 2 * right - x)
-    return np.stack([mirrored, ys], -1)
+def mirrored_beyond_edges(region: tf.Tensor) -> tf.Tensor:
+    """``(B, S, S, 2)`` pixel positions (x, y): each pixel of a row's run of ``region`` (``(B, S, S)``
+    bool; the run from its first to its last pixel, holes included) mirrored across the run's nearer
+    end (x only); pixels outside the run map to themselves."""
+    region = tf.cast(region, tf.int32)
+    size = tf.shape(region)[2]
+    xs = tf.cast(tf.range(size), tf.float32) + 0.5
+    left = tf.cast(tf.argmax(region, -1), tf.float32)[..., None]  # (B, S, 1): the run's edges
+    right = tf.cast(size, tf.float32) - tf.cast(tf.argmax(tf.reverse(region, [-1]), -1), tf.float32)[..., None]
+    inside = (xs >= left) & (xs < right) & (tf.reduce_max(region, -1) > 0)[..., None]
+    mirrored = tf.where(inside, tf.where(xs - left < right - xs, 2 * left - xs, 2 * right - xs), xs)
+    ys = tf.broadcast_to((xs[:tf.shape(region)[1]])[None, :, None], tf.shape(mirrored))
+    return tf.stack([mirrored, ys], -1)
 
 
 def box_of(points: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Centre ``(..., 2)`` and longer side ``(...)`` of the bounding boxes of ``(..., N, 2)`` points."""
     low, high = tf.reduce_min(points, -2), tf.reduce_max(points, -2)
     return (low + high) / 2.0, tf.reduce_max(high - low, -1)
+
+
+def box_framing(points: tf.Tensor, centre: tf.Tensor, side: tf.Tensor, image_size: int) -> tf.Tensor:
+    """``(B, 3, 3)`` forward pixel similarities (scale and shift) that move the bounding box of each
+    example's ``(B, N, 2)`` points onto a box of ``centre`` ``(B, 2)`` and longer side ``side``
+    ``(B,)`` (or unbatched ``(2,)`` and ``()``)."""
+    points_centre, points_side = box_of(points)
+    scale = side / points_side
+    # similarity_matrices scales about the image centre c: s (p - c) + c + shift takes the box
+    # centre to the target one when shift = (target - c) - s (centre - c).
+    image_centre = image_size / 2.0
+    shift = (centre - image_centre) - scale[:, None] * (points_centre - image_centre)
+    return similarity_matrices(tf.zeros_like(scale), scale, shift, image_size, image_size)
+
+
+def shading_ratios(light: tf.Tensor, frontal_normals: tf.Tensor, turned_normals: tf.Tensor) -> tf.Tensor:
+    """``(B, V)`` ratio of each vertex's shading turned to its shading in the photo, bounded by
+    :data:`RELIGHT_RATIO`.
+
+    Args:
+        light: ``(B, RELIGHT_BANDS)`` each photo's SH light.
+        frontal_normals: ``(B, V, 3)`` or ``(V, 3)`` camera-space unit normals as in the photo.
+        turned_normals: ``(B, V, 3)`` the same normals turned.
+    """
+    light = light[:, None, :]
+    frontal = tf.reduce_sum(sh_basis(frontal_normals)[..., :RELIGHT_BANDS] * light, -1)
+    shading = tf.reduce_sum(sh_basis(turned_normals)[..., :RELIGHT_BANDS] * light, -1)
+    low, high = RELIGHT_RATIO
+    return tf.clip_by_value(tf.math.divide_no_nan(shading, frontal), low, high)
+
+
+def paste_turned_face(images: tf.Tensor, face: tf.Tensor, mask: tf.Tensor, region: tf.Tensor,
+                      beyond_edge: tf.Tensor) -> tf.Tensor:
+    """``(B, S, S, 3)`` photos with their turned faces pasted in.
+
+    Args:
+        images: ``(B, S, S, 3)`` the photos.
+        face: ``(B, S, S, 3)`` the turned faces' colours, where ``mask`` ``(B, S, S, 1)`` is 1.
+        region: ``(B, S, S, 1)`` (or ``(S, S, 1)``) 1 where the photo's own face was: what the turned
+            face does not cover of it is filled from ``beyond_edge``.
+        beyond_edge: ``(B, S, S, 2)`` positions of :func:`mirrored_beyond_edges` of ``region``.
+    """
+    uncovered = region * (1.0 - mask)
+    return mask * face + uncovered * bilinear_sample(images, beyond_edge) + (1.0 - mask - uncovered) * images
 
 
 class FaceProfiler:
@@ -158,18 +211,18 @@ class FaceProfiler:
         self._frontal_box = box_of(tf.gather(self._frontal_xy, landmarks68))
         region = frontal_target.maps[..., 3]
         self.frontal_region = tf.constant(region[..., None])
-        self._beyond_edge = tf.constant(mirrored_beyond_edges(region > 0))
+        self._beyond_edge = mirrored_beyond_edges(tf.constant(region > 0)[None])[0]
         self.relight = bool(relight)
         if self.relight:
             self._init_relighting()
 
     def _init_relighting(self) -> None:
-        """The proxy's model-space normals, its frontal SH basis values and the least-squares
+        """The proxy's model-space and frontal camera-space normals and the least-squares
         operator that estimates a photo's light from the luminance of its frontal face pixels."""
         _, R, _ = self.camera
         self._normals = vertex_normals(self._mean[None], self._triangles)[0]  # (V, 3) model space
         frontal_normals = tf.linalg.matvec(R, self._normals)  # (V, 3) camera space
-        self._frontal_basis = sh_basis(frontal_normals)[:, :RELIGHT_BANDS]  # (V, 4)
+        self._frontal_normals = frontal_normals
         fragments = rasterize(self._mean[None], self._triangles, *(a[None] for a in self.camera),
                               self.image_size, self.image_size)
         pixel_normals = tf.math.l2_normalize(interpolate(frontal_normals, self._triangles, fragments), -1)
@@ -194,10 +247,7 @@ class FaceProfiler:
         turned = tf.einsum("ij,bjk,vk->bvi", self.camera[1], turn_matrices(tf.cast(yaw, tf.float32),
                                                                            tf.cast(pitch, tf.float32)),
                            self._normals)  # (B, V, 3) camera space
-        frontal = tf.einsum("vk,bk->bv", self._frontal_basis, light)
-        shading = tf.einsum("bvk,bk->bv", sh_basis(turned)[..., :RELIGHT_BANDS], light)
-        low, high = RELIGHT_RATIO
-        return tf.clip_by_value(tf.math.divide_no_nan(shading, frontal), low, high)
+        return shading_ratios(light, self._frontal_normals, turned)
 
     def _turned(self, points: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
         """``(B, P, 3)``: ``(P, 3)`` points of the mean shape turned with it about its centroid by
@@ -218,14 +268,9 @@ class FaceProfiler:
         if self.framing == "centroid":
             return tf.eye(3, batch_shape=[count])
         landmarks = self._turned(self._mean_landmarks68, yaw, pitch)
-        centre, side = box_of(project(landmarks, *self._cameras(count))[0])
         frontal_centre, frontal_side = self._frontal_box
-        scale = frontal_side / side
-        # similarity_matrices scales about the image centre c: s (p - c) + c + shift takes the box
-        # centre to the frontal one when shift = (frontal - c) - s (centre - c).
-        image_centre = self.image_size / 2.0
-        shift = (frontal_centre - image_centre)[None] - scale[:, None] * (centre - image_centre)
-        return similarity_matrices(tf.zeros_like(scale), scale, shift, self.image_size, self.image_size)
+        return box_framing(project(landmarks, *self._cameras(count))[0], frontal_centre[None], frontal_side,
+                           self.image_size)
 
     def __call__(self, images: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Turn ``(B, S, S, 3)`` aligned photos by ``yaw`` and ``pitch`` ``(B,)`` (radians).
@@ -246,8 +291,102 @@ class FaceProfiler:
         if self.relight:
             ratio = interpolate(self.shading_ratios(images, yaw, pitch)[..., None], self._triangles, fragments)
             face = tf.clip_by_value(face * ratio, 0.0, 1.0)
-        uncovered = self.frontal_region * (1.0 - mask)
-        beyond = bilinear_sample(images, tf.broadcast_to(self._beyond_edge, tf.concat([[batch], tf.shape(self._beyond_edge)], 0)))
-        out = mask * face + uncovered * beyond + (1.0 - mask - uncovered) * images
+        beyond = tf.broadcast_to(self._beyond_edge, tf.concat([[batch], tf.shape(self._beyond_edge)], 0))
+        out = paste_turned_face(images, face, mask, self.frontal_region, beyond)
         maps = tf.concat([uv, fragments.depth[..., None] / DISTANCE, mask], -1)
         return out, maps
+
+
+def fitted_yaw(R: tf.Tensor) -> tf.Tensor:
+    """``(...)`` unsigned yaw (radians) of fitted rotations ``R`` ``(..., 3, 3)`` (model to camera
+    space): the angle between the model's forward axis and the viewing axis, in the horizontal plane."""
+    return tf.atan2(tf.abs(R[..., 0, 2]), tf.abs(R[..., 2, 2]))
+
+
+class FitProfiler:
+    """Turn the faces of self-labelled photos on their own fits (module docstring, "Own fits").
+
+    Where :class:`FaceProfiler` turns the one mean shape placed at the template, this turns each
+    photo's fitted mesh under its fitted camera (:mod:`tfface.training.self_labels` keeps them):
+    the proxy has the photo's own shape, expression and position, so the turned targets follow the
+    face, as 3DDFA's profiling follows its fitted 3DMM. The mesh turns about its centroid, about the
+    camera's axes (the fitted rotation ``R`` tells where they lie in model space), and each turned
+    example is framed by its landmark box, moved onto the box of the fit's landmarks in the photo.
+
+    Args:
+        uv_model: the UV-3DMM the fits are of.
+        image_size: side of the square photos in pixels.
+        relight: whether to relight the turned faces (module docstring, "Relighting"; each photo's
+            light is estimated from its fit's front-facing vertices).
+    """
+
+    def __init__(self, uv_model: UVMorphableModel, image_size: int, relight: bool = False):
+        model = uv_model.model
+        self.image_size = int(image_size)
+        self.relight = bool(relight)
+        self._triangles = tf.constant(model.triangles, tf.int32)
+        self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
+        self._landmarks68 = tf.constant(model.landmarks68, tf.int32)
+
+    def _light(self, images: tf.Tensor, fragments: Fragments, normals: tf.Tensor) -> tf.Tensor:
+        """``(B, RELIGHT_BANDS)`` each photo's SH light: the least-squares fit of one albedo under
+        first-order SH shading to the luminance of the face pixels the fit covers in the photo.
+
+        Args:
+            images: ``(B, S, S, 3)``; fragments: the fits rasterised in the photos;
+            normals: ``(B, V, 3)`` camera-space unit vertex normals.
+        """
+        pixel_normals = tf.math.l2_normalize(interpolate(normals, self._triangles, fragments), -1)
+        weights = fragments.mask[..., None]  # (B, S, S, 1)
+        design = tf.reshape(sh_basis(pixel_normals)[..., :RELIGHT_BANDS] * weights, [tf.shape(images)[0], -1,
+                                                                                       RELIGHT_BANDS])
+        luminance = tf.reshape(tf.reduce_mean(images, -1, keepdims=True) * weights, [tf.shape(images)[0], -1, 1])
+        count = tf.maximum(tf.reduce_sum(weights, [1, 2, 3]), 1.0)[:, None, None]
+        normal = tf.matmul(design, design, transpose_a=True) + RELIGHT_RIDGE * count * tf.eye(RELIGHT_BANDS)
+        return tf.linalg.solve(normal, tf.matmul(design, luminance, transpose_a=True))[..., 0]
+
+    def __call__(self, images: tf.Tensor, fits: dict[str, tf.Tensor], yaw: tf.Tensor,
+                 pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Turn ``(B, S, S, 3)`` photos' fitted faces by ``yaw`` and ``pitch`` ``(B,)`` (radians).
+
+        Args:
+            fits: the photos' fits, as :func:`tfface.training.self_labels.label_photos` keeps them:
+                ``vertices`` ``(B, V, 3)``, ``p_hat`` ``(B, 3, 3)``, ``q_hat`` ``(B, 3)``, ``R``
+                ``(B, 3, 3)`` and the fits' ``maps`` ``(B, S, S, 4)`` (their face region is filled
+                from beyond its edges where the turned face leaves it).
+
+        Returns:
+            ``images`` ``(B, S, S, 3)`` with the turned faces, their target ``maps`` ``(B, S, S, 4)``
+            (u, v, depth in the fit's network units and face region, as the labels have them) and
+            the ``(B, 3, 3)`` forward similarities that frame them (to apply to both).
+        """
+        images = tf.convert_to_tensor(images, tf.float32)
+        vertices, R = tf.cast(fits["vertices"], tf.float32), tf.cast(fits["R"], tf.float32)
+        p_hat, q_hat = tf.cast(fits["p_hat"], tf.float32), tf.cast(fits["q_hat"], tf.float32)
+        eye = tf.eye(3, batch_shape=[tf.shape(images)[0]])
+        inverse = tf.linalg.inv(p_hat)  # the camera of fit_maps_of: K = I, R = P_hat^-1
+        translation = -tf.linalg.matvec(inverse, q_hat)
+        pixels, _ = project(vertices, eye, inverse, translation)  # (B, V, 2) each vertex in the photo
+        turn = tf.linalg.matrix_transpose(R) @ turn_matrices(tf.cast(yaw, tf.float32), tf.cast(pitch, tf.float32)) @ R
+        centre = tf.reduce_mean(vertices, 1, keepdims=True)
+        turned = tf.einsum("bij,bvj->bvi", turn, vertices - centre) + centre
+        fragments = rasterize(turned, self._triangles, eye, inverse, translation, self.image_size, self.image_size)
+        mask = fragments.mask[..., None]
+        face = bilinear_sample(images, interpolate(pixels, self._triangles, fragments))
+        if self.relight:
+            model_normals = vertex_normals(vertices, self._triangles)
+            normals = tf.einsum("bij,bvj->bvi", R, model_normals)  # camera space, as in the photo
+            in_photo = rasterize(vertices, self._triangles, eye, inverse, translation, self.image_size,
+                                 self.image_size)
+            ratio = shading_ratios(self._light(images, in_photo, normals), normals,
+                                   tf.einsum("bij,bvj->bvi", R @ turn, model_normals))
+            face = tf.clip_by_value(face * interpolate(ratio[..., None], self._triangles, fragments), 0.0, 1.0)
+        region = tf.cast(fits["maps"][..., 3:4] > 0.5, tf.float32)
+        out = paste_turned_face(images, face, mask, region, mirrored_beyond_edges(region[..., 0] > 0))
+        uv = interpolate(self._vertex_uv, self._triangles, fragments)
+        maps = tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
+        landmarks = tf.gather(pixels, self._landmarks68, axis=1)
+        turned_landmarks, _ = project(tf.gather(turned, self._landmarks68, axis=1), eye, inverse, translation)
+        centre_in_photo, side_in_photo = box_of(landmarks)
+        framing = box_framing(turned_landmarks, centre_in_photo, side_in_photo, self.image_size)
+        return out, maps, framing

@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 #: Fewest face pixels a labelled photo's rendered fit must cover to be kept.
 MIN_FACE_PIXELS = 200
 
+#: The fit's own arrays a labelled file keeps beside ``images`` and ``maps``: enough to turn the
+#: fitted face (:class:`tfface.training.profiling.FitProfiler`).
+FIT_KEYS = ("vertices", "p_hat", "q_hat", "R")
+
+#: Largest fitted yaw (degrees) of a labelled photo that is turned on its own fit: a turned face
+#: takes its colours from the photo, which shows little of a face already turned away. The fitted
+#: yaw is about half the true one on real photos (BUILD.md, "Where the error lies: pose").
+PROFILABLE_YAW = 10.0
+
 #: Photos labelled between two saves of :func:`label_photo_stream`.
 CHUNK = 512
 
@@ -65,7 +74,7 @@ def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangl
 
 
 def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
-                 progress: tqdm | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: tqdm | None = None) -> dict[str, np.ndarray]:
     """Fit photos with ``model``'s inference fit and render each valid fit's maps.
 
     Args:
@@ -74,8 +83,11 @@ def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
         progress: a bar advanced by every photo fitted.
 
     Returns:
-        ``images`` ``(N, S, S, 3)`` uint8 and ``maps`` ``(N, S, S, 4)`` float16 of the photos
-        whose fit is valid and covers at least :data:`MIN_FACE_PIXELS` pixels.
+        Arrays of the ``N`` photos whose fit is valid and covers at least :data:`MIN_FACE_PIXELS`
+        pixels: ``images`` ``(N, S, S, 3)`` uint8, ``maps`` ``(N, S, S, 4)`` float16 and the fits
+        themselves, :data:`FIT_KEYS`: ``vertices`` ``(N, V, 3)`` float16 (mm), the inverse camera
+        ``p_hat`` ``(N, 3, 3)`` and ``q_hat`` ``(N, 3)`` and the camera's rotation ``R``
+        ``(N, 3, 3)`` (model to camera space), float32.
     """
     from tfface.training.evaluation import compiled_outputs
 
@@ -86,16 +98,21 @@ def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
     size = model.config.image_size
     render = tf.function(lambda v, p, q, ok: fit_maps_of(v, p, q, triangles, vertex_uv, size, ok),
                          reduce_retracing=True)
-    images, maps = [np.zeros((0, size, size, 3), np.uint8)], [np.zeros((0, size, size, 4), np.float16)]
+    vertex_count = uv_model.model.mean.shape[0]
+    parts = {"images": [np.zeros((0, size, size, 3), np.uint8)], "maps": [np.zeros((0, size, size, 4), np.float16)],
+             "vertices": [np.zeros((0, vertex_count, 3), np.float16)], "p_hat": [np.zeros((0, 3, 3), np.float32)],
+             "q_hat": [np.zeros((0, 3), np.float32)], "R": [np.zeros((0, 3, 3), np.float32)]}
     for batch in batches:
         outputs = infer(batch)
         rendered = render(outputs["vertices"], outputs["p_hat"], outputs["q_hat"], outputs["fit_valid"]).numpy()
         keep = rendered[..., 3].sum((1, 2)) >= MIN_FACE_PIXELS  # a failed fit's maps are empty
-        images.append(np.round(np.asarray(batch)[keep] * 255).astype(np.uint8))
-        maps.append(rendered[keep].astype(np.float16))
+        parts["images"].append(np.round(np.asarray(batch)[keep] * 255).astype(np.uint8))
+        parts["maps"].append(rendered[keep].astype(np.float16))
+        for key in FIT_KEYS:
+            parts[key].append(outputs[key].numpy()[keep].astype(parts[key][0].dtype))
         if progress is not None:
             progress.update(len(keep))
-    return np.concatenate(images), np.concatenate(maps)
+    return {key: np.concatenate(arrays) for key, arrays in parts.items()}
 
 
 def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, out: str | Path, chunk: int = CHUNK,
@@ -128,49 +145,73 @@ def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, ou
                 progress.update(len(taken))
                 continue
             batches = (tf.stack(taken[i:i + batch_size]) for i in range(0, len(taken), batch_size))
-            images, maps = label_photos(model, batches, progress)
-            np.savez(parts / "partial.npz", images=images, maps=maps)
+            np.savez(parts / "partial.npz", **label_photos(model, batches, progress))
             (parts / "partial.npz").replace(paths[index])
     saved = [np.load(path) for path in paths]
-    images = np.concatenate([part["images"] for part in saved])
-    maps = np.concatenate([part["maps"] for part in saved])
-    if not len(images):
+    arrays = {key: np.concatenate([part[key] for part in saved]) for key in saved[0].files}
+    if not len(arrays["images"]):
         raise InputError(f"no photo could be labelled: every one of the {count} fits failed")
-    np.savez(out, images=images, maps=maps)
+    np.savez(out, **arrays)
     for path in paths:
         path.unlink()
     parts.rmdir()
-    return len(images)
+    return len(arrays["images"])
 
 
-def labelled_photos(path: str | Path, image_size: int) -> tf.data.Dataset:
+def labelled_photos(path: str | Path, image_size: int, fits: bool = False) -> tf.data.Dataset:
     """The labelled photos of an ``.npz`` (``images`` ``(N, S, S, 3)`` uint8, ``maps`` ``(N, S, S, 4)``).
 
     The file is read once per process (a training run's pretraining and pose anchor share it).
 
+    Args:
+        path: the file :func:`label_photo_stream` wrote.
+        image_size: the side ``S`` the photos must have.
+        fits: also give each photo's fit (:data:`FIT_KEYS`), for
+            :class:`tfface.training.profiling.FitProfiler`; only the photos whose fitted yaw is
+            under :data:`PROFILABLE_YAW` are given.
+
     Returns:
-        Dataset of dicts ``image`` ``(S, S, 3)`` float32 in [0, 1] and ``maps`` ``(S, S, 4)`` float32.
+        Dataset of dicts ``image`` ``(S, S, 3)`` float32 in [0, 1] and ``maps`` ``(S, S, 4)`` float32,
+        with ``fits`` a dict ``fit`` of the :data:`FIT_KEYS` arrays as well (float32).
 
     Raises:
-        InputError: no such file, or arrays of the wrong shapes.
+        InputError: no such file, arrays of the wrong shapes, or no fits in a file asked for them.
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise InputError(f"no self-labelled photos at {path}")
-    images, maps = _labelled_arrays(path, path.stat().st_mtime_ns)
+    arrays = _labelled_arrays(path, path.stat().st_mtime_ns)
+    images, maps = arrays["images"], arrays["maps"]
     if images.shape[1:] != (image_size, image_size, 3) or maps.shape != images.shape[:3] + (4,):
         raise InputError(f"{path}: expected images (N, {image_size}, {image_size}, 3) and maps (N, ..., 4), "
                          f"got {tuple(images.shape)} and {tuple(maps.shape)}")
-    data = tf.data.Dataset.from_tensor_slices({"image": images, "maps": maps})
-    return data.map(lambda x: {"image": tf.cast(x["image"], tf.float32) / 255.0,
-                               "maps": tf.cast(x["maps"], tf.float32)})
+    if not fits:
+        data = tf.data.Dataset.from_tensor_slices({"image": images, "maps": maps})
+    else:
+        if not set(FIT_KEYS) <= set(arrays):
+            raise InputError(f"{path} keeps no fits ({', '.join(FIT_KEYS)}): label the photos again with this "
+                             "version's `tfface self-label`")
+        from tfface.training.profiling import fitted_yaw
+
+        keep = tf.where(fitted_yaw(arrays["R"]) < np.radians(PROFILABLE_YAW))[:, 0]
+        if not len(keep):
+            raise InputError(f"{path}: no fit is near-frontal (fitted yaw under {PROFILABLE_YAW} degrees)")
+        data = tf.data.Dataset.from_tensor_slices({
+            "image": tf.gather(images, keep), "maps": tf.gather(maps, keep),
+            "fit": {key: tf.gather(arrays[key], keep) for key in FIT_KEYS}})
+    return data.map(lambda x: {**x, "image": tf.cast(x["image"], tf.float32) / 255.0,
+                               "maps": tf.cast(x["maps"], tf.float32),
+                               **({"fit": {k: tf.cast(v, tf.float32) for k, v in x["fit"].items()}} if fits else {})})
 
 
 @functools.lru_cache(maxsize=2)
-def _labelled_arrays(path: Path, modified_ns: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(images, maps)`` of a labelled ``.npz`` as tensors, cached by path and modification time."""
+def _labelled_arrays(path: Path, modified_ns: int) -> dict[str, tf.Tensor]:
+    """Every array of a labelled ``.npz`` as a tensor, cached by path and modification time."""
     try:
         with np.load(path) as archive:
-            return tf.constant(archive["images"]), tf.constant(archive["maps"])
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+            arrays = {key: tf.constant(archive[key]) for key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise InputError(f"{path} holds no self-labelled photos (images and maps): {error}") from error
+    if not {"images", "maps"} <= set(arrays):
+        raise InputError(f"{path} holds no self-labelled photos (images and maps): it has {sorted(arrays)}")
+    return arrays
