@@ -106,7 +106,12 @@ def _profiling(model: FaceModel, config: TrainConfig, source: TrainingData) -> d
 
     return {"profiler": FaceProfiler(model.uv_model, source.mean_landmarks5(), config.image_size,
                                      framing=config.profile_framing, relight=config.profile_relight),
-            "max_turn": (math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))}
+            "max_turn": _max_turn(config)}
+
+
+def _max_turn(config: TrainConfig) -> tuple[float, float]:
+    """The largest ``(|yaw|, |pitch|)`` (radians) a profiled pretraining example is turned by."""
+    return math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch)
 
 
 def _pretraining_examples(model: FaceModel, config: TrainConfig, source: TrainingData,
@@ -145,7 +150,7 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
             photos, None, turned, config.pretraining_ranges(), seed=config.seed + 2, confine=confine,
             no_face_fraction=config.no_face_fraction,
             profiler=FitProfiler(model.uv_model, config.image_size, relight=config.profile_relight),
-            max_turn=(math.radians(config.pretrain_max_yaw), math.radians(config.pretrain_max_pitch))))
+            max_turn=_max_turn(config)))
     return tf.data.Dataset.zip(*parts).map(
         lambda *batches: tuple(tf.concat([batch[i] for batch in batches], 0) for i in range(2)))
 

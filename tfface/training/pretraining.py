@@ -141,15 +141,15 @@ def pretraining_dataset(images: tf.data.Dataset, targets: PretrainingTargets | N
         raise InputError("pretraining examples need either the fixed targets or their own maps")
     if labelled and profiler is not None and "fit" not in images.element_spec:
         raise InputError("self-labelled photos are turned on their own fits: give them with their fits")
-    if labelled:
-        images = images.map(lambda x: (x["image"], x["maps"], x["fit"]) if profiler is not None else
-                            (x["image"], x["maps"]))
-    else:
+    if not labelled:
         maps = tf.constant(targets.maps)
         images = images.map(lambda x: x["image"] if isinstance(x, dict) else x)
 
     def augment(step, example):
-        image, example_maps, fit = (example + (None,))[:3] if labelled else (example, None, None)
+        if labelled:
+            image, example_maps, fit = example["image"], example["maps"], example.get("fit") if profiler else None
+        else:
+            image, example_maps, fit = example, None, None
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
         count = tf.shape(image)[:1]
         framing = None

@@ -48,12 +48,13 @@ import tensorflow as tf
 from tfface.data.augment import similarity_matrices
 from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
-from tfface.render.rasterizer import Fragments, interpolate, rasterize
+from tfface.render.rasterizer import interpolate, rasterize
 from tfface.geometry.camera import project
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import sh_basis
 from tfface.training.config import PROFILE_FRAMINGS
 from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
+from tfface.training.self_labels import fit_camera
 
 #: Camera-to-centroid distance of the template placement (mm); depth targets are Z over it.
 DISTANCE = CAMERA_DISTANCE
@@ -122,7 +123,8 @@ def mirrored_beyond_edges(region: tf.Tensor) -> tf.Tensor:
     right = tf.cast(size, tf.float32) - tf.cast(tf.argmax(tf.reverse(region, [-1]), -1), tf.float32)[..., None]
     inside = (xs >= left) & (xs < right) & (tf.reduce_max(region, -1) > 0)[..., None]
     mirrored = tf.where(inside, tf.where(xs - left < right - xs, 2 * left - xs, 2 * right - xs), xs)
-    ys = tf.broadcast_to((xs[:tf.shape(region)[1]])[None, :, None], tf.shape(mirrored))
+    ys = tf.cast(tf.range(tf.shape(region)[1]), tf.float32) + 0.5
+    ys = tf.broadcast_to(ys[None, :, None], tf.shape(mirrored))
     return tf.stack([mirrored, ys], -1)
 
 
@@ -159,6 +161,27 @@ def shading_ratios(light: tf.Tensor, frontal_normals: tf.Tensor, turned_normals:
     shading = tf.reduce_sum(sh_basis(turned_normals)[..., :RELIGHT_BANDS] * light, -1)
     low, high = RELIGHT_RATIO
     return tf.clip_by_value(tf.math.divide_no_nan(shading, frontal), low, high)
+
+
+def estimate_light(images: tf.Tensor, pixel_normals: tf.Tensor, face: tf.Tensor) -> tf.Tensor:
+    """``(B, RELIGHT_BANDS)`` each photo's SH light: the least-squares fit of one albedo under
+    first-order SH shading (ridge :data:`RELIGHT_RIDGE` per face pixel) to the luminance of its
+    face pixels.
+
+    Args:
+        images: ``(B, S, S, 3)`` photos in [0, 1].
+        pixel_normals: ``(B, S, S, 3)`` (or ``(S, S, 3)``, one face for every photo) camera-space
+            unit normals of the face at each pixel.
+        face: ``(B, S, S)`` (or ``(S, S)``) 1 on the face pixels, 0 elsewhere.
+    """
+    batch = tf.shape(images)[0]
+    weights = tf.broadcast_to(tf.cast(face, tf.float32), tf.shape(images)[:3])[..., None]
+    pixel_normals = tf.broadcast_to(pixel_normals, tf.shape(images))
+    design = tf.reshape(sh_basis(pixel_normals)[..., :RELIGHT_BANDS] * weights, [batch, -1, RELIGHT_BANDS])
+    luminance = tf.reshape(tf.reduce_mean(images, -1, keepdims=True) * weights, [batch, -1, 1])
+    count = tf.maximum(tf.reduce_sum(weights, [1, 2, 3]), 1.0)[:, None, None]
+    normal = tf.matmul(design, design, transpose_a=True) + RELIGHT_RIDGE * count * tf.eye(RELIGHT_BANDS)
+    return tf.linalg.solve(normal, tf.matmul(design, luminance, transpose_a=True))[..., 0]
 
 
 def paste_turned_face(images: tf.Tensor, face: tf.Tensor, mask: tf.Tensor, region: tf.Tensor,
@@ -217,22 +240,16 @@ class FaceProfiler:
             self._init_relighting()
 
     def _init_relighting(self) -> None:
-        """The proxy's model-space and frontal camera-space normals and the least-squares
-        operator that estimates a photo's light from the luminance of its frontal face pixels."""
+        """The proxy's model-space and frontal camera-space normals, and its frontal face pixels
+        with their normals, from which each photo's light is estimated."""
         _, R, _ = self.camera
         self._normals = vertex_normals(self._mean[None], self._triangles)[0]  # (V, 3) model space
-        frontal_normals = tf.linalg.matvec(R, self._normals)  # (V, 3) camera space
-        self._frontal_normals = frontal_normals
+        self._frontal_normals = tf.linalg.matvec(R, self._normals)  # (V, 3) camera space
         fragments = rasterize(self._mean[None], self._triangles, *(a[None] for a in self.camera),
                               self.image_size, self.image_size)
-        pixel_normals = tf.math.l2_normalize(interpolate(frontal_normals, self._triangles, fragments), -1)
-        face = tf.reshape(fragments.mask[0] > 0, [-1])
-        self._lit_pixels = tf.where(face)[:, 0]
-        design = tf.gather(tf.reshape(sh_basis(pixel_normals)[..., :RELIGHT_BANDS], [-1, RELIGHT_BANDS]),
-                           self._lit_pixels)  # (N, 4)
-        ridge = RELIGHT_RIDGE * tf.cast(tf.shape(design)[0], tf.float32) * tf.eye(RELIGHT_BANDS)
-        self._light_estimator = tf.linalg.solve(tf.matmul(design, design, transpose_a=True) + ridge,
-                                                tf.transpose(design))  # (4, N)
+        self._pixel_normals = tf.math.l2_normalize(interpolate(self._frontal_normals, self._triangles, fragments),
+                                                   -1)[0]  # (S, S, 3)
+        self._face_pixels = fragments.mask[0]  # (S, S)
 
     def shading_ratios(self, images: tf.Tensor, yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
         """``(B, V)`` ratio of each proxy vertex's shading turned by ``yaw`` and ``pitch`` ``(B,)``
@@ -241,9 +258,7 @@ class FaceProfiler:
         Args:
             images: ``(B, S, S, 3)`` aligned photos in [0, 1].
         """
-        luminance = tf.reshape(tf.reduce_mean(images, -1), [tf.shape(images)[0], -1])
-        light = tf.matmul(tf.gather(luminance, self._lit_pixels, axis=1), self._light_estimator,
-                          transpose_b=True)  # (B, 4)
+        light = estimate_light(images, self._pixel_normals, self._face_pixels)
         turned = tf.einsum("ij,bjk,vk->bvi", self.camera[1], turn_matrices(tf.cast(yaw, tf.float32),
                                                                            tf.cast(pitch, tf.float32)),
                            self._normals)  # (B, V, 3) camera space
@@ -317,7 +332,7 @@ class FitProfiler:
         uv_model: the UV-3DMM the fits are of.
         image_size: side of the square photos in pixels.
         relight: whether to relight the turned faces (module docstring, "Relighting"; each photo's
-            light is estimated from its fit's front-facing vertices).
+            light is estimated from the face pixels its fit covers).
     """
 
     def __init__(self, uv_model: UVMorphableModel, image_size: int, relight: bool = False):
@@ -327,23 +342,6 @@ class FitProfiler:
         self._triangles = tf.constant(model.triangles, tf.int32)
         self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
         self._landmarks68 = tf.constant(model.landmarks68, tf.int32)
-
-    def _light(self, images: tf.Tensor, fragments: Fragments, normals: tf.Tensor) -> tf.Tensor:
-        """``(B, RELIGHT_BANDS)`` each photo's SH light: the least-squares fit of one albedo under
-        first-order SH shading to the luminance of the face pixels the fit covers in the photo.
-
-        Args:
-            images: ``(B, S, S, 3)``; fragments: the fits rasterised in the photos;
-            normals: ``(B, V, 3)`` camera-space unit vertex normals.
-        """
-        pixel_normals = tf.math.l2_normalize(interpolate(normals, self._triangles, fragments), -1)
-        weights = fragments.mask[..., None]  # (B, S, S, 1)
-        design = tf.reshape(sh_basis(pixel_normals)[..., :RELIGHT_BANDS] * weights, [tf.shape(images)[0], -1,
-                                                                                       RELIGHT_BANDS])
-        luminance = tf.reshape(tf.reduce_mean(images, -1, keepdims=True) * weights, [tf.shape(images)[0], -1, 1])
-        count = tf.maximum(tf.reduce_sum(weights, [1, 2, 3]), 1.0)[:, None, None]
-        normal = tf.matmul(design, design, transpose_a=True) + RELIGHT_RIDGE * count * tf.eye(RELIGHT_BANDS)
-        return tf.linalg.solve(normal, tf.matmul(design, luminance, transpose_a=True))[..., 0]
 
     def __call__(self, images: tf.Tensor, fits: dict[str, tf.Tensor], yaw: tf.Tensor,
                  pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -363,22 +361,20 @@ class FitProfiler:
         images = tf.convert_to_tensor(images, tf.float32)
         vertices, R = tf.cast(fits["vertices"], tf.float32), tf.cast(fits["R"], tf.float32)
         p_hat, q_hat = tf.cast(fits["p_hat"], tf.float32), tf.cast(fits["q_hat"], tf.float32)
-        eye = tf.eye(3, batch_shape=[tf.shape(images)[0]])
-        inverse = tf.linalg.inv(p_hat)  # the camera of fit_maps_of: K = I, R = P_hat^-1
-        translation = -tf.linalg.matvec(inverse, q_hat)
-        pixels, _ = project(vertices, eye, inverse, translation)  # (B, V, 2) each vertex in the photo
+        camera = fit_camera(p_hat, q_hat)
+        pixels, _ = project(vertices, *camera)  # (B, V, 2) each vertex in the photo
         turn = tf.linalg.matrix_transpose(R) @ turn_matrices(tf.cast(yaw, tf.float32), tf.cast(pitch, tf.float32)) @ R
         centre = tf.reduce_mean(vertices, 1, keepdims=True)
         turned = tf.einsum("bij,bvj->bvi", turn, vertices - centre) + centre
-        fragments = rasterize(turned, self._triangles, eye, inverse, translation, self.image_size, self.image_size)
+        fragments = rasterize(turned, self._triangles, *camera, self.image_size, self.image_size)
         mask = fragments.mask[..., None]
         face = bilinear_sample(images, interpolate(pixels, self._triangles, fragments))
         if self.relight:
             model_normals = vertex_normals(vertices, self._triangles)
             normals = tf.einsum("bij,bvj->bvi", R, model_normals)  # camera space, as in the photo
-            in_photo = rasterize(vertices, self._triangles, eye, inverse, translation, self.image_size,
-                                 self.image_size)
-            ratio = shading_ratios(self._light(images, in_photo, normals), normals,
+            in_photo = rasterize(vertices, self._triangles, *camera, self.image_size, self.image_size)
+            pixel_normals = tf.math.l2_normalize(interpolate(normals, self._triangles, in_photo), -1)
+            ratio = shading_ratios(estimate_light(images, pixel_normals, in_photo.mask), normals,
                                    tf.einsum("bij,bvj->bvi", R @ turn, model_normals))
             face = tf.clip_by_value(face * interpolate(ratio[..., None], self._triangles, fragments), 0.0, 1.0)
         region = tf.cast(fits["maps"][..., 3:4] > 0.5, tf.float32)
@@ -386,7 +382,7 @@ class FitProfiler:
         uv = interpolate(self._vertex_uv, self._triangles, fragments)
         maps = tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
         landmarks = tf.gather(pixels, self._landmarks68, axis=1)
-        turned_landmarks, _ = project(tf.gather(turned, self._landmarks68, axis=1), eye, inverse, translation)
+        turned_landmarks, _ = project(tf.gather(turned, self._landmarks68, axis=1), *camera)
         centre_in_photo, side_in_photo = box_of(landmarks)
         framing = box_framing(turned_landmarks, centre_in_photo, side_in_photo, self.image_size)
         return out, maps, framing

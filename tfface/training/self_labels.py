@@ -43,6 +43,14 @@ PROFILABLE_YAW = 10.0
 CHUNK = 512
 
 
+def fit_camera(p_hat: tf.Tensor, q_hat: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The camera ``(K, R, t)`` of invertible inverse cameras ``p_hat`` ``(B, 3, 3)``, ``q_hat``
+    ``(B, 3)``: ``K = I``, ``R = P_hat^-1``, ``t = -P_hat^-1 q_hat`` (:func:`fit_maps_of`), under
+    which a fitted mesh projects where the fit put it, at the network's depth ``d``."""
+    inverse = tf.linalg.inv(p_hat)
+    return tf.eye(3, batch_shape=[tf.shape(p_hat)[0]]), inverse, -tf.linalg.matvec(inverse, q_hat)
+
+
 def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangles: tf.Tensor,
                 vertex_uv: tf.Tensor, size: int, valid: tf.Tensor | None = None) -> tf.Tensor:
     """Render fitted meshes under their inverse cameras into pretraining target maps.
@@ -64,10 +72,9 @@ def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangl
     Returns:
         ``(B, size, size, 4)`` float32 u, v, depth ``d`` and face region (0 off the face).
     """
-    eye = tf.eye(3, batch_shape=[tf.shape(p_hat)[0]])
     ok = tf.ones(tf.shape(p_hat)[:1], tf.bool) if valid is None else valid > 0.5
-    inverse = tf.linalg.inv(tf.where(ok[:, None, None], p_hat, eye))
-    fragments = rasterize(vertices, triangles, eye, inverse, -tf.linalg.matvec(inverse, q_hat), size, size)
+    camera = fit_camera(tf.where(ok[:, None, None], p_hat, tf.eye(3, batch_shape=[tf.shape(p_hat)[0]])), q_hat)
+    fragments = rasterize(vertices, triangles, *camera, size, size)
     mask = fragments.mask[..., None] * tf.cast(ok, tf.float32)[:, None, None, None]
     uv = interpolate(vertex_uv, triangles, fragments)
     return tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
@@ -199,9 +206,16 @@ def labelled_photos(path: str | Path, image_size: int, fits: bool = False) -> tf
         data = tf.data.Dataset.from_tensor_slices({
             "image": tf.gather(images, keep), "maps": tf.gather(maps, keep),
             "fit": {key: tf.gather(arrays[key], keep) for key in FIT_KEYS}})
-    return data.map(lambda x: {**x, "image": tf.cast(x["image"], tf.float32) / 255.0,
-                               "maps": tf.cast(x["maps"], tf.float32),
-                               **({"fit": {k: tf.cast(v, tf.float32) for k, v in x["fit"].items()}} if fits else {})})
+    return data.map(_as_floats)
+
+
+def _as_floats(example: dict) -> dict:
+    """A labelled example's arrays as float32, its image in [0, 1]."""
+    example = {**example, "image": tf.cast(example["image"], tf.float32) / 255.0,
+               "maps": tf.cast(example["maps"], tf.float32)}
+    if "fit" in example:
+        example["fit"] = {key: tf.cast(value, tf.float32) for key, value in example["fit"].items()}
+    return example
 
 
 @functools.lru_cache(maxsize=2)
