@@ -192,6 +192,9 @@ def test_face_record_maps_camera_and_landmarks_to_the_original_image(tmp_path):
     projected = (camera @ K.T)[:, :2] / camera[:, 2:]
     np.testing.assert_allclose(projected, np.array(record["landmarks68"])[[0, 34]], atol=0.02)
     np.testing.assert_allclose(list(record["head_pose_degrees"].values()), [10, 5, 0], atol=1e-3)
+    assert record["camera"]["intrinsics_fixed"] is False  # an export without camera_fixed: a fitted K
+    fixed = face_record({**outputs, "camera_fixed": np.array([1.0])}, 0, fit, "a.png", True, {"face_score": 0.3})
+    assert fixed["camera"]["intrinsics_fixed"] is True
     write_json(tmp_path / "a.json", record)
     assert json.loads((tmp_path / "a.json").read_text())["source"] == "a.png"
     no_face = face_record(outputs, 0, fit, "b.png", False, {"face_score": 0.01})

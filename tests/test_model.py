@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from tfface.data.synthetic import SynthesisConfig, SyntheticFaces
 from tfface.errors import InputError
-from tfface.geometry.camera import compose_inverse_camera, project
-from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FaceModel, direct_landmarks, project_points
+from tfface.geometry.camera import centred_intrinsics, compose_inverse_camera, project
+from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FIT_OK, FaceModel, direct_landmarks, project_points
 from tfface.training import metrics
 from tfface.training.config import CONFIGS
 from tfface.training.evaluation import GROUND_TRUTH_DEPTH_UNIT, fit_floor, ground_truth_maps
@@ -60,7 +60,7 @@ def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
                 "expression_coefficients": (4, m.num_expression), "albedo_coefficients": (4, m.num_albedo),
                 "lighting": (4, 3, 9), "vertices": (4, m.num_vertices, 3), "landmarks68": (4, 68, 2),
                 "landmarks5": (4, 5, 2), "direct_landmarks68": (4, 68, 2), "direct_landmarks5": (4, 5, 2),
-                "fit_valid": (4,), "fit_status": (4,)}
+                "fit_valid": (4,), "fit_status": (4,), "camera_fixed": (4,)}
     for key, shape in expected.items():
         assert tuple(out[key].shape) == shape, key
         assert np.all(np.isfinite(out[key].numpy())), key
@@ -110,6 +110,66 @@ def tiny_full_model(uv_model, omega, **overrides) -> FaceModel:
     model.regularizer.omega.assign(tf.fill(model.regularizer.omega.shape, omega))
     model.geometric.translation_weight.assign(0.0)
     return model
+
+
+def _faces_at_focal(uv_model, focal_widths: float, count: int, seed: int) -> dict[str, tf.Tensor]:
+    """``count`` synthetic 48 px faces (moderate pose) seen by cameras of focal length
+    ``focal_widths`` image widths."""
+    config = SynthesisConfig(image_size=SIZE, max_yaw=25, max_roll=25, focal_range=(focal_widths, focal_widths))
+    return next(iter(SyntheticFaces(uv_model, config).dataset(count, seed=seed, batch_size=count).batch(count)))
+
+
+def test_a_fit_under_known_centred_intrinsics_is_exact(default_uv_model):
+    """Faces taken by the natural camera of focal length 2.3 widths, fitted under those intrinsics
+    (the fallback's solve): camera, rotation and landmarks as the truth."""
+    faces = _faces_at_focal(default_uv_model, 2.3, 3, seed=3)
+    model = tiny_full_model(default_uv_model, 1e-4)
+    intrinsics = centred_intrinsics(2.3, SIZE, 3)
+    fit = tf.function(lambda images, maps: model.fit_maps(images, maps, inference=True, intrinsics=intrinsics))(
+        faces["image"], ground_truth_maps(faces))
+    np.testing.assert_allclose(fit["K"].numpy(), faces["K"].numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(fit["R"].numpy(), faces["R"].numpy(), atol=1e-3)
+    assert np.all(metrics.nme68(model.outputs_of(fit)["landmarks68"].numpy(), faces["landmarks68"].numpy()) < 2e-3)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_inference_fit_falls_back_on_a_fixed_camera_only_where_the_free_one_is_implausible(
+        default_uv_model, compiled):
+    """Four faces at a focal length of 2.3 widths, one at 150 (beyond any real lens: its exact free
+    fit is an implausible camera) and one without confident pixels (ill posed: no face). Only the
+    150-width face is fitted again, under the fixed camera, and that fit is kept; every other
+    output is the free fit's."""
+    near, far = _faces_at_focal(default_uv_model, 2.3, 4, seed=3), _faces_at_focal(default_uv_model, 150.0, 2, seed=4)
+    images = tf.concat([near["image"], far["image"]], 0)
+    maps = ground_truth_maps({name: tf.concat([near[name], far[name]], 0) for name in near}).numpy()
+    maps[5, ..., 3:5] = 0.0
+    maps = tf.constant(maps)
+    free = tiny_full_model(default_uv_model, 1e-4)
+    with_fallback = tiny_full_model(default_uv_model, 1e-4, inference_fallback_focal=2.3)
+    run = tf.function if compiled else (lambda f: f)
+    reference = free.outputs_of(run(free.inference_fit)(images, maps))
+    np.testing.assert_array_equal(reference["fit_status"].numpy(), [FIT_OK] * 4 + [FIT_IMPLAUSIBLE_CAMERA, FIT_ILL_POSED])
+
+    fit = run(with_fallback.inference_fit)(images, maps)
+    out = with_fallback.outputs_of(fit)
+    np.testing.assert_array_equal(fit["camera_fixed"].numpy(), [0, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(out["fit_status"].numpy(), [FIT_OK] * 5 + [FIT_ILL_POSED])
+    fixed = with_fallback.outputs_of(with_fallback.fit_maps(images[4:5], maps[4:5], inference=True,
+                                                            intrinsics=centred_intrinsics(2.3, SIZE, 1)))
+    for name, value in out.items():
+        expected = np.concatenate([reference[name].numpy()[:4], fixed[name].numpy(), reference[name].numpy()[5:]])
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(out["K"].numpy()[4], centred_intrinsics(2.3, SIZE, 1).numpy()[0], rtol=1e-5, atol=1e-3)
+
+
+def test_infer_reports_the_fallback(default_uv_model, faces):
+    """``camera_fixed`` is an inference output: 0 for every face of a plausible camera, with or
+    without the fallback."""
+    for focal in (None, 2.3):
+        model = FaceModel(default_uv_model, CONFIGS["tiny"].replace(image_size=SIZE, inference_fallback_focal=focal))
+        out = tf.function(model.infer)(faces["image"])
+        assert out["camera_fixed"].shape == (4,)
+        np.testing.assert_array_equal(out["camera_fixed"].numpy()[out["fit_status"].numpy() == FIT_OK], 0.0)
 
 
 def test_inference_fit_on_every_pixel_estimates_the_training_fit(default_uv_model, faces):

@@ -204,7 +204,7 @@ def unwrap_photos(model: FaceModel, batches: Iterable, accumulator: AlbedoAccumu
 
     @tf.function
     def step(images):
-        fit = model.fit_maps(images, model.inference_maps(images), inference=True)
+        fit = model.inference_fit(images)
         albedo, coverage = unwrap_fit(fit, num_vertices, max_residual)
         return albedo, coverage, model.outputs_of(fit)["fit_valid"] > 0
 

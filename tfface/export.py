@@ -79,6 +79,9 @@ OUTPUT_DOCS: dict[str, str] = {
                   "are no camera, often the placeholder K = R = I); 2 implausible camera (focal length, depth or "
                   "viewpoint out of range, see tfface.geometry.camera.camera_is_plausible, or a landmark more than "
                   "half an image width outside the image)",
+    "camera_fixed": "(B,) 1 where the free camera was implausible and the fit is the fallback under a fixed natural "
+                    "camera (square pixels, principal point at the centre, the config's inference_fallback_focal), "
+                    "else 0",
 }
 
 #: Joint (geometric x photometric) confidence above which a pixel counts towards ``face_score``.
@@ -97,8 +100,9 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None, ge
     solver in both least-squares layers and runs the UV-3DMM sampling and the normals without
     XLA (``use_xla``). With ``geometry`` (a subclass of the geometric layer, e.g. from
     :mod:`tfface.inference_variants`), the geometric layer is replaced by one of that class
-    with the same settings plus ``geometry_options``. Returns ``model``. For a trained (built)
-    model use :func:`inference_model`.
+    with the same settings plus ``geometry_options``, and the fallback on a fixed camera
+    (:meth:`FaceModel.inference_fit`) is off: the variant solves its own camera. Returns
+    ``model``. For a trained (built) model use :func:`inference_model`.
 
     Raises:
         InputError: if ``model`` is already built (Keras forbids new sub-layers then).
@@ -109,8 +113,9 @@ def configure_for_inference(model: FaceModel, num_samples: int | None = None, ge
         cfg = model.config
         model.inference_sampler = LatticePixelSampler(num_samples, cfg.num_samples, cfg.sample_threshold,
                                                       name="inference_sampler")
-    if geometry is not None:
+    if geometry is not None:  # a variant's own camera: no fallback on another
         model.geometric = geometry.from_config({**model.geometric.get_config(), **geometry_options})
+        model.fallback_focal = None
     model.geometric.solver = "gauss_jordan"
     model.photometric.solver = "gauss_jordan"
     model.use_xla = False  # no XLA cluster in exported graphs
@@ -188,13 +193,13 @@ def load_trained_model(weights: str | Path, uv_model: str | Path, config: TrainC
 def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """The exported outputs (:data:`OUTPUT_DOCS`) for float32 RGB ``images`` ``(B, H, W, 3)`` in [0, 1].
 
-    Built from the fit :meth:`FaceModel.infer` makes; landmarks are projected with the decomposed
+    Built from the fit :meth:`FaceModel.infer` makes (:meth:`FaceModel.inference_fit`); landmarks are projected with the decomposed
     camera ``K, R, t`` (no matrix inverse), ``vertex_albedo`` evaluates the albedo model at the fitted
     coefficients from the UV-3DMM sampler's per-vertex tables (no second copy in the graph);
     ``fit_valid`` and ``fit_status`` are those of :meth:`FaceModel.fit_validity`, and a failed fit's
     outputs are made finite (:func:`tfface.model.failed_fits_zeroed`).
     """
-    fit = model.fit_maps(images, model.inference_maps(images), inference=True)
+    fit = model.inference_fit(images)
     mesh = model.uv_model.model
     vertices = fit["vertices"]
     landmarks68, _ = project(tf.gather(vertices, mesh.landmarks68, axis=1), fit["K"], fit["R"], fit["t"])
@@ -210,7 +215,7 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
         "vertices": vertices, "vertex_albedo": tf.clip_by_value(albedo, 0.0, 1.0),
         "landmarks68": landmarks68, "landmarks5": landmarks5_from_68_tf(landmarks68),
         "face_score": tf.reduce_mean(tf.cast(face_confidence(maps) > FACE_PIXEL_CONFIDENCE, tf.float32), axis=[1, 2]),
-        **validity,
+        "camera_fixed": fit["camera_fixed"], **validity,
     }, validity["fit_valid"])
 
 

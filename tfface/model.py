@@ -34,7 +34,9 @@ prior ``inference_prior_scale`` times heavier, without the early camera-translat
 fitted view near frontal), and re-solves the geometry ``robust_refits`` times without the samples
 the truncated loss gives up on (residual above ``tau_geometric``). With
 ``inference_flip_test`` it fits the maps of the image fused with those of its mirror image
-(:meth:`FaceModel.inference_maps`, :mod:`tfface.flip_test`).
+(:meth:`FaceModel.inference_maps`, :mod:`tfface.flip_test`); with ``inference_fallback_focal``
+it fits them again under a fixed natural camera where the free camera is implausible
+(:meth:`FaceModel.inference_fit`).
 
 Lighting is fitted against model-space normals: second-order SH span a rotation-invariant space,
 so the fit (and its residual) is the same as with camera-space normals; only the coefficients
@@ -54,9 +56,10 @@ from tfface import losses
 from tfface.data.augment import augment_batch
 from tfface.errors import InputError
 from tfface.flip_test import fuse_maps, mirror_maps
-from tfface.geometry.camera import adjugate, camera_is_plausible
+from tfface.geometry.camera import adjugate, camera_is_plausible, centred_intrinsics
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
-from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition
+from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition, check_geometric_inputs
+from tfface.layers.geometric_variants import solve_geometry_known_intrinsics
 from tfface.layers.photometric import PhotometricLeastSquares, sample_normals, sample_normals_compiled
 from tfface.layers.pixel_sampling import LatticePixelSampler, PixelSampler, gather_pixels, pixel_centres
 from tfface.layers.preprocessing import SoftplusPreprocessing
@@ -324,6 +327,8 @@ class FaceModel(keras.Model):
                              f"{cfg.robust_refits} and {cfg.inference_prior_scale}")
         self.geometric = GeometricLeastSquares(z0=cfg.z0, translation_weight=cfg.translation_weight,
                                                ridge=cfg.ridge, name="geometric")
+        # Focal length (image widths) of the inference fit's fixed-camera fallback (None: none).
+        self.fallback_focal = cfg.inference_fallback_focal
         self.photometric = PhotometricLeastSquares(lighting_weight=cfg.lighting_weight, ridge=cfg.ridge,
                                                    name="photometric")
         self._albedo_weights = tf.fill([m.num_albedo], float(cfg.albedo_weight))
@@ -391,7 +396,8 @@ class FaceModel(keras.Model):
         """Run the whole pipeline on a batch of images; see :meth:`fit_maps` for the result."""
         return self.fit_maps(images, self.predict_maps(images, training=training))
 
-    def fit_maps(self, images: tf.Tensor, maps: tf.Tensor, inference: bool = False) -> dict[str, tf.Tensor]:
+    def fit_maps(self, images: tf.Tensor, maps: tf.Tensor, inference: bool = False,
+                 intrinsics: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """Sample pixels of predicted ``maps`` and fit the 3DMM to them (steps 2-5 above).
 
         Args:
@@ -400,6 +406,10 @@ class FaceModel(keras.Model):
             inference: fit as :meth:`infer` does (weighted lattice, heavier prior, robust
                 re-solves, no camera-translation regulariser) instead of as in training (random
                 samples).
+            intrinsics: ``(B, 3, 3)`` known intrinsics (pixels): the geometric solve then finds
+                only the pose, depth scale and shape under them
+                (:func:`~tfface.layers.geometric_variants.solve_geometry_known_intrinsics`)
+                instead of the free inverse camera.
 
         Returns:
             dict with ``maps``, ``indices`` (B, P), ``pixels`` (B, P, 2), ``valid`` (B, P),
@@ -434,8 +444,12 @@ class FaceModel(keras.Model):
         prior = self.regularizer.weights_for_solve() * (self.config.inference_prior_scale if inference else 1.0)
 
         def solve(geometric_weights):
-            return self.geometric(pixels, samples[..., 2], geometric_weights, uv_sample.mean, uv_sample.basis, prior,
-                                  translation_prior=not inference)
+            tensors = (pixels, samples[..., 2], geometric_weights, uv_sample.mean, uv_sample.basis, prior)
+            if intrinsics is None:
+                return self.geometric(*tensors, translation_prior=not inference)
+            return self.geometric.solve_checked(check_geometric_inputs, solve_geometry_known_intrinsics, tensors,
+                                                intrinsics=intrinsics,
+                                                **self.geometric.prior_options(translation_prior=not inference))
 
         geometric_weights = face_confidence(samples) * weights
         geometric = solve(geometric_weights)
@@ -618,13 +632,53 @@ class FaceModel(keras.Model):
             (:func:`failed_fits_zeroed`). Compiled (every product path) this holds for any
             maps; eagerly, a solve that fails outright (a singular system the priors do not
             regularise) raises :class:`~tfface.errors.SolveError` as every least-squares layer
-            does, while a fit without confident pixels is reported, not raised.
+            does, while a fit without confident pixels is reported, not raised. ``camera_fixed``
+            (B,) is 1 where the fit is :meth:`inference_fit`'s fallback on a fixed camera.
         """
-        return self.outputs_of(self.fit_maps(images, self.inference_maps(images), inference=True))
+        fit = self.inference_fit(images)
+        return {**self.outputs_of(fit), "camera_fixed": fit["camera_fixed"]}
+
+    def inference_fit(self, images: tf.Tensor, maps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The inference fit of ``images`` ``(B, H, W, 3)``: :meth:`fit_maps` of their
+        :meth:`inference_maps` (or of ``maps``), with a fixed camera where the free one fails.
+
+        Where the free inverse camera is implausible (``fit_status``
+        :data:`FIT_IMPLAUSIBLE_CAMERA`: the network's maps of a turned head sometimes fit a camera
+        with a focal length of a few pixels or one behind the head) and ``fallback_focal`` is set
+        (config ``inference_fallback_focal``), the same maps are fitted again under
+        :func:`~tfface.geometry.camera.centred_intrinsics` of that focal length, solving only the
+        pose, depth scale and shape, and that fit is kept where it is valid. An ill-posed fit (too
+        little confident data: no face) is never refitted. Only the images that need it are
+        fitted again, and only in a batch that has one (``tf.cond``).
+
+        Returns:
+            :meth:`fit_maps`'s dict, plus ``camera_fixed`` ``(B,)`` float32: 1 where the fit is the
+            fallback's.
+        """
+        images = tf.convert_to_tensor(images)  # its dtype is checked, not cast (predict_maps)
+        maps = self.inference_maps(images) if maps is None else maps
+        fit = self.fit_maps(images, maps, inference=True)
+        kept = tf.zeros(tf.shape(images)[:1], tf.float32)
+        if self.fallback_focal is None:
+            return {**fit, "camera_fixed": kept}
+        implausible = tf.equal(self.fit_validity(fit)["fit_status"], float(FIT_IMPLAUSIBLE_CAMERA))
+
+        def refit():
+            index = tf.cast(tf.where(implausible), tf.int32)  # (N, 1)
+            intrinsics = centred_intrinsics(self.fallback_focal, tf.shape(images)[2], tf.shape(index)[0])
+            fallback = self.fit_maps(tf.gather_nd(images, index), tf.gather_nd(maps, index), inference=True,
+                                     intrinsics=intrinsics)
+            use = tf.scatter_nd(index, self.fit_validity(fallback)["fit_valid"], tf.shape(kept)) > 0
+            chosen = {name: tf.where(tf.reshape(use, [-1] + [1] * (value.shape.rank - 1)),
+                                     tf.scatter_nd(index, fallback[name], tf.shape(value)), value)
+                      for name, value in fit.items()}
+            return {**chosen, "camera_fixed": tf.cast(use, tf.float32)}
+
+        return tf.cond(tf.reduce_any(implausible), refit, lambda: {**fit, "camera_fixed": kept})
 
     def outputs_of(self, fit: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """The inference outputs (see :meth:`infer`) of a :meth:`fit_maps` result."""
-        landmarks68 = project_points(tf.gather(fit["vertices"], self._landmarks68, axis=1), fit["p_hat"], fit["q_hat"])
+        """The inference outputs (see :meth:`infer`, but ``camera_fixed``) of a :meth:`fit_maps` result."""
+        landmarks68 = self.fit_landmarks68(fit)
         ks = self.uv_model.model.num_shape
         maps = fit["maps"]
         direct68 = direct_landmarks(maps, self._landmark_uv)
@@ -642,9 +696,14 @@ class FaceModel(keras.Model):
             **validity,
         }, validity["fit_valid"])
 
-    def fit_validity(self, fit: dict[str, tf.Tensor], landmarks68: tf.Tensor) -> dict[str, tf.Tensor]:
+    def fit_landmarks68(self, fit: dict[str, tf.Tensor]) -> tf.Tensor:
+        """``(B, 68, 2)`` pixels of a :meth:`fit_maps` result's landmarks (:func:`project_points`)."""
+        return project_points(tf.gather(fit["vertices"], self._landmarks68, axis=1), fit["p_hat"], fit["q_hat"])
+
+    def fit_validity(self, fit: dict[str, tf.Tensor], landmarks68: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """``fit_status`` and ``fit_valid`` (B,) (:func:`fit_validity`) of a :meth:`fit_maps` result
-        and its ``landmarks68`` (B, 68, 2) pixels."""
+        and its ``landmarks68`` (B, 68, 2) pixels (default :meth:`fit_landmarks68`)."""
+        landmarks68 = self.fit_landmarks68(fit) if landmarks68 is None else landmarks68
         return fit_validity(fit["well_posed"], fit["K"], fit["R"], fit["t"], landmarks68, tf.shape(fit["maps"])[2])
 
     def get_config(self):

@@ -260,6 +260,25 @@ def decompose_inverse_camera(
     return K, R, t, psi
 
 
+def centred_intrinsics(focal_widths: float, image_width: tf.Tensor | int, batch_size: tf.Tensor | int) -> tf.Tensor:
+    """Intrinsics of a natural camera for a square image: square pixels, no skew, the principal
+    point at the image centre.
+
+    Args:
+        focal_widths: focal length in image widths.
+        image_width: width (pixels) of the square image.
+        batch_size: number of copies.
+
+    Returns:
+        ``(batch_size, 3, 3)`` float32 ``[[f, 0, w/2], [0, f, w/2], [0, 0, 1]]``, ``f = focal_widths w``
+        (pixels; pixel centres at +0.5, so ``w/2`` is the centre).
+    """
+    width = tf.cast(image_width, tf.float32)
+    focal, centre = focal_widths * width, width / 2.0
+    K = tf.stack([tf.stack([focal, 0.0, centre]), tf.stack([0.0, focal, centre]), tf.constant([0.0, 0.0, 1.0])])
+    return tf.tile(K[None], [batch_size, 1, 1])
+
+
 def project(
     points: tf.Tensor, K: tf.Tensor, R: tf.Tensor, t: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:

@@ -69,6 +69,13 @@ def face_record(outputs: dict[str, np.ndarray], index: int, fit: SquareFit, sour
     return record
 
 
+def camera_fields(K: np.ndarray, R: np.ndarray, t: np.ndarray, fixed: float | np.ndarray = 0.0) -> dict:
+    """A record's ``camera``, rounded: intrinsics ``K`` ``(3, 3)`` (pixels), rotation ``R`` ``(3, 3)``,
+    translation ``t`` ``(3,)`` (mm) and ``intrinsics_fixed``, whether ``K`` is the fixed camera of
+    the fallback fit (the export's ``camera_fixed``) rather than a fitted one."""
+    return {"K": rounded(K, 4), "R": rounded(R, 6), "t_mm": rounded(t, 3), "intrinsics_fixed": bool(fixed)}
+
+
 def fitted_fields(landmarks68: np.ndarray, landmarks5: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
                   face: dict[str, np.ndarray]) -> dict:
     """The record fields of a fitted face, rounded: landmarks, head pose, camera, coefficients, lighting.
@@ -83,7 +90,7 @@ def fitted_fields(landmarks68: np.ndarray, landmarks5: np.ndarray, K: np.ndarray
         landmarks68=rounded(landmarks68, 2),
         landmarks5=rounded(landmarks5, 2),
         head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(R).items()},
-        camera={"K": rounded(K, 4), "R": rounded(R, 6), "t_mm": rounded(t, 3)},
+        camera=camera_fields(K, R, t, face.get("camera_fixed", 0.0)),
         coefficients={name: rounded(face[f"{name}_coefficients"]) for name in ("shape", "expression", "albedo")},
         lighting_inverse_sh=rounded(face["lighting"]),
     )

@@ -30,7 +30,7 @@ from tfface.detection.blazeface import FaceDetector
 from tfface.detection.pipeline import Face, Runner, reconstruct_picture
 from tfface.errors import InputError
 from tfface.export import EXTRAS, with_fit_validity
-from tfface.io.records import head_pose_degrees, rounded
+from tfface.io.records import camera_fields, head_pose_degrees, rounded
 from tfface.paths import DEFAULT_MODEL
 from tfface.serving.client import predict_grpc, predict_rest
 
@@ -83,8 +83,8 @@ def face_summary(face: Face) -> dict:
     if face.fit_valid:
         summary.update(landmarks68=rounded(picture["landmarks68"], 2), landmarks5=rounded(picture["landmarks5"], 2),
                        head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(picture["R"]).items()},
-                       camera={"K": rounded(picture["K"], 4), "R": rounded(picture["R"], 6),
-                               "t_mm": rounded(picture["t"], 3)})
+                       camera=camera_fields(picture["K"], picture["R"], picture["t"],
+                                            face.outputs.get("camera_fixed", 0.0)))
     return summary
 
 

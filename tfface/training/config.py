@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tfface.data.augment import SimilarityRange
 from tfface.errors import InputError
+from tfface.geometry.camera import MAX_FOCAL_WIDTHS, MIN_FOCAL_WIDTHS
 from tfface.layers.vignette import FEATHER
 from tfface.runtime import native_bfloat16
 
@@ -41,6 +42,11 @@ class TrainConfig:
         inference_flip_test: the inference fit fuses the maps of the image with those of its
             mirror image (:mod:`tfface.flip_test`; the U-Net runs twice). Needs a left-right
             symmetric model (:func:`tfface.morphable.symmetry.mirror_partners`).
+        inference_fallback_focal: focal length (image widths) of the fixed camera the inference fit
+            falls back on where its free camera is implausible (None: no fallback): square pixels,
+            the principal point at the image centre, pose and shape solved as before
+            (:meth:`tfface.model.FaceModel.inference_fit`; BUILD.md, "A fixed camera where the
+            free one is implausible").
         inference_prior_scale: factor on the shape and expression prior of the inference fit.
             Training needs a weak prior (a heavy one makes a fixed mean face score better than
             the true fit); fitting a trained network's maps, a heavier one gives better landmarks
@@ -175,6 +181,7 @@ class TrainConfig:
     robust_refits: int = 2
     inference_flip_test: bool = False
     inference_prior_scale: float = 4.0
+    inference_fallback_focal: float | None = None
     num_shape: int | None = None
     num_expression: int | None = None
     num_albedo: int | None = 20
@@ -250,6 +257,10 @@ class TrainConfig:
             raise InputError(f"self_label_share must lie in (0, 1), got {self.self_label_share}")
         if not 0.0 <= self.self_label_profile_share <= 1.0:
             raise InputError(f"self_label_profile_share must lie in [0, 1], got {self.self_label_profile_share}")
+        focal = self.inference_fallback_focal
+        if focal is not None and not MIN_FOCAL_WIDTHS <= focal <= MAX_FOCAL_WIDTHS:
+            raise InputError(f"inference_fallback_focal must lie in [{MIN_FOCAL_WIDTHS}, {MAX_FOCAL_WIDTHS}] image widths "
+                             f"(a plausible camera's), got {focal}")
         final = self.pretrain_final_learning_rate
         if final is not None and not 0.0 <= final <= self.pretrain_learning_rate:
             raise InputError(f"pretrain_final_learning_rate must lie in [0, {self.pretrain_learning_rate}], got {final}")
@@ -308,13 +319,15 @@ CONFIGS: dict[str, TrainConfig] = {
     # face, and relit under its photo's estimated light), its rate decayed to 1e-5; 800 steps of
     # main training, the photometric loss weighed by both confidences, Adam 1e-4, the pose anchor,
     # the input vignette (0.36) kept free of seams and the equivariance loss; the inference fit
-    # uses the flip test.
+    # uses the flip test and falls back on a fixed camera of focal length 2.3 image widths (the
+    # median fitted focal length, 297 px at 128, of version 14's fits of 3,000 training photos)
+    # where its free camera is implausible.
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
         pretrain_max_yaw=85.0, pretrain_max_pitch=15.0, profile_framing="landmark_box", profile_relight=True,
         pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True, equivariance_weight=100.0,
-        inference_flip_test=True,
+        inference_flip_test=True, inference_fallback_focal=2.3,
     ),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
     # basis, batch 5.

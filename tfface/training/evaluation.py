@@ -205,7 +205,7 @@ def fit_floor(model: FaceModel, batches: Iterable[dict[str, tf.Tensor]]) -> dict
         images whose fit did not fail, ``nme68_failed``, ``nme5_failed``, ``count``, ``failed``
         and ``failed_share`` (the failure rule of :func:`evaluate_batches`).
     """
-    fit = tf.function(lambda images, maps: model.outputs_of(model.fit_maps(images, maps, inference=True)),
+    fit = tf.function(lambda images, maps: model.outputs_of(model.inference_fit(images, maps)),
                       reduce_retracing=True)
     values: dict[str, list[np.ndarray]] = {"nme68": [], "nme5": []}
     for batch in batches:
