@@ -10,7 +10,8 @@ import keras
 
 from tfface.errors import InputError, SolveError
 from tfface.layers import least_squares_synthetic as synthetic
-from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition, solve_geometry
+from tfface.layers.geometric import (GeometricLeastSquares, InverseCameraDecomposition, camera_features,
+                                    camera_features_inverse, solve_geometry)
 from tfface.layers.geometric_variants import (
     polar_rotation,
     solve_geometry_known_intrinsics,
@@ -233,6 +234,16 @@ def test_layer_serialises_with_its_translation_weight(problem, tmp_path):
     assert float(restored.layers[-1].translation_weight.numpy()) == 5.0
     expected = model([pixels, depth, weights, mean, basis])["q_hat"].numpy()
     np.testing.assert_allclose(restored([pixels, depth, weights, mean, basis])["q_hat"].numpy(), expected, rtol=1e-5)
+
+
+def test_camera_features_inverse_inverts_the_feature_transform():
+    rng = np.random.default_rng(5)
+    pixels = rng.uniform(0, 128, (3, 50, 2))
+    depth = rng.uniform(0.5, 3.0, (3, 50))
+    weights = rng.uniform(0, 1, (3, 50)) * (rng.uniform(size=(3, 50)) > 0.3)
+    _, transform = camera_features(tf.constant(pixels), tf.constant(depth), tf.constant(weights))
+    inverse = camera_features_inverse(transform).numpy()
+    np.testing.assert_allclose(inverse, np.linalg.inv(transform.numpy()), rtol=1e-10, atol=1e-10)
 
 
 def test_polar_rotation_recovers_rotation_of_scaled_matrices():

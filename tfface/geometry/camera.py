@@ -66,7 +66,7 @@ MAX_CAMERA_ELEVATION_DEGREES = 80.0
 MAX_CAMERA_AZIMUTH_DEGREES = 100.0
 
 
-def _upper_triangular_inverse(K: tf.Tensor) -> tf.Tensor:
+def upper_triangular_inverse(K: tf.Tensor) -> tf.Tensor:
     """Closed-form inverse of upper-triangular 3x3 matrices ``K`` (..., 3, 3)."""
     a, b, c = K[..., 0, 0], K[..., 0, 1], K[..., 0, 2]
     d, e, f = K[..., 1, 1], K[..., 1, 2], K[..., 2, 2]
@@ -126,7 +126,7 @@ def compose_inverse_camera(
         )
         if not bool(tf.reduce_all(positive)):
             raise InputError("compose_inverse_camera needs psi > 0 and focal lengths k1, k4 > 0")
-    p_hat = tf.linalg.matmul(R, _upper_triangular_inverse(K), transpose_a=True)
+    p_hat = tf.linalg.matmul(R, upper_triangular_inverse(K), transpose_a=True)
     p_hat = p_hat / psi[..., None, None]
     q_hat = -tf.linalg.matvec(R, t, transpose_a=True)
     return p_hat, q_hat
@@ -329,7 +329,7 @@ def unproject(
     R = tf.convert_to_tensor(R, dtype=pixels.dtype)
     t = tf.convert_to_tensor(t, dtype=pixels.dtype)
     homogeneous = tf.concat([pixels, tf.ones_like(pixels[..., :1])], axis=-1)
-    rays = tf.linalg.matmul(homogeneous, _upper_triangular_inverse(K), transpose_b=True)
+    rays = tf.linalg.matmul(homogeneous, upper_triangular_inverse(K), transpose_b=True)
     camera = depth[..., None] * rays - t[..., None, :]
     return tf.linalg.matmul(camera, R)
 

@@ -114,6 +114,29 @@ def camera_features(
     return features, tf.cast(transform, dtype)
 
 
+def camera_features_inverse(transform: tf.Tensor) -> tf.Tensor:
+    """Closed-form inverse ``(B, 4, 4)`` of :func:`camera_features`' ``transform`` ``T`` (elementwise
+    ops only, TFLite built-ins).
+
+    ``T`` has rows ``(a, 0, -c_x a, 0)``, ``(0, a, -c_y a, 0)``, ``(0, 0, 1/D, -m)``, ``(0, 0, 0, 1)``
+    with ``a = 1 / (s D)``, so ``T^-1`` has rows ``(1/a, 0, c_x D, c_x D m)``,
+    ``(0, 1/a, c_y D, c_y D m)``, ``(0, 0, D, D m)``, ``(0, 0, 0, 1)``.
+    """
+    a, depth_scale = transform[:, 0, 0], 1.0 / transform[:, 2, 2]
+    centre = -transform[:, 0:2, 2] / a[:, None]
+    offset = -transform[:, 2, 3]
+    zero, one = tf.zeros_like(a), tf.ones_like(a)
+    return tf.stack(
+        [
+            tf.stack([1.0 / a, zero, centre[:, 0] * depth_scale, centre[:, 0] * depth_scale * offset], -1),
+            tf.stack([zero, 1.0 / a, centre[:, 1] * depth_scale, centre[:, 1] * depth_scale * offset], -1),
+            tf.stack([zero, zero, depth_scale, depth_scale * offset], -1),
+            tf.stack([zero, zero, zero, one], -1),
+        ],
+        axis=-2,
+    )
+
+
 def _kron_identity3(block: tf.Tensor) -> tf.Tensor:
     """``I_3 (x) block`` for ``(B, 4, 4)`` blocks, as ``(B, 12, 12)``."""
     eye = tf.eye(3, dtype=block.dtype)

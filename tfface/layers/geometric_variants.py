@@ -31,11 +31,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfface.geometry.camera import adjugate, upper_triangular_inverse
 from tfface.geometry.vectors import det3
 from tfface.layers import structured_least_squares as structured
 from tfface.layers.geometric import (
     CAMERA_UNKNOWNS,
     GeometricSystem,
+    camera_features_inverse,
     geometric_outputs,
     geometric_system,
     inverse_camera,
@@ -58,14 +60,14 @@ def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
     current = tf.where(usable[..., None, None], matrix, eye)
     for _ in range(iterations):
         gamma = tf.pow(tf.abs(det3(current)), tf.constant(-1.0 / 3.0, dtype))
-        inverse_transpose = tf.linalg.matrix_transpose(tf.linalg.inv(current))
+        inverse_transpose = tf.linalg.matrix_transpose(adjugate(current)) / det3(current)[..., None, None]
         current = 0.5 * (gamma[..., None, None] * current + inverse_transpose / gamma[..., None, None])
     return current
 
 
 def _normalised_pixels(pixels: tf.Tensor, intrinsics: tf.Tensor) -> tf.Tensor:
     homogeneous = tf.concat([pixels, tf.ones_like(pixels[..., :1])], axis=-1)
-    rays = tf.linalg.matrix_transpose(tf.linalg.solve(intrinsics, tf.linalg.matrix_transpose(homogeneous)))
+    rays = tf.linalg.matmul(homogeneous, upper_triangular_inverse(intrinsics), transpose_b=True)
     return rays[..., :2] / rays[..., 2:]
 
 
@@ -79,7 +81,7 @@ def _rotation_subspace(
     dtype = rotation_transpose.dtype
     num_coefficients = system.problem.basis.shape[-1]
     batch = tf.shape(rotation_transpose)[0]
-    inverse = tf.linalg.inv(system.transform)
+    inverse = camera_features_inverse(system.transform)
     back = tf.linalg.matrix_transpose(inverse)  # theta' = back theta
     # P_hat u + q_hat = P_hat (u - c) + q' with c the samples' weighted centre (the features'
     # origin, T^-1 e_4): centring decorrelates the scale column from the translation columns.
@@ -183,7 +185,7 @@ def solve_geometry_known_intrinsics(
     scale = tf.reduce_sum(outputs["p_hat"] * rotation_transpose, axis=[-2, -1]) / 3.0
     rotation = tf.linalg.matrix_transpose(rotation_transpose)
     outputs.update(
-        p_hat=tf.matmul(outputs["p_hat"], tf.linalg.inv(intrinsics)),
+        p_hat=tf.matmul(outputs["p_hat"], upper_triangular_inverse(intrinsics)),
         K=intrinsics,
         R=rotation,
         t=-tf.linalg.matvec(rotation, outputs["q_hat"]),
