@@ -31,9 +31,8 @@ from tfface.training.config import CONFIGS
 IMAGE_SIZE = 64
 #: The toy bump's normals span a narrow cone, so a weak lighting prior leaves some SH bands nearly
 #: undetermined; lighting_weight = 1 keeps the photometric solve well conditioned.
-#: The exported graph carries the fallback on a fixed camera (``tf.cond``): its ops are TFLite built-ins too.
 TOY_CONFIG = CONFIGS["tiny"].replace(name="toy", image_size=IMAGE_SIZE, width=0.25, num_samples=500, num_shape=4,
-                                     num_expression=3, num_albedo=2, lighting_weight=1.0, inference_fallback_focal=2.3)
+                                     num_expression=3, num_albedo=2, lighting_weight=1.0)
 
 # The transparent network's output logits, affine in the preprocessed colour p = (p_r, p_g, p_b):
 # u = sigmoid(UV_GAIN (p_r - UV_CENTRE)), v likewise from p_g; depth = softplus(DEPTH_GAIN p_b +
