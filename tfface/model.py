@@ -658,9 +658,9 @@ class FaceModel(keras.Model):
         images = tf.convert_to_tensor(images)  # its dtype is checked, not cast (predict_maps)
         maps = self.inference_maps(images) if maps is None else maps
         fit = self.fit_maps(images, maps, inference=True)
-        kept = tf.zeros(tf.shape(images)[:1], tf.float32)
+        none_fixed = tf.zeros(tf.shape(images)[:1], tf.float32)
         if self.fallback_focal is None:
-            return {**fit, "camera_fixed": kept}
+            return {**fit, "camera_fixed": none_fixed}
         implausible = tf.equal(self.fit_validity(fit)["fit_status"], float(FIT_IMPLAUSIBLE_CAMERA))
 
         def refit():
@@ -668,13 +668,13 @@ class FaceModel(keras.Model):
             intrinsics = centred_intrinsics(self.fallback_focal, tf.shape(images)[2], tf.shape(index)[0])
             fallback = self.fit_maps(tf.gather_nd(images, index), tf.gather_nd(maps, index), inference=True,
                                      intrinsics=intrinsics)
-            use = tf.scatter_nd(index, self.fit_validity(fallback)["fit_valid"], tf.shape(kept)) > 0
+            use = tf.scatter_nd(index, self.fit_validity(fallback)["fit_valid"], tf.shape(none_fixed)) > 0
             chosen = {name: tf.where(tf.reshape(use, [-1] + [1] * (value.shape.rank - 1)),
                                      tf.scatter_nd(index, fallback[name], tf.shape(value)), value)
                       for name, value in fit.items()}
             return {**chosen, "camera_fixed": tf.cast(use, tf.float32)}
 
-        return tf.cond(tf.reduce_any(implausible), refit, lambda: {**fit, "camera_fixed": kept})
+        return tf.cond(tf.reduce_any(implausible), refit, lambda: {**fit, "camera_fixed": none_fixed})
 
     def outputs_of(self, fit: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The inference outputs (see :meth:`infer`, but ``camera_fixed``) of a :meth:`fit_maps` result."""
