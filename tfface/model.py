@@ -452,9 +452,14 @@ class FaceModel(keras.Model):
                                                 **self.geometric.prior_options(translation_prior=not inference))
 
         geometric_weights = face_confidence(samples) * weights
+        def robust_refit(geometric: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor]]:
+            return (solve(self.inlier_weights(geometric_weights, geometric["residual"])),)
+
         geometric = solve(geometric_weights)
-        for _ in range(self.config.robust_refits if inference else 0):
-            geometric = solve(self.inlier_weights(geometric_weights, geometric["residual"]))
+        if inference and self.config.robust_refits:
+            # A loop, not unrolled, so that a graph (SavedModel, TFLite) holds one re-solve.
+            geometric = tf.while_loop(lambda _: True, robust_refit, (geometric,),
+                                      maximum_iterations=self.config.robust_refits)[0]
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])
         normals = (sample_normals_compiled if self.use_xla else sample_normals)(

@@ -57,12 +57,17 @@ def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
     bound = tf.reduce_prod(tf.norm(matrix, axis=-2), axis=-1)
     usable = tf.logical_and(tf.math.is_finite(det), tf.abs(det) > 1e-6 * bound)
     eye = tf.eye(3, dtype=dtype)
-    current = tf.where(usable[..., None, None], matrix, eye)
-    for _ in range(iterations):
-        gamma = tf.pow(tf.abs(det3(current)), tf.constant(-1.0 / 3.0, dtype))
-        inverse_transpose = tf.linalg.matrix_transpose(adjugate(current)) / det3(current)[..., None, None]
-        current = 0.5 * (gamma[..., None, None] * current + inverse_transpose / gamma[..., None, None])
-    return current
+
+    def newton_step(current: tf.Tensor) -> tuple[tf.Tensor]:
+        det = det3(current)[..., None, None]
+        gamma = tf.pow(tf.abs(det), tf.constant(-1.0 / 3.0, dtype))
+        inverse_transpose = tf.linalg.matrix_transpose(adjugate(current)) / det
+        return (0.5 * (gamma * current + inverse_transpose / gamma),)
+
+    start = tf.where(usable[..., None, None], matrix, eye)
+    # A loop, not unrolled: the solve runs it several times and a graph (SavedModel, TFLite)
+    # holds its body once.
+    return tf.while_loop(lambda _: True, newton_step, (start,), maximum_iterations=iterations)[0]
 
 
 def _normalised_pixels(pixels: tf.Tensor, intrinsics: tf.Tensor) -> tf.Tensor:
@@ -113,9 +118,16 @@ def _rotation_subspace(
 
 
 def _solve_in_subspace(
-    system: GeometricSystem, subspace: tf.Tensor, ridge: float, refinement_steps: int, solver: str
+    system: GeometricSystem,
+    normal: tuple[tf.Tensor, tf.Tensor],
+    subspace: tf.Tensor,
+    ridge: float,
+    refinement_steps: int,
+    solver: str,
 ) -> tf.Tensor:
-    full_matrix, full_rhs = structured.normal_equations(system.problem)
+    """The solution ``x = G z`` (B, 12 + K) in the column space of ``subspace`` ``G``, from the
+    single-image ``normal`` equations (matrix (B, n, n), right-hand side (B, n))."""
+    full_matrix, full_rhs = normal
     matrix = tf.matmul(subspace, tf.matmul(full_matrix, subspace), transpose_a=True)
     rhs = tf.linalg.matvec(subspace, full_rhs, transpose_a=True)
 
@@ -162,24 +174,30 @@ def solve_geometry_known_intrinsics(
     system = geometric_system(
         normalised, depth, weights, mean, basis, coefficient_weights, translation_weight, z0
     )
-    matrix, rhs = structured.normal_equations(system.problem)
+    normal = structured.normal_equations(system.problem)
     general = solve_refined(
-        matrix, rhs, lambda x: structured.gradient(system.problem, x), refinement_steps, ridge, solver
+        *normal, lambda x: structured.gradient(system.problem, x), refinement_steps, ridge, solver
     )
     p_hat_normalised, _ = inverse_camera(system, general)
-    sign = tf.sign(det3(p_hat_normalised))
-    rotation_transpose = polar_rotation(sign[:, None, None] * p_hat_normalised)
-    scale = tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
-    for _ in range(rotation_steps):
-        # Gauss-Newton on the rotation: P_hat = s (I - [omega]_x) R^T to first order in omega.
-        step = _solve_in_subspace(
-            system, _rotation_subspace(system, rotation_transpose, scale), ridge, refinement_steps, solver
-        )
-        p_hat_normalised, _ = inverse_camera(system, step)
-        rotation_transpose = polar_rotation(sign[:, None, None] * p_hat_normalised)
-        scale = tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
+    sign = tf.sign(det3(p_hat_normalised))[:, None, None]
+
+    def projected(p_hat_normalised: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The nearest rotation (transposed) and the scale of ``P_hat_n``."""
+        rotation_transpose = polar_rotation(sign * p_hat_normalised)
+        return rotation_transpose, tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
+
+    def rotation_step(rotation_transpose: tf.Tensor, scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Gauss-Newton on the rotation: ``P_hat = s (I - [omega]_x) R^T`` to first order in omega."""
+        subspace = _rotation_subspace(system, rotation_transpose, scale)
+        step = _solve_in_subspace(system, normal, subspace, ridge, refinement_steps, solver)
+        return projected(inverse_camera(system, step)[0])
+
+    # A loop, not unrolled, so that a graph holds one step (see polar_rotation).
+    rotation_transpose, _ = tf.while_loop(
+        lambda *_: True, rotation_step, projected(p_hat_normalised), maximum_iterations=rotation_steps
+    )
     solution = _solve_in_subspace(
-        system, _rotation_subspace(system, rotation_transpose), ridge, refinement_steps, solver
+        system, normal, _rotation_subspace(system, rotation_transpose), ridge, refinement_steps, solver
     )
     outputs = geometric_outputs(system, solution, structured.residual(system.problem, solution))
     scale = tf.reduce_sum(outputs["p_hat"] * rotation_transpose, axis=[-2, -1]) / 3.0
