@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfface import export
 from tfface.errors import InputError, ModelFileError
-from tfface.geometry.camera import project
+from tfface.geometry.camera import centred_intrinsics, project
 from tfface.layers.preprocessing import inverse_softplus_preprocess, softplus_preprocess
 from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FIT_OK, FaceModel, fit_validity
 from tfface.render.rasterizer import interpolate, rasterize
@@ -31,8 +31,9 @@ from tfface.training.config import CONFIGS
 IMAGE_SIZE = 64
 #: The toy bump's normals span a narrow cone, so a weak lighting prior leaves some SH bands nearly
 #: undetermined; lighting_weight = 1 keeps the photometric solve well conditioned.
+#: The export carries the fallback on a fixed camera (``tf.cond``; see :func:`low_relief_toy_face`).
 TOY_CONFIG = CONFIGS["tiny"].replace(name="toy", image_size=IMAGE_SIZE, width=0.25, num_samples=500, num_shape=4,
-                                     num_expression=3, num_albedo=2, lighting_weight=1.0)
+                                     num_expression=3, num_albedo=2, lighting_weight=1.0, inference_fallback_focal=2.3)
 
 # The transparent network's output logits, affine in the preprocessed colour p = (p_r, p_g, p_b):
 # u = sigmoid(UV_GAIN (p_r - UV_CENTRE)), v likewise from p_g; depth = softplus(DEPTH_GAIN p_b +
@@ -101,17 +102,21 @@ def toy_camera(focal: float, centre, yaw_degrees: float, t) -> tuple[np.ndarray,
     return K, np.diag([1.0, -1.0, -1.0]) @ yaw, np.asarray(t, np.float64)
 
 
-def rendered_toy_faces(uv_model, cameras=TOY_CAMERAS, size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+def rendered_toy_faces(uv_model, cameras=TOY_CAMERAS, size: int = IMAGE_SIZE, relief: float = 1.0
+                       ) -> dict[str, np.ndarray]:
     """The toy mesh (mean shape) rendered by ``cameras`` (see :data:`TOY_CAMERAS`), encoded for the
     transparent network: ``images`` (N, S, S, 3) uint8, the true ``K``, ``R``, ``t`` and ``landmarks68``
-    (N, 68, 2) pixels."""
+    (N, 68, 2) pixels. ``relief`` scales the encoded depth about its mean over each face (0: a flat
+    depth map, as from a network that sees no relief)."""
     K, R, t = (np.stack(parts).astype(np.float32) for parts in zip(*(toy_camera(*c) for c in cameras)))
     mesh = uv_model.model
     vertices = np.broadcast_to(mesh.mean, (len(cameras), *mesh.mean.shape)).astype(np.float32)
     fragments = rasterize(vertices, mesh.triangles, K, R, t, size, size)
     uv = interpolate(uv_model.vertex_uv.astype(np.float32), mesh.triangles, fragments).numpy()
+    face = fragments.mask.numpy() > 0
     depth = fragments.depth.numpy() / DEPTH_UNIT_MM
-    images = encode_maps(uv, np.where(fragments.mask.numpy() > 0, depth, 1.0), fragments.mask.numpy() > 0)
+    mean = np.sum(np.where(face, depth, 0.0), axis=(1, 2), keepdims=True) / np.sum(face, axis=(1, 2), keepdims=True)
+    images = encode_maps(uv, np.where(face, mean + relief * (depth - mean), 1.0), face)
     landmarks, _ = project(vertices[:, mesh.landmarks68], K, R, t)
     return {"images": images, "K": K, "R": R, "t": t, "landmarks68": landmarks.numpy()}
 
@@ -166,28 +171,42 @@ def failing_images(toy_faces) -> np.ndarray:
     return np.concatenate([np.zeros_like(constant), constant])
 
 
+def low_relief_toy_face(uv_model) -> dict[str, np.ndarray]:
+    """The second toy face with 2% of its depth relief: its free inverse camera is implausible
+    (near-orthographic, a focal length of some 140 image widths), so the fit falls back on the
+    fixed camera. (Without any relief the free fit is ill posed, at 1% on the border.)"""
+    return rendered_toy_faces(uv_model, TOY_CAMERAS[1:], relief=0.02)
+
+
 @pytest.mark.slow
-def test_exported_models_in_fresh_process_match_keras(toy_export, toy_faces, tmp_path):
+def test_exported_models_in_fresh_process_match_keras(toy_export, toy_faces, toy_uv_model, tmp_path):
     model, folder = toy_export
-    images = np.concatenate([toy_faces["images"], failing_images(toy_faces)])
+    low_relief = low_relief_toy_face(toy_uv_model)
+    images = np.concatenate([toy_faces["images"], failing_images(toy_faces), low_relief["images"]])
     np.save(tmp_path / "images.npy", images)
     subprocess.run([sys.executable, "-c", RUN_EXPORTED, str(folder), str(tmp_path / "images.npy"),
                     str(tmp_path / "out")], check=True, capture_output=True)
     reference = export.KerasInference(model)(images)
-    # Two faces with valid fits, two failed fits (no confident pixel, one correspondence): the
-    # validity agrees exactly across Keras, SavedModel and TFLite like every other output.
-    np.testing.assert_array_equal(reference["fit_valid"], [1, 1, 0, 0])
-    np.testing.assert_array_equal(reference["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED])
+    # Two faces with valid fits, two failed fits (no confident pixel, one correspondence) and a
+    # low-relief face fitted under the fixed camera: the validity agrees exactly across Keras, SavedModel
+    # and TFLite like every other output.
+    valid = [0, 1, 4]
+    np.testing.assert_array_equal(reference["fit_valid"], [1, 1, 0, 0, 1])
+    np.testing.assert_array_equal(reference["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED, FIT_OK])
+    np.testing.assert_array_equal(reference["camera_fixed"], [0, 0, 0, 0, 1])
+    np.testing.assert_allclose(reference["K"][4], centred_intrinsics(2.3, IMAGE_SIZE, 1)[0], rtol=1e-5, atol=1e-3)
+    fixed_error = np.linalg.norm(reference["landmarks68"][4] - low_relief["landmarks68"][0], axis=-1).mean()
+    assert fixed_error < 3.0, fixed_error  # pixels of the 64 px image
     # A failed fit's camera and mesh are no face and may differ between runtimes: compared are
     # every output of the valid fits, and the network's outputs and the validity of all images.
-    network = ("correspondence", "depth", "confidence", "face_score", "fit_valid", "fit_status")
+    network = ("correspondence", "depth", "confidence", "face_score", "fit_valid", "fit_status", "camera_fixed")
     for backend in ("savedmodel", "tflite"):
         with np.load(tmp_path / f"out-{backend}.npz") as exported:
             assert sorted(exported.files) == sorted(export.OUTPUT_DOCS)
             for name in export.OUTPUT_DOCS:
                 assert exported[name].shape == reference[name].shape, name
                 assert np.all(np.isfinite(exported[name])), f"{backend} {name}"
-                compared = slice(None) if name in network else slice(0, 2)
+                compared = slice(None) if name in network else valid
                 actual, desired = exported[name][compared], reference[name][compared]
                 assert_close_scaled(actual, desired, f"{backend} {name}")
                 worst = np.abs(actual - desired).max() / max(1.0, np.abs(desired).max())

@@ -252,6 +252,23 @@ def test_polar_rotation_recovers_rotation_of_scaled_matrices():
     rotations *= np.sign(np.linalg.det(rotations))[:, None, None]
     stretched = rotations @ np.diag([1.3, 0.9, 1.1]) * 0.01  # R S: polar factor R
     np.testing.assert_allclose(polar_rotation(tf.constant(stretched)).numpy(), rotations, atol=1e-10)
+    # Rank 2 (one direction undetermined, as the inverse camera of a flat depth map): still R, in
+    # float32 and compiled too (the start is completed, not the singular matrix itself).
+    for column in range(3):
+        flattened = stretched.copy()
+        flattened[..., column] = 0.0
+        np.testing.assert_allclose(polar_rotation(tf.constant(flattened)).numpy(), rotations, atol=1e-10)
+        compiled = tf.function(polar_rotation)(tf.constant(flattened, tf.float32)).numpy()
+        np.testing.assert_allclose(compiled, rotations, atol=1e-5)
+    # Rank 1, zero and non-finite matrices give the identity, with finite gradients.
+    degenerate = tf.constant(np.stack([np.outer([1.0, 2.0, 3.0], [0.0, 1.0, 1.0]), np.zeros((3, 3)),
+                                       np.full((3, 3), np.nan)]))
+    with tf.GradientTape() as tape:
+        tape.watch(degenerate)
+        rotation = polar_rotation(degenerate)
+    np.testing.assert_array_equal(rotation.numpy(), np.broadcast_to(np.eye(3), (3, 3, 3)))
+    gradient = tape.gradient(rotation, degenerate).numpy()
+    assert np.all(np.isfinite(gradient[:2]))
 
 
 def test_known_intrinsics_recover_pose_and_shape(problem):

@@ -7,8 +7,12 @@ and pass over the samples no more often than the single-image solve per stage.
 
 Known intrinsics ``K``. In normalised coordinates :math:`x_n = K^{-1} x` the inverse camera is
 :math:`\hat P_n = R^T / \psi`, a scaled rotation. Stage 1 solves the general problem in those
-coordinates; the initial rotation is the orthogonal polar factor of :math:`\hat P_n` (Newton
-iteration with determinant scaling, differentiable, no SVD). Stage 2 runs a few Gauss-Newton
+coordinates; the initial rotation is the orthogonal polar factor (Newton iteration with
+determinant scaling, differentiable, no SVD) of :math:`\hat P_n`'s first two columns, completed
+by their cross product. Those columns multiply :math:`x_n d` and :math:`y_n d` and are fixed by
+the samples' spread across the image; the third multiplies the depth :math:`d` alone and is
+confounded with :math:`\hat q` when the depth varies little (a flat depth map leaves it
+undetermined, of any size and sign). Stage 2 runs a few Gauss-Newton
 steps on the constrained problem, each a linear solve for
 :math:`[s = 1/\psi, \omega, \hat q, m]` with :math:`\hat P_n = s (I - [\omega]_\times) R^T`
 linearised (so the rotation is re-estimated under the constraint, not only projected), and
@@ -46,16 +50,28 @@ from tfface.layers.normal_equations import solve_refined
 
 
 def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
-    """Orthogonal polar factor of ``(..., 3, 3)`` matrices with positive determinant.
+    """Orthogonal polar factor of ``(..., 3, 3)`` matrices with positive determinant, or of rank 2.
 
     Newton iteration ``X <- (g X + X^-T / g) / 2`` with ``g = |det X|^(-1/3)``, which converges
     quadratically for any nonsingular start; for ``det > 0`` the result is a proper rotation.
-    Non-finite or singular inputs give the identity (finite, zero gradient).
+    It starts from ``M + k cof(M)`` (``cof(M) = adj(M)^T``, ``k = sqrt(3) / |M|``, Frobenius norm,
+    the inverse scale of a scaled rotation): with ``M = U S V^T`` (``det(U V^T) = 1``),
+    ``cof(M) = U cof(S) V^T``, so the start has
+    the polar factor ``U V^T`` of ``M`` where ``det M > 0``, and where ``M`` has rank 2 (a scaled
+    rotation whose column for the depth direction the data did not determine, e.g. a flat depth
+    map) it completes that column with the cross product of the other two: the start is
+    nonsingular with a positive determinant. Non-finite inputs or those of rank 1 give the
+    identity (finite, zero gradient).
     """
     dtype = matrix.dtype
-    det = det3(matrix)
-    bound = tf.reduce_prod(tf.norm(matrix, axis=-2), axis=-1)
-    usable = tf.logical_and(tf.math.is_finite(det), tf.abs(det) > 1e-6 * bound)
+    cofactor = tf.linalg.matrix_transpose(adjugate(matrix))
+    tiny = np.finfo(dtype.as_numpy_dtype).tiny
+    k = np.sqrt(3.0) * tf.math.rsqrt(tf.reduce_sum(tf.square(matrix), axis=[-2, -1]) + tiny)
+    completed = matrix + k[..., None, None] * cofactor
+    det = det3(completed)
+    # |det| > 1e-6 times the product of the column norms (squared: no root, finite gradients)
+    bound = tf.reduce_prod(tf.reduce_sum(tf.square(completed), axis=-2), axis=-1)
+    usable = tf.logical_and(tf.math.is_finite(det), tf.square(det) > 1e-12 * bound)
     eye = tf.eye(3, dtype=dtype)
 
     def newton_step(current: tf.Tensor) -> tuple[tf.Tensor]:
@@ -64,7 +80,7 @@ def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
         inverse_transpose = tf.linalg.matrix_transpose(adjugate(current)) / det
         return (0.5 * (gamma * current + inverse_transpose / gamma),)
 
-    start = tf.where(usable[..., None, None], matrix, eye)
+    start = tf.where(usable[..., None, None], completed, eye)
     # A loop, not unrolled: the solve runs it several times and a graph (SavedModel, TFLite)
     # holds its body once.
     return tf.while_loop(lambda _: True, newton_step, (start,), maximum_iterations=iterations)[0]
@@ -179,12 +195,13 @@ def solve_geometry_known_intrinsics(
         *normal, lambda x: structured.gradient(system.problem, x), refinement_steps, ridge, solver
     )
     p_hat_normalised, _ = inverse_camera(system, general)
-    sign = tf.sign(det3(p_hat_normalised))[:, None, None]
 
     def projected(p_hat_normalised: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The nearest rotation (transposed) and the scale of ``P_hat_n``."""
-        rotation_transpose = polar_rotation(sign * p_hat_normalised)
-        return rotation_transpose, tf.reduce_sum(p_hat_normalised * rotation_transpose, axis=[-2, -1]) / 3.0
+        """The nearest rotation (transposed) and the scale of ``P_hat_n``, from its first two
+        columns (:func:`polar_rotation` completes the third)."""
+        lateral = p_hat_normalised[..., :2]
+        rotation_transpose = polar_rotation(tf.concat([lateral, tf.zeros_like(lateral[..., :1])], axis=-1))
+        return rotation_transpose, tf.reduce_sum(lateral * rotation_transpose[..., :2], axis=[-2, -1]) / 2.0
 
     def rotation_step(rotation_transpose: tf.Tensor, scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Gauss-Newton on the rotation: ``P_hat = s (I - [omega]_x) R^T`` to first order in omega."""
