@@ -157,7 +157,7 @@ def test_tiled_dev_photos_give_every_face_with_its_own_landmarks(runner, detecto
             assert alone.outputs["fit_valid"]
             tiled.append(to_each[k])
             single.append(box_nme(alone.picture["landmarks68"][None], dev.landmarks[i][None])[0])
-    # version 14 (version 15's network) fails none (box NME 9.2% in the scenes, 9.0% alone; version 13 9.3 / 9.3); version 11
+    # version 14 (the network of versions 15 and 16) fails none (box NME 9.2% in the scenes, 9.0% alone; version 13 9.3 / 9.3); version 11
     # failed one: dev photo 4 (image00010, yaw 69), fitted alone at 19% and, shrunk in its scene,
     # with an implausible camera
     assert len(failed) <= 1, failed
