@@ -353,7 +353,8 @@ def test_export_command_finds_config_and_uv_model_in_the_work_folder(toy_export,
     model, _ = toy_export
     work = tmp_path / "run"
     (work / "train").mkdir(parents=True)
-    (work / "config.json").write_text(TOY_CONFIG.to_json())
+    # Without the fallback, which only slows the two exports: no toy image here takes it.
+    (work / "config.json").write_text(TOY_CONFIG.replace(inference_fallback_focal=None).to_json())
     shutil.copy(model.uv_model_path, work / "uv3dmm.npz")
     model.save_weights(work / "train" / "final.weights.h5")
     parser = argparse.ArgumentParser()
