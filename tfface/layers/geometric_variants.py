@@ -54,14 +54,13 @@ def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
 
     Newton iteration ``X <- (g X + X^-T / g) / 2`` with ``g = |det X|^(-1/3)``, which converges
     quadratically for any nonsingular start; for ``det > 0`` the result is a proper rotation.
-    It starts from ``M + k cof(M)`` (``cof(M) = adj(M)^T``, ``k = sqrt(3) / |M|``, Frobenius norm,
-    the inverse scale of a scaled rotation): with ``M = U S V^T`` (``det(U V^T) = 1``),
-    ``cof(M) = U cof(S) V^T``, so the start has
-    the polar factor ``U V^T`` of ``M`` where ``det M > 0``, and where ``M`` has rank 2 (a scaled
-    rotation whose column for the depth direction the data did not determine, e.g. a flat depth
-    map) it completes that column with the cross product of the other two: the start is
-    nonsingular with a positive determinant. Non-finite inputs or those of rank 1 give the
-    identity (finite, zero gradient).
+    It starts from ``M + k cof(M)`` (``cof(M) = adj(M)^T``; ``k = sqrt(3) / |M|``, Frobenius norm,
+    the inverse scale of a scaled rotation). With ``M = U S V^T`` (``det(U V^T) = 1``),
+    ``cof(M) = U cof(S) V^T``, so where ``det M > 0`` the start has ``M``'s polar factor
+    ``U V^T``, and where ``M`` has rank 2 (a scaled rotation with one column undetermined, zero)
+    the start completes that column with the cross product of the other two: it is nonsingular
+    with a positive determinant. Non-finite inputs and those of rank 1 give the identity (finite,
+    zero gradient).
     """
     dtype = matrix.dtype
     cofactor = tf.linalg.matrix_transpose(adjugate(matrix))
