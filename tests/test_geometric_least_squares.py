@@ -17,6 +17,7 @@ from tfface.layers.geometric_variants import (
     solve_geometry_known_intrinsics,
     solve_geometry_shared_identity,
 )
+from tfface.layers.graph_loops import iterate
 
 NUM_IDENTITY, NUM_EXPRESSION = 20, 10
 TINY = 1e-6  # near-zero regularisation of the coefficients
@@ -244,6 +245,18 @@ def test_camera_features_inverse_inverts_the_feature_transform():
     _, transform = camera_features(tf.constant(pixels), tf.constant(depth), tf.constant(weights))
     inverse = camera_features_inverse(transform).numpy()
     np.testing.assert_allclose(inverse, np.linalg.inv(transform.numpy()), rtol=1e-10, atol=1e-10)
+
+
+def test_iterate_applies_a_step_a_fixed_number_of_times_in_one_graph_loop():
+    step = lambda state: {"count": state["count"] + 1.0, "double": 2.0 * state["double"]}  # noqa: E731
+    initial = {"count": tf.constant(0.0), "double": tf.constant([1.0, 3.0])}
+    for run in (lambda f: f, tf.function):
+        out = run(lambda x: iterate(step, x, 3))(initial)
+        assert out["count"].numpy() == 3.0
+        np.testing.assert_array_equal(out["double"].numpy(), [8.0, 24.0])
+    graph = tf.function(lambda x: iterate(step, x, 5)).get_concrete_function(initial).graph
+    assert [op.type for op in graph.get_operations()].count("StatelessWhile") == 1
+    assert iterate(None, initial, 0) is initial  # no step traced or run
 
 
 def test_polar_rotation_recovers_rotation_of_scaled_matrices():

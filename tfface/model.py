@@ -60,6 +60,7 @@ from tfface.geometry.camera import adjugate, camera_is_plausible, centred_intrin
 from tfface.layers.adaptive_regularization import AdaptiveRegularizer
 from tfface.layers.geometric import GeometricLeastSquares, InverseCameraDecomposition, check_geometric_inputs
 from tfface.layers.geometric_variants import solve_geometry_known_intrinsics
+from tfface.layers.graph_loops import iterate
 from tfface.layers.photometric import PhotometricLeastSquares, sample_normals, sample_normals_compiled
 from tfface.layers.pixel_sampling import LatticePixelSampler, PixelSampler, gather_pixels, pixel_centres
 from tfface.layers.preprocessing import SoftplusPreprocessing
@@ -451,15 +452,11 @@ class FaceModel(keras.Model):
                                                 intrinsics=intrinsics,
                                                 **self.geometric.prior_options(translation_prior=not inference))
 
-        geometric_weights = face_confidence(samples) * weights
-        def robust_refit(geometric: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor]]:
-            return (solve(self.inlier_weights(geometric_weights, geometric["residual"])),)
+        def robust_refit(geometric: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            return solve(self.inlier_weights(geometric_weights, geometric["residual"]))
 
-        geometric = solve(geometric_weights)
-        if inference and self.config.robust_refits:
-            # A loop, not unrolled, so that a graph (SavedModel, TFLite) holds one re-solve.
-            geometric = tf.while_loop(lambda _: True, robust_refit, (geometric,),
-                                      maximum_iterations=self.config.robust_refits)[0]
+        geometric_weights = face_confidence(samples) * weights
+        geometric = iterate(robust_refit, solve(geometric_weights), self.config.robust_refits if inference else 0)
         vertices = self.fitted_vertices(geometric["coefficients"])
         camera = self.decomposition(geometric["p_hat"], geometric["q_hat"])
         normals = (sample_normals_compiled if self.use_xla else sample_normals)(

@@ -46,6 +46,7 @@ from tfface.layers.geometric import (
     geometric_system,
     inverse_camera,
 )
+from tfface.layers.graph_loops import iterate
 from tfface.layers.normal_equations import solve_refined
 
 
@@ -73,16 +74,13 @@ def polar_rotation(matrix: tf.Tensor, iterations: int = 12) -> tf.Tensor:
     usable = tf.logical_and(tf.math.is_finite(det), tf.square(det) > 1e-12 * bound)
     eye = tf.eye(3, dtype=dtype)
 
-    def newton_step(current: tf.Tensor) -> tuple[tf.Tensor]:
+    def newton_step(current: tf.Tensor) -> tf.Tensor:
         det = det3(current)[..., None, None]
         gamma = tf.pow(tf.abs(det), tf.constant(-1.0 / 3.0, dtype))
         inverse_transpose = tf.linalg.matrix_transpose(adjugate(current)) / det
-        return (0.5 * (gamma * current + inverse_transpose / gamma),)
+        return 0.5 * (gamma * current + inverse_transpose / gamma)
 
-    start = tf.where(usable[..., None, None], completed, eye)
-    # A loop, not unrolled: the solve runs it several times and a graph (SavedModel, TFLite)
-    # holds its body once.
-    return tf.while_loop(lambda _: True, newton_step, (start,), maximum_iterations=iterations)[0]
+    return iterate(newton_step, tf.where(usable[..., None, None], completed, eye), iterations)
 
 
 def _normalised_pixels(pixels: tf.Tensor, intrinsics: tf.Tensor) -> tf.Tensor:
@@ -202,16 +200,13 @@ def solve_geometry_known_intrinsics(
         rotation_transpose = polar_rotation(tf.concat([lateral, tf.zeros_like(lateral[..., :1])], axis=-1))
         return rotation_transpose, tf.reduce_sum(lateral * rotation_transpose[..., :2], axis=[-2, -1]) / 2.0
 
-    def rotation_step(rotation_transpose: tf.Tensor, scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def rotation_step(rotation: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """Gauss-Newton on the rotation: ``P_hat = s (I - [omega]_x) R^T`` to first order in omega."""
-        subspace = _rotation_subspace(system, rotation_transpose, scale)
+        subspace = _rotation_subspace(system, *rotation)
         step = _solve_in_subspace(system, normal, subspace, ridge, refinement_steps, solver)
         return projected(inverse_camera(system, step)[0])
 
-    # A loop, not unrolled, so that a graph holds one step (see polar_rotation).
-    rotation_transpose, _ = tf.while_loop(
-        lambda *_: True, rotation_step, projected(p_hat_normalised), maximum_iterations=rotation_steps
-    )
+    rotation_transpose, _ = iterate(rotation_step, projected(p_hat_normalised), rotation_steps)
     solution = _solve_in_subspace(
         system, normal, _rotation_subspace(system, rotation_transpose), ridge, refinement_steps, solver
     )
