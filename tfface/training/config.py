@@ -319,7 +319,8 @@ CONFIGS: dict[str, TrainConfig] = {
     # face, and relit under its photo's estimated light), its rate decayed to 1e-5; 800 steps of
     # main training, the photometric loss weighed by both confidences, Adam 1e-4, the pose anchor,
     # the input vignette (0.36) kept free of seams and the equivariance loss; the inference fit
-    # uses the flip test and falls back on a fixed camera of focal length 2.3 image widths (the
+    # uses the flip test, a 64 times heavier shape and expression prior (BUILD.md, "A heavier
+    # inference prior") and falls back on a fixed camera of focal length 2.3 image widths (the
     # median fitted focal length, 297 px at 128, of version 14's fits of 3,000 training photos)
     # where its free camera is implausible.
     "photos": TrainConfig(
@@ -327,7 +328,7 @@ CONFIGS: dict[str, TrainConfig] = {
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
         pretrain_max_yaw=85.0, pretrain_max_pitch=15.0, profile_framing="landmark_box", profile_relight=True,
         pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True, equivariance_weight=100.0,
-        inference_flip_test=True, inference_fallback_focal=2.3,
+        inference_flip_test=True, inference_prior_scale=64.0, inference_fallback_focal=2.3,
     ),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
     # basis, batch 5.
