@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfface.detection import blazeface as bf
-from tfface.detection import evaluation
+from tfface.detection import evaluation, warp
 from tfface.errors import InputError
 from tfface.io.images import read_image
 from tfface.morphable.model import landmarks5_from_68
@@ -130,13 +130,43 @@ def test_every_box_encloses_most_of_its_faces_landmarks(detector, dev_photos):
     shares = [evaluation.enclosed_share(m.box, points) for m, points in zip(matched, landmarks) if m is not None]
     assert np.median(shares) >= 0.9 and min(shares) >= evaluation.MIN_ENCLOSED
     # keypoints in the right order: eyes, nose tip and mouth centre next to the annotation's
-    errors = []
-    for m, points in zip(matched, landmarks):
-        if m is not None:
-            eyes_nose_mouth = landmarks5_from_68(points)
-            truth = np.vstack([eyes_nose_mouth[:3], eyes_nose_mouth[3:].mean(0)])
-            errors.append(np.linalg.norm(m.keypoints[:4] - truth, axis=-1) / np.sqrt(np.prod(np.ptp(points, 0))))
+    errors = [keypoint_errors(m, points) for m, points in zip(matched, landmarks) if m is not None]
     assert np.median(errors, axis=0).max() < 0.1
+
+
+def keypoint_errors(detection: bf.Detection, points: np.ndarray) -> np.ndarray:
+    """``(4,)`` distances of a detection's eye, nose-tip and mouth-centre keypoints from those of
+    the annotated 68 ``points``, over sqrt(w h) of their box."""
+    eyes_nose_mouth = landmarks5_from_68(points)
+    truth = np.vstack([eyes_nose_mouth[:3], eyes_nose_mouth[3:].mean(0)])
+    return np.linalg.norm(detection.keypoints[:4] - truth, axis=-1) / np.sqrt(np.prod(np.ptp(points, 0)))
+
+
+def test_small_faces_are_refined(detector, dev_photos):
+    """Dev photos shrunk into cluttered scenes (faces at 0.1-0.3 of the picture): the short-range
+    detections are detected again around the face, and their keypoints come closer to the truth;
+    a face large in its photo is left as it was."""
+    photos, landmarks, _ = dev_photos
+    plain = bf.FaceDetector(refine_below=0.0)
+    refined, before, after, start = 0, [], [], 0
+    for seed, count in enumerate([2, 3, 4] * 3):
+        canvas, matrices = evaluation.tiled_scene(photos[start:start + count], seed)
+        found, found_plain = detector(canvas), plain(canvas)
+        for matrix, points in zip(matrices, landmarks[start:start + count]):
+            points = warp.apply(matrix, points)
+            new, old = evaluation.match(found, points), evaluation.match(found_plain, points)
+            if new is not None and old is not None and new.source.endswith("@refined"):
+                refined += 1
+                before.append(keypoint_errors(old, points).mean())
+                after.append(keypoint_errors(new, points).mean())
+        start += count
+    assert refined >= 8, f"{refined} faces refined"
+    assert np.median(after) < 0.7 * np.median(before) and max(after) < 0.2, (before, after)
+    large = photos[int(np.argmax([np.ptp(points, 0).max() / max(photo.shape) for photo, points in zip(photos, landmarks)]))]
+    for new, old in zip(detector(large), plain(large)):
+        assert new.source == old.source and np.array_equal(new.box, old.box)
+    with pytest.raises(InputError, match="refine_below"):
+        bf.FaceDetector(refine_below=1.5)
 
 
 def test_zoomed_out_pass_maps_back_to_the_same_face(dev_photos):

@@ -115,6 +115,7 @@ def picture_record(source: str, picture: np.ndarray, entries: list[dict], detect
     record = {"format": PICTURE_FORMAT, "source": source, "width": int(picture.shape[1]),
               "height": int(picture.shape[0]),
               "detector": {"passes": [p.name for p in detector.passes], "fallback": [p.name for p in detector.fallback],
+                           "supplement": [p.name for p in detector.supplement], "refine_below": detector.refine_below,
                            "min_score": detector.min_score,
                            "max_faces": options.max_faces},
               "face_detected": any(entry["face_detected"] for entry in entries), "faces": entries}
