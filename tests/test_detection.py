@@ -165,6 +165,9 @@ def test_small_faces_are_refined(detector, dev_photos):
     large = photos[int(np.argmax([np.ptp(points, 0).max() / max(photo.shape) for photo, points in zip(photos, landmarks)]))]
     for new, old in zip(detector(large), plain(large)):
         assert new.source == old.source and np.array_equal(new.box, old.box)
+    # where the second run finds no face, the first detection stands
+    lone = bf.Detection(np.array([100.0, 100.0, 150.0, 150.0]), np.zeros((6, 2)), 0.9, "short_range")
+    assert detector._refined(np.full((400, 400, 3), 120, np.uint8), lone) is lone
     with pytest.raises(InputError, match="refine_below"):
         bf.FaceDetector(refine_below=1.5)
 

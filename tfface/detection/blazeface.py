@@ -455,8 +455,8 @@ class FaceDetector:
         (x, y) = (box[:2] + box[2:]) / 2 - side / 2
         found = self._models[SHORT_RANGE.name].candidates(image, (x, y, side), self.min_score)
         boxes, keypoints, _, _ = weighted_nms(*found, self.iou_threshold)
-        overlap = box_iou(box, boxes) if len(boxes) else np.zeros(0)
-        if not len(overlap) or overlap.max() < REFINE_MIN_IOU:
+        overlap = box_iou(box, boxes)
+        if not overlap.size or overlap.max() < REFINE_MIN_IOU:
             return detection
         best = int(np.argmax(overlap))
         return Detection(boxes[best], keypoints[best], detection.score, detection.source + "@refined")
