@@ -50,7 +50,8 @@ class TrainConfig:
         inference_prior_scale: factor on the shape and expression prior of the inference fit.
             Training needs a weak prior (a heavy one makes a fixed mean face score better than
             the true fit); fitting a trained network's maps, a heavier one gives better landmarks
-            (BUILD.md: 4 for the small config, chosen on training images).
+            (BUILD.md: 4 for the small config, chosen on training images; 64 for ``photos``,
+            chosen on the AFLW2000-3D dev photos, "A heavier inference prior").
         num_shape, num_expression, num_albedo: leading 3DMM modes used in the fit (None: all).
             Shape and expression default to all: the synthetic faces use every mode, and fed
             the ground-truth maps of the held-out set, the fit's 68-landmark NME is 1.1% with
