@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import ndimage
 
 from tfface.errors import InputError
 from tfface.geometry.camera import project
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
-from tfface.training.profiling import (DISTANCE, FaceProfiler, FitProfiler, bilinear_sample, fitted_yaw,
-                                       mirrored_beyond_edges, turn_matrices)
+from tfface.training.profiling import (DISTANCE, SURROUND_EDGE, FaceProfiler, FitProfiler, bilinear_sample,
+                                       fitted_yaw, mirrored_beyond_edges, turn_matrices)
 from tfface.training.self_labels import fit_maps_of
 
 SIZE = 64
@@ -299,3 +300,47 @@ def test_a_turned_fit_is_framed_by_its_landmark_box(default_uv_model, profiler):
     framed = after @ transform[:2, :2].T + transform[:2, 2]
     np.testing.assert_allclose(box(framed)[0], box(before)[0], atol=1e-3 * SIZE)
     assert box(framed)[1] == pytest.approx(box(before)[1], rel=1e-4)
+
+
+def _position_photo() -> np.ndarray:
+    """A ``(1, SIZE, SIZE, 3)`` photo whose colour is its own pixel position: red x / SIZE, green
+    y / SIZE, so that a turned photo's colours say where each of its pixels was sampled."""
+    centres = (np.arange(SIZE, dtype=np.float32) + 0.5) / SIZE
+    x, y = np.meshgrid(centres, centres)
+    return np.stack([x, y, np.full_like(x, 0.5)], -1)[None]
+
+
+def test_turned_surroundings_continue_the_face_into_its_own_photo(default_uv_model, profiler):
+    """With ``surroundings="turned"`` an unturned fit keeps its whole photo. Turned, the pixels its
+    face leaves behind come from just beyond the face's outline in the photo (the ``mirrored`` fill
+    reaches 5 to 13 pixels beyond it), no pixel beside the turned face shows the photo's face, and
+    the photo's corners, far from the face, stay put."""
+    fit = _fit_of(default_uv_model, profiler, _own_shape(default_uv_model).astype(np.float32))
+    photo = _position_photo()
+    image, _, _ = FitProfiler(default_uv_model, SIZE, surroundings="turned")(photo, fit, [0.0], [0.0])
+    np.testing.assert_allclose(image.numpy(), photo, atol=1e-3)  # to 0.06 pixels
+
+    region = fit["maps"].numpy()[0, ..., 3] > 0.5
+    outside, inside = ndimage.distance_transform_edt(~region), ndimage.distance_transform_edt(region)
+    pixels = (np.stack(np.meshgrid(np.arange(SIZE), np.arange(SIZE)), -1) + 0.5).astype(np.float32)
+    corners = np.zeros((SIZE, SIZE), bool)
+    corners[:3, :3] = corners[:3, -3:] = corners[-3:, :3] = corners[-3:, -3:] = True
+    for yaw, pitch in [(60.0, 0.0), (-45.0, 10.0), (30.0, -10.0)]:
+        beyond = {}
+        for surroundings in ("turned", "mirrored"):
+            image, maps, _ = FitProfiler(default_uv_model, SIZE, surroundings=surroundings)(
+                photo, fit, [np.radians(yaw)], [np.radians(pitch)])
+            source = image.numpy()[0, ..., :2] * SIZE  # where each pixel was sampled from
+            mask = maps.numpy()[0, ..., 3] > 0.5
+            x, y = np.clip(np.floor(source), 0, SIZE - 1).astype(int).transpose(2, 0, 1)
+            assert inside[y, x][~mask].max() < SURROUND_EDGE + 1.5  # no second face: at most its rim
+            left_behind = ndimage.binary_dilation(mask, iterations=2) & ~mask & region
+            beyond[surroundings] = outside[y, x][left_behind]
+        assert np.median(beyond["turned"]) <= 1.0 and np.percentile(beyond["turned"], 75) <= 1.5, yaw
+        assert np.median(beyond["mirrored"]) >= 5.0
+        np.testing.assert_allclose(source[corners], pixels[corners], atol=0.5)
+
+
+def test_surroundings_must_be_known(default_uv_model):
+    with pytest.raises(InputError, match="surroundings"):
+        FitProfiler(default_uv_model, SIZE, surroundings="blurred")

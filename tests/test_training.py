@@ -51,6 +51,8 @@ def test_named_and_file_configs(tmp_path):
     assert load_config(path).pretrain_depth_weight == 25 and load_config("photos").pretrain_depth_weight == 1
     with pytest.raises(InputError, match="pretrain_depth_weight"):
         CONFIGS["tiny"].replace(pretrain_depth_weight=0.0)
+    with pytest.raises(InputError, match="profile_surroundings"):
+        CONFIGS["tiny"].replace(profile_surroundings="blurred")
 
 
 def test_pretraining_keras_loss_carries_its_depth_weight():
@@ -566,7 +568,8 @@ def test_a_share_of_the_labelled_examples_is_turned_on_their_fits(tmp_path, defa
            "q_hat": q_hat[None].astype(np.float32), "R": template.R[None].astype(np.float32)}
     maps = fit_maps_of(tf.cast(fit["vertices"], tf.float32), fit["p_hat"], fit["q_hat"], model3d.triangles,
                        default_uv_model.vertex_uv, 32).numpy()
-    np.savez(tmp_path / "l.npz", images=np.full((1, 32, 32, 3), 128, np.uint8), maps=maps.astype(np.float16), **fit)
+    ramp = np.broadcast_to(np.linspace(0, 255, 32).astype(np.uint8)[None, None, :, None], (1, 32, 32, 3))
+    np.savez(tmp_path / "l.npz", images=ramp, maps=maps.astype(np.float16), **fit)
     still = CONFIGS["tiny"].replace(no_face_fraction=0.0, augment_rotation=0.0, pretrain_scale=(1.0, 1.0),
                                     pretrain_translation=0.0, self_labels=str(tmp_path / "l.npz"),
                                     self_label_share=0.5, self_label_profile_share=0.5)
@@ -580,6 +583,11 @@ def test_a_share_of_the_labelled_examples_is_turned_on_their_fits(tmp_path, defa
         batch = next(iter(_pretraining_examples(model, turning, source, 8)))[1].numpy()
         change = np.abs(batch[4:, ..., :2] - maps[0, ..., :2]).mean(axis=(1, 2, 3))  # the correspondence
         assert list(change > 1e-3) == [False] * (4 - turned) + [True] * turned, change
+    turning = still.replace(pretrain_max_yaw=60.0, self_label_profile_share=1.0)
+    mirrored, turned_around = (next(iter(_pretraining_examples(model, turning.replace(profile_surroundings=fill),
+                                                                    source, 8))) for fill in ("mirrored", "turned"))
+    np.testing.assert_array_equal(mirrored[1].numpy(), turned_around[1].numpy())  # the same turns and maps
+    assert np.abs(mirrored[0].numpy()[4:] - turned_around[0].numpy()[4:]).max() > 0.05  # around the face
     unfitted = tmp_path / "plain.npz"
     np.savez(unfitted, images=np.full((1, 32, 32, 3), 128, np.uint8), maps=maps.astype(np.float16))
     with pytest.raises(InputError, match="keeps no fits"):

@@ -22,6 +22,9 @@ from tfface.runtime import native_bfloat16
 #: box where the frontal face's box is.
 PROFILE_FRAMINGS = ("centroid", "landmark_box")
 
+#: What fills the pixels around a face turned on its fit (:class:`tfface.training.profiling.FitProfiler`).
+PROFILE_SURROUNDINGS = ("mirrored", "turned")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -146,6 +149,9 @@ class TrainConfig:
             frames it by its 68-landmark box, as detectors and the evaluation protocol frame faces.
         profile_relight: whether a turned example is relit under its photo's estimated light
             (:mod:`tfface.training.profiling`, "Relighting").
+        profile_surroundings: what fills the pixels around a labelled photo's face turned on its
+            fit, one of :data:`PROFILE_SURROUNDINGS` (:class:`tfface.training.profiling.FitProfiler`):
+            ``mirrored`` the photo as it is, ``turned`` the photo turned with the face.
         pose_anchor_weight: weight of the supervised pretraining loss kept in the main training
             on a batch of pretraining examples (turned as in pretraining) beside every
             unsupervised batch, an anchor against the unsupervised objective's pull towards one
@@ -230,6 +236,7 @@ class TrainConfig:
     pretrain_max_pitch: float = 0.0
     profile_framing: str = "centroid"
     profile_relight: bool = False
+    profile_surroundings: str = "mirrored"
     pose_anchor_weight: float = 0.0
     equivariance_weight: float = 0.0
     equivariance_rotation: float = 30.0
@@ -252,6 +259,9 @@ class TrainConfig:
             raise InputError(f"seam_free needs an input_vignette in (0, {0.5 - FEATHER}), got {self.input_vignette}")
         if self.profile_framing not in PROFILE_FRAMINGS:
             raise InputError(f"profile_framing must be one of {PROFILE_FRAMINGS}, got {self.profile_framing!r}")
+        if self.profile_surroundings not in PROFILE_SURROUNDINGS:
+            raise InputError(f"profile_surroundings must be one of {PROFILE_SURROUNDINGS}, "
+                             f"got {self.profile_surroundings!r}")
         if not self.pretrain_depth_weight > 0:
             raise InputError(f"pretrain_depth_weight must be positive, got {self.pretrain_depth_weight}")
         if not 0.0 < self.self_label_share < 1.0:
@@ -323,11 +333,13 @@ CONFIGS: dict[str, TrainConfig] = {
     # uses the flip test, a 64 times heavier shape and expression prior (BUILD.md, "A heavier
     # inference prior") and falls back on a fixed camera of focal length 2.3 image widths (the
     # median fitted focal length, 297 px at 128, of version 14's fits of 3,000 training photos)
-    # where its free camera is implausible.
+    # where its free camera is implausible. A labelled photo's face turned on its own fit (with
+    # ``self_labels``) turns the photo around it too (BUILD.md, "Turning the photo around a turned fit").
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
         pretrain_max_yaw=85.0, pretrain_max_pitch=15.0, profile_framing="landmark_box", profile_relight=True,
+        profile_surroundings="turned",
         pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True, equivariance_weight=100.0,
         inference_flip_test=True, inference_prior_scale=64.0, inference_fallback_focal=2.3,
     ),

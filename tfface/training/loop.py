@@ -149,7 +149,8 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
         parts.append(pretraining_dataset(
             photos, None, turned, config.pretraining_ranges(), seed=config.seed + 2, confine=confine,
             no_face_fraction=config.no_face_fraction,
-            profiler=FitProfiler(model.uv_model, config.image_size, relight=config.profile_relight),
+            profiler=FitProfiler(model.uv_model, config.image_size, relight=config.profile_relight,
+                                  surroundings=config.profile_surroundings),
             max_turn=_max_turn(config)))
     return tf.data.Dataset.zip(*parts).map(
         lambda *batches: tuple(tf.concat([batch[i] for batch in batches], 0) for i in range(2)))

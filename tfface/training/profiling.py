@@ -38,9 +38,20 @@ rather than the template's average one (3DDFA profiles its training photos on fi
 here the fits come from the landmark-free network itself). Only near-frontal fits are turned
 (:data:`tfface.training.self_labels.PROFILABLE_YAW`): a turned face takes every colour from the
 photo, which shows little of a face already turned away.
+
+Surroundings. Pasted into the photo as it is, a turned face ends in the hard edge of the model's
+face region, with the photo's hair, ears and background unmoved beyond it: an outline that no real
+turned head has and that tells the turn by itself. With ``surroundings="turned"``
+(:class:`FitProfiler`) the photo around the face turns with it instead, as 3DDFA's profiling
+turns the region around its fitted face: a grid mesh over the whole photo takes the fitted face's
+depth, spread outwards (:data:`SURROUND_SPREAD`), and is turned as the face is, the turn fading to
+none away from the face; the photo rendered through it fills every pixel the turned face does not
+cover, so the face's outline continues into its own photo's surroundings.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -48,11 +59,11 @@ import tensorflow as tf
 from tfface.data.augment import similarity_matrices
 from tfface.errors import InputError
 from tfface.morphable.uv3dmm import UVMorphableModel
-from tfface.render.rasterizer import interpolate, rasterize
+from tfface.render.rasterizer import Fragments, interpolate, rasterize
 from tfface.geometry.camera import project
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import sh_basis
-from tfface.training.config import PROFILE_FRAMINGS
+from tfface.training.config import PROFILE_FRAMINGS, PROFILE_SURROUNDINGS
 from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
 from tfface.training.self_labels import fit_camera
 
@@ -73,6 +84,44 @@ RELIGHT_RIDGE = 1e-5
 #: Bounds of the relighting's shading ratio (turned over frontal): a point in deep shadow in the
 #: photo has no colour left to brighten, and a lit one turned away from the light keeps some.
 RELIGHT_RATIO = (0.3, 2.5)
+
+
+#: Spread (standard deviation, a fraction of the photo's side) over which a turned fit carries the
+#: photo around its face along (module docstring, "Surroundings"): the face's depth is extended
+#: outwards over it, and the turn fades from whole at the face's edge to none about three spreads out.
+SURROUND_SPREAD = 0.15
+
+#: Spacing (pixels) of the grid mesh that carries the photo around a turned fit.
+SURROUND_GRID = 4
+
+#: Depth (pixels) of the rim of the photo's face region that the turned surroundings may show: the
+#: face's edge continues into them, but its interior would show a second face beside the turned one.
+SURROUND_EDGE = 2
+
+
+def gaussian_blur(maps: tf.Tensor, sigma: float) -> tf.Tensor:
+    """``(B, H, W, C)`` maps blurred by a Gaussian of standard deviation ``sigma`` pixels (truncated
+    at three; zero beyond the edges)."""
+    radius = int(math.ceil(3 * sigma))
+    taps = np.exp(-np.arange(-radius, radius + 1, dtype=np.float64) ** 2 / (2 * sigma ** 2))
+    channels = int(maps.shape[-1])
+    column = tf.constant(np.tile((taps / taps.sum()).reshape(-1, 1, 1, 1), (1, 1, channels, 1)), tf.float32)
+    maps = tf.nn.depthwise_conv2d(maps, column, [1, 1, 1, 1], "SAME")
+    return tf.nn.depthwise_conv2d(maps, tf.reshape(column, [1, -1, channels, 1]), [1, 1, 1, 1], "SAME")
+
+
+def image_grid(size: int, spacing: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grid mesh over a square of ``size`` pixels: ``(G, 2)`` float32 vertex positions (x, y in
+    pixels, from the square's corner 0 to its far corner ``size``, about ``spacing`` apart) and
+    ``(T, 3)`` int32 triangles, two per cell."""
+    count = -(-size // spacing) + 1
+    xs = np.linspace(0.0, size, count, dtype=np.float32)
+    points = np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2)
+    index = np.arange(count * count).reshape(count, count)
+    corner, right, below, across = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
+    triangles = np.concatenate([np.stack([corner, right, across], -1).reshape(-1, 3),
+                                np.stack([corner, across, below], -1).reshape(-1, 3)])
+    return points, triangles.astype(np.int32)
 
 
 def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
@@ -333,12 +382,23 @@ class FitProfiler:
         image_size: side of the square photos in pixels.
         relight: whether to relight the turned faces (module docstring, "Relighting"; each photo's
             light is estimated from the face pixels its fit covers).
+        surroundings: what fills the pixels the turned face does not cover, one of
+            :data:`tfface.training.config.PROFILE_SURROUNDINGS`: ``mirrored`` keeps the photo, the
+            photo's own face region filled from beyond its edges; ``turned`` turns the photo around
+            the face with it (module docstring, "Surroundings").
     """
 
-    def __init__(self, uv_model: UVMorphableModel, image_size: int, relight: bool = False):
+    def __init__(self, uv_model: UVMorphableModel, image_size: int, relight: bool = False,
+                 surroundings: str = "mirrored"):
+        if surroundings not in PROFILE_SURROUNDINGS:
+            raise InputError(f"surroundings must be one of {PROFILE_SURROUNDINGS}, got {surroundings!r}")
         model = uv_model.model
         self.image_size = int(image_size)
         self.relight = bool(relight)
+        self.surroundings = surroundings
+        grid, grid_triangles = image_grid(self.image_size, SURROUND_GRID)
+        self._grid = tf.constant(grid)
+        self._grid_triangles = tf.constant(grid_triangles)
         self._triangles = tf.constant(model.triangles, tf.int32)
         self._vertex_uv = tf.constant(uv_model.vertex_uv, tf.float32)
         self._landmarks68 = tf.constant(model.landmarks68, tf.int32)
@@ -369,16 +429,22 @@ class FitProfiler:
         fragments = rasterize(turned, self._triangles, *camera, self.image_size, self.image_size)
         mask = fragments.mask[..., None]
         face = bilinear_sample(images, interpolate(pixels, self._triangles, fragments))
+        in_photo = None
+        if self.relight or self.surroundings == "turned":
+            in_photo = rasterize(vertices, self._triangles, *camera, self.image_size, self.image_size)
         if self.relight:
             model_normals = vertex_normals(vertices, self._triangles)
             normals = tf.einsum("bij,bvj->bvi", R, model_normals)  # camera space, as in the photo
-            in_photo = rasterize(vertices, self._triangles, *camera, self.image_size, self.image_size)
             pixel_normals = tf.math.l2_normalize(interpolate(normals, self._triangles, in_photo), -1)
             ratio = shading_ratios(estimate_light(images, pixel_normals, in_photo.mask), normals,
                                    tf.einsum("bij,bvj->bvi", R @ turn, model_normals))
             face = tf.clip_by_value(face * interpolate(ratio[..., None], self._triangles, fragments), 0.0, 1.0)
         region = tf.cast(fits["maps"][..., 3:4] > 0.5, tf.float32)
         out = paste_turned_face(images, face, mask, region, mirrored_beyond_edges(region[..., 0] > 0))
+        if self.surroundings == "turned":
+            around, sampled_face = self.turned_surroundings(images, in_photo, p_hat, camera, R, centre, yaw, pitch)
+            pasted = tf.maximum(mask, sampled_face)  # no second face: where the grid shows the photo's face
+            out = pasted * out + (1.0 - pasted) * around
         uv = interpolate(self._vertex_uv, self._triangles, fragments)
         maps = tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
         landmarks = tf.gather(pixels, self._landmarks68, axis=1)
@@ -386,3 +452,49 @@ class FitProfiler:
         centre_in_photo, side_in_photo = box_of(landmarks)
         framing = box_framing(turned_landmarks, centre_in_photo, side_in_photo, self.image_size)
         return out, maps, framing
+
+    def turned_surroundings(self, images: tf.Tensor, in_photo: Fragments, p_hat: tf.Tensor,
+                            camera: tuple[tf.Tensor, tf.Tensor, tf.Tensor], R: tf.Tensor, centre: tf.Tensor,
+                            yaw: tf.Tensor, pitch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(B, S, S, 3)`` photos turned about their fitted faces (module docstring, "Surroundings").
+
+        Args:
+            images: ``(B, S, S, 3)`` the photos.
+            in_photo: the fits' :class:`~tfface.render.rasterizer.Fragments` in the photos (their
+                camera-space depth and face region).
+            p_hat: ``(B, 3, 3)`` the fits' inverse cameras, ``camera`` their ``(K, R, t)`` with ``K = I``
+                (:func:`tfface.training.self_labels.fit_camera`), ``R`` ``(B, 3, 3)`` their rotations
+                and ``centre`` ``(B, 1, 3)`` the model-space point the faces turn about.
+            yaw, pitch: ``(B,)`` the faces' turn (radians).
+
+        Returns:
+            ``(B, S, S, 3)`` the photos rendered through the turned grid mesh (pixels it leaves
+            uncovered keep the photo) and ``(B, S, S, 1)`` 1 where that shows the photo's face
+            region, which :meth:`__call__` fills as the ``mirrored`` surroundings do.
+        """
+        region = in_photo.mask[..., None]
+        sigma = SURROUND_SPREAD * self.image_size
+        weight = gaussian_blur(region, sigma)
+        face_depth = tf.reduce_sum(in_photo.depth[..., None] * region, [1, 2, 3]) / tf.maximum(
+            tf.reduce_sum(region, [1, 2, 3]), 1.0)
+        spread = gaussian_blur(in_photo.depth[..., None] * region, sigma) / tf.maximum(weight, 1e-6)
+        depth = tf.where(region > 0, in_photo.depth[..., None],
+                         tf.where(weight > 1e-6, spread, face_depth[:, None, None, None]))
+        batch = tf.shape(images)[0]
+        grid = tf.broadcast_to(self._grid[None], tf.stack([batch, tf.shape(self._grid)[0], 2]))
+        z = bilinear_sample(depth, grid)  # (B, G, 1)
+        follow = bilinear_sample(tf.clip_by_value(2.0 * weight, 0.0, 1.0), grid)[..., 0]  # 1 at the face's edge
+        # Each grid vertex at its depth in camera space (K = I), then in model space.
+        points = tf.einsum("bij,bgj->bgi", p_hat, z * tf.concat([grid, tf.ones_like(z)], -1) - camera[2][:, None])
+        turns = tf.reshape(turn_matrices(tf.reshape(tf.cast(yaw, tf.float32)[:, None] * follow, [-1]),
+                                         tf.reshape(tf.cast(pitch, tf.float32)[:, None] * follow, [-1])),
+                           tf.stack([batch, -1, 3, 3]))
+        turns = tf.linalg.matrix_transpose(R)[:, None] @ turns @ R[:, None]
+        turned = tf.einsum("bgij,bgj->bgi", turns, points - centre) + centre
+        fragments = rasterize(turned, self._grid_triangles, *camera, self.image_size, self.image_size)
+        covered = fragments.mask[..., None]
+        centres = tf.cast(tf.range(self.image_size), tf.float32) + 0.5
+        pixels = tf.stack(tf.meshgrid(centres, centres), -1)[None]
+        source = covered * interpolate(self._grid, self._grid_triangles, fragments) + (1.0 - covered) * pixels
+        interior = 1.0 - tf.nn.max_pool2d(1.0 - region, 2 * SURROUND_EDGE + 1, 1, "SAME")
+        return bilinear_sample(images, source), tf.cast(bilinear_sample(interior, source) > 0.5, tf.float32)
