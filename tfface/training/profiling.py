@@ -150,8 +150,8 @@ def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
 
 
 def turn_matrices(yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
-    """``(B, 3, 3)`` model-space rotations: ``pitch`` about the model's x axis, then ``yaw``
-    about its y (vertical) axis, both ``(B,)`` in radians."""
+    """``(..., 3, 3)`` model-space rotations: ``pitch`` about the model's x axis, then ``yaw``
+    about its y (vertical) axis, both ``(...)`` in radians (e.g. ``(B,)``, one per example)."""
     cy, sy, cp, sp = tf.cos(yaw), tf.sin(yaw), tf.cos(pitch), tf.sin(pitch)
     zero, one = tf.zeros_like(yaw), tf.ones_like(yaw)
     yaw_m = tf.stack([tf.stack([cy, zero, sy], -1), tf.stack([zero, one, zero], -1),
@@ -486,10 +486,8 @@ class FitProfiler:
         follow = bilinear_sample(tf.clip_by_value(2.0 * weight, 0.0, 1.0), grid)[..., 0]  # 1 at the face's edge
         # Each grid vertex at its depth in camera space (K = I), then in model space.
         points = tf.einsum("bij,bgj->bgi", p_hat, z * tf.concat([grid, tf.ones_like(z)], -1) - camera[2][:, None])
-        turns = tf.reshape(turn_matrices(tf.reshape(tf.cast(yaw, tf.float32)[:, None] * follow, [-1]),
-                                         tf.reshape(tf.cast(pitch, tf.float32)[:, None] * follow, [-1])),
-                           tf.stack([batch, -1, 3, 3]))
-        turns = tf.linalg.matrix_transpose(R)[:, None] @ turns @ R[:, None]
+        turns = turn_matrices(tf.cast(yaw, tf.float32)[:, None] * follow, tf.cast(pitch, tf.float32)[:, None] * follow)
+        turns = tf.linalg.matrix_transpose(R)[:, None] @ turns @ R[:, None]  # (B, G, 3, 3)
         turned = tf.einsum("bgij,bgj->bgi", turns, points - centre) + centre
         fragments = rasterize(turned, self._grid_triangles, *camera, self.image_size, self.image_size)
         covered = fragments.mask[..., None]
