@@ -142,6 +142,27 @@ def test_landmark_framing_is_canonical_after_undoing_the_roll(default_model):
     np.testing.assert_allclose(unturned.side, landmark_crop(points68)[2])
 
 
+@pytest.mark.parametrize("yaw, roll", [(0.0, 35.0), (0.0, -20.0), (40.0, 15.0), (-65.0, -25.0)])
+def test_upright_framing_keeps_the_crop_and_sets_the_face_upright(default_model, yaw, roll):
+    """The mean face turned by ``roll`` in a crop turned by another angle: the upright framing has
+    the crop's centre and side, and in it the face's eye line is level whatever its yaw."""
+    R = _rotation(yaw, 0.0, roll)
+    points68 = crops.project_to_original(default_model.mean[default_model.landmarks68], SQUARE_K, R, CENTRED_T)
+    first = crops.Framing(np.array([70.0, 60.0]), 150.0, math.radians(10.0), "keypoints")
+    framing = crops.upright_framing(first, R)
+    assert framing.method == "upright" and framing.side == first.side
+    np.testing.assert_array_equal(framing.centre, first.centre)
+    assert framing.angle == pytest.approx(-math.radians(roll), abs=1e-9)
+    assert framing.angle == pytest.approx(crops.landmark_framing(points68, head_pose_degrees(R)["roll"]).angle)
+    # the same camera seen from each crop (the picture-to-crop map taken as a crop-to-picture one
+    # gives the crop's camera): no roll left in the upright crop, the first crop's turn in the other
+    for crop_framing, left in ((framing, 0.0), (first, roll + 10.0)):
+        _, R_crop, _ = crops.camera_to_original(SQUARE_K, R, CENTRED_T, np.linalg.inv(crop_framing.matrix(128)))
+        pose = head_pose_degrees(R_crop)
+        assert pose["roll"] == pytest.approx(left, abs=1e-6) and pose["yaw"] == pytest.approx(yaw, abs=1e-6)
+    np.testing.assert_allclose(warp.apply(framing.matrix(128), framing.centre[None])[0], [64.0, 64.0], atol=1e-9)
+
+
 def test_anchor_round_trip():
     framing = crops.Framing(np.array([100.0, 80.0]), 50.0, 0.4, "landmarks")
     reference = crops.Framing(np.array([110.0, 70.0]), 60.0, 0.1, "keypoints")

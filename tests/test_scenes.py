@@ -61,7 +61,8 @@ def test_photos_give_every_face_in_original_pixels(tmp_path, capsys):
     assert single["detector"]["refine_below"] == REFINE_BELOW and single["detector"]["supplement"] == ["short_range@2x2"]
     assert len(single["faces"]) == 1 and len(pair["faces"]) == 2
     face = single["faces"][0]
-    assert face["face_detected"] and face["detection"]["score"] > 0.8 and face["crop"]["framing"] == "keypoints"
+    assert face["face_detected"] and face["detection"]["score"] > 0.8 and face["crop"]["framing"] == "upright"
+    assert single["upright_pass"] is True
     for name in ("landmarks68", "landmarks5", "head_pose_degrees", "camera", "coefficients"):
         assert name in face
     # the mirrored copy's face is the original's, mirrored into the right half: boxes in picture pixels
@@ -78,6 +79,9 @@ def test_photos_give_every_face_in_original_pixels(tmp_path, capsys):
         assert (out / f"{name}.obj").stat().st_size > 0 and (out / f"{name}.png").is_file()
     assert _command("reconstruct", inputs / "pair.png", "--out", tmp_path / "one", "--max-faces", 1) == 0
     assert len(json.loads((tmp_path / "one" / "pair.json").read_text())["faces"]) == 1
+    assert _command("reconstruct", inputs / "astronaut.png", "--out", tmp_path / "once", "--single-pass") == 0
+    once = json.loads((tmp_path / "once" / "astronaut.json").read_text())
+    assert once["upright_pass"] is False and once["faces"][0]["crop"]["framing"] == "keypoints"
 
 
 def test_detected_faces_that_fail_the_model_are_reported_with_their_reason(runner, detector, tmp_path):
@@ -111,7 +115,7 @@ def test_video_is_tracked_smoothed_and_overlaid(tmp_path, capsys):
     assert [r["frame"] for r in records] == list(range(10)) and records[3]["time_s"] == pytest.approx(0.12)
     faces = [r["faces"][0] for r in records]
     assert all(f["track"] == 0 and f["face_detected"] for f in faces)
-    assert faces[0]["detection"] is not None
+    assert faces[0]["detection"] is not None and not any(r["upright_pass"] for r in records)
     assert faces[0]["landmarks68"] == faces[0]["unsmoothed"]["landmarks68"]  # the first value passes unchanged
     assert any(f["landmarks68"] != f["unsmoothed"]["landmarks68"] for f in faces[1:])
     overlay = list(video.read_frames(out / "clip_overlay.mp4"))

@@ -3,9 +3,10 @@
 For a photo ``NAME`` (every image of a frame folder is a photo too), the output folder gets
 
 * ``NAME.json`` (:data:`PICTURE_FORMAT`): the picture's size, the detector's settings,
-  ``face_detected`` (any face reconstructed; else the ``reason``: ``no_face_detected`` or
+  ``upright_pass`` (whether each face was fitted again in its crop turned upright by its first
+  fit, :func:`tfface.detection.pipeline.upright_pass`), ``face_detected`` (any face reconstructed; else the ``reason``: ``no_face_detected`` or
   ``no_face_fitted``) and ``faces``, one entry per detection, best first: the detector's box,
-  score and keypoints, the crop (centre, side, angle, how it was framed), the model's evidence
+  score and keypoints, the crop the reported fit came from (centre, side, angle, how it was framed), the model's evidence
   (``face_score``, ``face_contrast``, ``fit_status``, as :func:`tfface.reconstruct.no_face_reason`
   judges it) and, for a face, the landmarks, head pose, camera (``K`` of the original picture),
   coefficients and lighting of :func:`tfface.io.records.fitted_fields`, all in original pixels;
@@ -61,6 +62,9 @@ class SceneOptions:
         batch_size: crops per model call.
         tile_size: panel tile side in pixels.
         progress: show a progress bar.
+        upright: fit each face of a picture again in its crop turned upright by its first fit
+            (:func:`tfface.detection.pipeline.upright_pass`; videos are tracked in crops turned
+            by the previous fit already).
     """
 
     face_threshold: float = DEFAULT_FACE_THRESHOLD
@@ -68,6 +72,7 @@ class SceneOptions:
     batch_size: int = 8
     tile_size: int = 256
     progress: bool = True
+    upright: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.face_threshold <= 1.0:
@@ -110,14 +115,16 @@ def face_entry(face: Face, index: int, face_threshold: float) -> dict:
 
 
 def picture_record(source: str, picture: np.ndarray, entries: list[dict], detector: FaceDetector,
-                   options: SceneOptions) -> dict:
-    """The record of a whole picture: its size, the detector's settings and its faces."""
+                   options: SceneOptions, upright_pass: bool) -> dict:
+    """The record of a whole picture: its size, the detector's settings, whether its faces were
+    fitted again turned upright (``upright_pass``) and its faces."""
     record = {"format": PICTURE_FORMAT, "source": source, "width": int(picture.shape[1]),
               "height": int(picture.shape[0]),
               "detector": {"passes": [p.name for p in detector.passes], "fallback": [p.name for p in detector.fallback],
                            "supplement": [p.name for p in detector.supplement], "refine_below": detector.refine_below,
                            "min_score": detector.min_score,
                            "max_faces": options.max_faces},
+              "upright_pass": upright_pass,
               "face_detected": any(entry["face_detected"] for entry in entries), "faces": entries}
     if not record["face_detected"]:
         record["reason"] = "no_face_fitted" if entries else "no_face_detected"
@@ -153,7 +160,8 @@ def reconstruct_pictures(images: Iterable[InputImage], detector: FaceDetector,
     records, used = [], set()
     for item in tqdm(images, desc="reconstruct", unit="image", disable=not options.progress, file=sys.stderr):
         name = unique_name(item.name, used)
-        faces = reconstruct_picture(item.pixels, detector, runner, options.max_faces, batch_size=options.batch_size)
+        faces = reconstruct_picture(item.pixels, detector, runner, options.max_faces, batch_size=options.batch_size,
+                                    upright=options.upright)
         entries = [face_entry(face, k, options.face_threshold) for k, face in enumerate(faces)]
         for k, (face, entry) in enumerate(zip(faces, entries)):
             stem = out / f"{name}_face{k}"
@@ -163,7 +171,7 @@ def reconstruct_pictures(images: Iterable[InputImage], detector: FaceDetector,
                 write_ply(stem.with_suffix(".ply"), vertices, triangles, colours)
             tiles = panel(face.crop, _batched(face), 0, triangles, entry["face_detected"], options.tile_size)
             Image.fromarray(tiles).save(stem.with_suffix(".png"))
-        record = picture_record(item.name, item.pixels, entries, detector, options)
+        record = picture_record(item.name, item.pixels, entries, detector, options, options.upright)
         write_json(out / f"{name}.json", record)
         overlay = draw_faces(item.pixels, [
             _drawing(e, f.detection.box, f"{k}  det {f.detection.score:.2f}  face {e['face_score']:.2f}",
@@ -224,7 +232,7 @@ def reconstruct_video(path: str | Path, detector: FaceDetector, runner: Runner, 
         for i, frame in enumerate(video.read_frames(path)):
             tracks = tracker(frame)
             entries = [track_entry(track, options.face_threshold) for track in tracks]
-            record = {**picture_record(f"{path.stem}_{i:06d}", frame, entries, detector, options), "frame": i,
+            record = {**picture_record(f"{path.stem}_{i:06d}", frame, entries, detector, options, False), "frame": i,
                       "time_s": round(i / info.fps, 4)}
             write_json(out / f"{path.stem}_{i:06d}.json", record)
             writer.write(draw_faces(frame, [_track_drawing(e, t) for e, t in zip(entries, tracks)]))

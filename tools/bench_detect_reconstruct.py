@@ -7,16 +7,19 @@ Two ways to the same model's 68 landmarks on the same photos:
 * *detect then reconstruct*: each whole 450 x 450 photo through BlazeFace
   (:class:`tfface.detection.blazeface.FaceDetector`), the annotated face's detection
   (:func:`tfface.detection.evaluation.match`) framed (:func:`tfface.detection.crops.detection_framing`),
-  reconstructed and mapped back to photo pixels (:mod:`tfface.detection.pipeline`). A face the
-  detector misses counts as a failure, like an invalid fit: both are excluded from the means and
-  counted in the ``failed`` column.
+  reconstructed, fitted again in the same crop turned upright by the first fit
+  (:func:`tfface.detection.pipeline.upright_pass`, as ``tfface reconstruct`` does) and mapped back
+  to photo pixels (:mod:`tfface.detection.pipeline`). A face the detector misses counts as a
+  failure, like an invalid fit: both are excluded from the means and counted in the ``failed``
+  column.
 
-With ``--upright`` the detected crops are not turned by the keypoints (box framing only); with
-``--refine`` each detected face is reconstructed a second time from the canonical crop of its
-first fit's landmarks (:func:`tfface.detection.crops.landmark_framing`, the crop video tracking
-uses). Also prints the latency per photo (p50, wall clock) of detection + crop + model + mapping.
+With ``--single-pass`` there is no upright pass; with ``--no-keypoint-turn`` the detected crops
+are not turned by the keypoints (box framing only); with ``--refine`` each detected face is
+reconstructed a second time from the canonical crop of its first fit's landmarks instead
+(:func:`tfface.detection.crops.landmark_framing`, the crop video tracking uses). Also prints the
+latency per photo (p50, wall clock) of detection + crop + model + mapping.
 
-    python tools/bench_detect_reconstruct.py [--model EXPORT] [--limit N] [--refine]
+    python tools/bench_detect_reconstruct.py [--model EXPORT] [--limit N] [--single-pass] [--refine]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tfface.data.annotated import load_aflw2000_dev
 from tfface.detection import crops
 from tfface.detection.blazeface import FaceDetector
 from tfface.detection.evaluation import load_dev_pictures, match
-from tfface.detection.pipeline import reconstruct_framings
+from tfface.detection.pipeline import reconstruct_framings, upright_pass
 from tfface.export import ExportedModel
 from tfface.io.records import head_pose_degrees
 from tfface.paths import DEFAULT_MODEL, shared_dir
@@ -40,9 +43,9 @@ from tfface.runtime import use_pooled_cpu_allocator
 from tfface.training.photo_evaluation import evaluate_photos, format_photo_table, summarise
 
 
-def detect_then_reconstruct(runner, dev, upright: bool, refine: bool) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def detect_then_reconstruct(runner, dev, unturned: bool, second_pass: str | None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """``(N, 68, 2)`` photo-pixel landmarks of each annotated face, failure flags ``(N,)`` and
-    seconds per photo."""
+    seconds per photo; ``second_pass`` is ``"upright"``, ``"refine"`` or None (module docstring)."""
     detector, template = FaceDetector(), crops.default_detection_template()
     predicted, failed, seconds = np.zeros((len(dev.pictures), 68, 2)), np.ones(len(dev.pictures), bool), []
     for i, (picture, points) in enumerate(zip(dev.pictures, dev.landmarks)):
@@ -50,10 +53,12 @@ def detect_then_reconstruct(runner, dev, upright: bool, refine: bool) -> tuple[n
         detection = match(detector(picture), points)
         if detection is not None:
             framing = crops.detection_framing(detection, template)
-            if upright:
+            if unturned:
                 framing = crops.Framing(framing.centre, framing.side, 0.0, "box")
             face = reconstruct_framings(picture, [framing], runner, [detection])[0]
-            if refine and face.fit_valid:
+            if second_pass == "upright":
+                face = upright_pass(picture, [face], runner)[0]
+            elif second_pass == "refine" and face.fit_valid:
                 roll = head_pose_degrees(face.picture["R"])["roll"]
                 face = reconstruct_framings(picture, [crops.landmark_framing(face.picture["landmarks68"], roll)],
                                             runner, [detection])[0]
@@ -69,8 +74,10 @@ def main(argv=None) -> int:
     parser.add_argument("--photos", type=Path, default=shared_dir() / "data" / "aflw2000-3d-dev",
                         help="an AFLW2000-3D dev folder (images/, landmarks.npz)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N photos")
-    parser.add_argument("--upright", action="store_true", help="do not turn detected crops by the keypoints")
-    parser.add_argument("--refine", action="store_true", help="second pass from the first fit's landmarks")
+    parser.add_argument("--no-keypoint-turn", action="store_true", help="do not turn detected crops by the keypoints")
+    passes = parser.add_mutually_exclusive_group()
+    passes.add_argument("--single-pass", action="store_true", help="no second pass (no upright pass)")
+    passes.add_argument("--refine", action="store_true", help="second pass from the first fit's landmarks instead")
     args = parser.parse_args(argv)
     if not (args.photos / "landmarks.npz").is_file():
         parser.error(f"{args.photos} is not an AFLW2000-3D dev folder (set TFFACE_SHARED or pass --photos)")
@@ -78,9 +85,10 @@ def main(argv=None) -> int:
     runner = ExportedModel(args.model)
     photos = load_aflw2000_dev(args.photos, runner.image_size, args.limit)
     dev = load_dev_pictures(args.photos, args.limit)
-    label = "detect, upright" if args.upright else "detect"
-    label += ", refined" if args.refine else ""
-    predicted, failed, seconds = detect_then_reconstruct(runner, dev, args.upright, args.refine)
+    second_pass = None if args.single_pass else "refine" if args.refine else "upright"
+    label = "detect, unturned" if args.no_keypoint_turn else "detect"
+    label += {None: ", one pass", "refine": ", refined", "upright": ""}[second_pass]
+    predicted, failed, seconds = detect_then_reconstruct(runner, dev, args.no_keypoint_turn, second_pass)
     rows = {"ground-truth crops": evaluate_photos(runner, photos), f"{label} then reconstruct": summarise(predicted, photos, failed)}
     print(f"model {args.model}")
     print(format_photo_table(rows, f"{len(photos)} AFLW2000-3D dev photos"))

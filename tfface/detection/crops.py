@@ -31,7 +31,7 @@ faces BlazeFace finds among the 1,000 AFLW2000-3D dev photos:
   crops of the evaluation protocol are. Measured with ``tools/bench_detect_reconstruct.py`` and
   ``savedmodel/tfface_ict/2`` on the 1,000 dev photos (box NME %, |yaw| bins [0,30) / [30,60) /
   [60,90]): every crop turned when the eyes are not degenerate (ratio >= 0.5): 15.45 / 34.74 /
-  38.35; no crop turned (``--upright``): 16.96 / 29.84 / 38.25; this rule: 15.51 / 34.26 /
+  38.35; no crop turned (``--no-keypoint-turn``): 16.96 / 29.84 / 38.25; this rule: 15.51 / 34.26 /
   38.37. Face by face at |yaw| 15-60 the turned crop scores as well or better (medians 17.4 vs
   18.9 at 15-30, 26.5 vs 26.6 at 30-45, 31.4 vs 31.4 at 45-60); the [30,60) means are moved by
   single fits the model reports valid with a box NME of several hundred % (one face alone adds
@@ -54,6 +54,7 @@ from tfface.detection import warp
 from tfface.detection.blazeface import LEFT_EYE, MOUTH_CENTRE, NOSE_TIP, RIGHT_EYE, Detection
 from tfface.errors import InputError
 from tfface.geometry.camera import project
+from tfface.io.records import head_pose_degrees
 from tfface.morphable.model import MorphableModel
 
 #: Crop side over the detector box's side (median over the dev photos; see the module docstring).
@@ -117,7 +118,8 @@ class Framing:
         angle: radians the picture is turned by (counter-clockwise as seen, i.e. from +x
             towards -y) to make the face upright in the crop.
         method: how it was framed: ``"keypoints"`` (box, turned by the keypoints),
-            ``"box"`` (detector box alone) or ``"landmarks"`` (:func:`landmark_framing`).
+            ``"box"`` (detector box alone), ``"landmarks"`` (:func:`landmark_framing`) or
+            ``"upright"`` (:func:`upright_framing`).
     """
 
     centre: np.ndarray
@@ -183,6 +185,22 @@ def landmark_framing(points68: np.ndarray, roll_degrees: float = 0.0) -> Framing
     x0, y0, side = landmark_crop(np.asarray(points68, np.float64) @ turn.T)  # in the upright frame
     centre = turn.T @ np.array([x0 + side / 2, y0 + side / 2])
     return Framing(centre, float(side), angle, "landmarks")
+
+
+def upright_framing(framing: Framing, rotation: np.ndarray) -> Framing:
+    """``framing`` turned upright by a fit of its face: the same centre and side, turned by the
+    fit's roll as :func:`landmark_framing` turns its crop.
+
+    Args:
+        framing: the crop the face was fitted in.
+        rotation: ``(3, 3)`` the fit's camera rotation in the picture (``R`` of
+            :func:`outputs_to_original`; its roll is ``head_pose_degrees``' of :mod:`tfface.io.records`).
+
+    Returns:
+        An ``"upright"`` framing.
+    """
+    roll = head_pose_degrees(np.asarray(rotation, np.float64))["roll"]
+    return Framing(np.asarray(framing.centre, np.float64), framing.side, -math.radians(roll), "upright")
 
 
 def anchor(framing: Framing, reference: Framing) -> tuple[float, np.ndarray]:

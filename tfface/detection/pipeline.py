@@ -7,6 +7,14 @@ and, in ``picture``, what they mean in the original picture: landmarks, camera a
 mesh (:func:`~tfface.detection.crops.outputs_to_original`). :func:`reconstruct_framings` does the
 same for crops framed otherwise (tracking, a refinement pass).
 
+**The upright pass.** The networks fit a face that is turned in the picture's plane too nearly
+upright in its crop, and they fit an upright face best. The detector's keypoints turn only a
+face seen nearly from the front upright (:func:`~tfface.detection.crops.detection_framing`), so
+:func:`reconstruct_picture` by default fits every face a second time (:func:`upright_pass`):
+the same crop, turned by the first fit's roll (:func:`~tfface.detection.crops.upright_framing`),
+keeping the second fit where it is valid. On the 1,000 AFLW2000-3D dev photos this takes the box
+NME from 8.79 to 8.56% (BUILD.md, "The upright pass"), for a second model call per face.
+
 The model is any *runner*: a callable taking ``(B, S, S, 3)`` uint8 crops and returning numpy
 outputs (:data:`tfface.export.OUTPUT_DOCS`), with ``image_size`` = S, e.g.
 :class:`tfface.export.ExportedModel` or a model served by TF Serving
@@ -86,8 +94,31 @@ def reconstruct_framings(picture: np.ndarray, framings: Sequence[crops.Framing],
     return faces
 
 
+def upright_pass(picture: np.ndarray, faces: Sequence[Face], runner: Runner, batch_size: int = 8) -> list[Face]:
+    """Fit every validly fitted face again in its crop turned upright by its fit (module docstring).
+
+    Args:
+        picture: ``(H, W, 3)`` uint8 RGB the faces were cropped from.
+        faces: the faces of a first pass.
+        runner: the model.
+        batch_size: crops per model call.
+
+    Returns:
+        The faces, in order: each validly fitted one replaced by its second fit where that is
+        valid too (its framing ``"upright"``), the others as they were.
+    """
+    again = [i for i, face in enumerate(faces) if face.fit_valid]
+    framings = [crops.upright_framing(faces[i].framing, faces[i].picture["R"]) for i in again]
+    second = reconstruct_framings(picture, framings, runner, [faces[i].detection for i in again], batch_size)
+    out = list(faces)
+    for i, face in zip(again, second):
+        if face.fit_valid:
+            out[i] = face
+    return out
+
+
 def reconstruct_picture(picture: np.ndarray, detector: FaceDetector, runner: Runner, max_faces: int | None = None,
-                        template: np.ndarray | None = None, batch_size: int = 8) -> list[Face]:
+                        template: np.ndarray | None = None, batch_size: int = 8, upright: bool = True) -> list[Face]:
     """Every face of a picture: detected, framed, reconstructed and mapped back.
 
     Args:
@@ -98,6 +129,7 @@ def reconstruct_picture(picture: np.ndarray, detector: FaceDetector, runner: Run
         template: :func:`~tfface.detection.crops.detection_template` of the model's 3DMM
             (default: the default model's).
         batch_size: crops per model call.
+        upright: whether to fit each face again turned upright (:func:`upright_pass`).
 
     Returns:
         The faces, best detection score first; empty when no face is detected.
@@ -105,4 +137,5 @@ def reconstruct_picture(picture: np.ndarray, detector: FaceDetector, runner: Run
     template = crops.default_detection_template() if template is None else template
     detections = detector(picture, max_faces)
     framings = [crops.detection_framing(detection, template) for detection in detections]
-    return reconstruct_framings(picture, framings, runner, detections, batch_size)
+    faces = reconstruct_framings(picture, framings, runner, detections, batch_size)
+    return upright_pass(picture, faces, runner, batch_size) if upright else faces
