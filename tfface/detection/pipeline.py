@@ -13,7 +13,8 @@ face seen nearly from the front upright (:func:`~tfface.detection.crops.detectio
 :func:`reconstruct_picture` by default fits every face a second time (:func:`upright_pass`):
 the same crop, turned by the first fit's roll (:func:`~tfface.detection.crops.upright_framing`),
 keeping the second fit where it is valid. On the 1,000 AFLW2000-3D dev photos this takes the box
-NME from 8.79 to 8.56% (BUILD.md, "The upright pass"), for a second model call per face.
+NME from 8.79 to 8.56% (BUILD.md section 4, "Faces turned in the picture's plane: the upright
+pass"), for a second model call per face.
 
 The model is any *runner*: a callable taking ``(B, S, S, 3)`` uint8 crops and returning numpy
 outputs (:data:`tfface.export.OUTPUT_DOCS`), with ``image_size`` = S, e.g.
