@@ -4,9 +4,10 @@ For a photo ``NAME`` (every image of a frame folder is a photo too), the output 
 
 * ``NAME.json`` (:data:`PICTURE_FORMAT`): the picture's size, the detector's settings,
   ``upright_pass`` (whether each face was fitted again in its crop turned upright by its first
-  fit, :func:`tfface.detection.pipeline.upright_pass`), ``face_detected`` (any face reconstructed; else the ``reason``: ``no_face_detected`` or
-  ``no_face_fitted``) and ``faces``, one entry per detection, best first: the detector's box,
-  score and keypoints, the crop the reported fit came from (centre, side, angle, how it was framed), the model's evidence
+  fit, :func:`tfface.detection.pipeline.upright_pass`), ``face_detected`` (any face
+  reconstructed; else the ``reason``: ``no_face_detected`` or ``no_face_fitted``) and ``faces``,
+  one entry per detection, best first: the detector's box, score and keypoints, the crop the
+  reported fit came from (centre, side, angle, how it was framed), the model's evidence
   (``face_score``, ``face_contrast``, ``fit_status``, as :func:`tfface.reconstruct.no_face_reason`
   judges it) and, for a face, the landmarks, head pose, camera (``K`` of the original picture),
   coefficients and lighting of :func:`tfface.io.records.fitted_fields`, all in original pixels;
@@ -63,8 +64,8 @@ class SceneOptions:
         tile_size: panel tile side in pixels.
         progress: show a progress bar.
         upright: fit each face of a picture again in its crop turned upright by its first fit
-            (:func:`tfface.detection.pipeline.upright_pass`; videos are tracked in crops turned
-            by the previous fit already).
+            (:func:`tfface.detection.pipeline.upright_pass`; videos keep the tracker's crops, turned
+            as the detector turned them, :mod:`tfface.tracking`).
     """
 
     face_threshold: float = DEFAULT_FACE_THRESHOLD

@@ -43,7 +43,8 @@ from tfface.runtime import use_pooled_cpu_allocator
 from tfface.training.photo_evaluation import evaluate_photos, format_photo_table, summarise
 
 
-def detect_then_reconstruct(runner, dev, unturned: bool, second_pass: str | None) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def detect_then_reconstruct(runner, dev, unturned: bool,
+                            second_pass: str | None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """``(N, 68, 2)`` photo-pixel landmarks of each annotated face, failure flags ``(N,)`` and
     seconds per photo; ``second_pass`` is ``"upright"``, ``"refine"`` or None (module docstring)."""
     detector, template = FaceDetector(), crops.default_detection_template()
