@@ -31,9 +31,11 @@ from tfface.training.config import CONFIGS
 IMAGE_SIZE = 64
 #: The toy bump's normals span a narrow cone, so a weak lighting prior leaves some SH bands nearly
 #: undetermined; lighting_weight = 1 keeps the photometric solve well conditioned.
-#: The export carries the fallback on a fixed camera (``tf.cond``; see :func:`low_relief_toy_face`).
+#: The export carries the fallback on a fixed camera (``tf.cond``; see :func:`low_relief_toy_face`) and
+#: the upright pass (:mod:`tfface.upright_pass`).
 TOY_CONFIG = CONFIGS["tiny"].replace(name="toy", image_size=IMAGE_SIZE, width=0.25, num_samples=500, num_shape=4,
-                                     num_expression=3, num_albedo=2, lighting_weight=1.0, inference_fallback_focal=2.3)
+                                     num_expression=3, num_albedo=2, lighting_weight=1.0, inference_fallback_focal=2.3,
+                                     inference_upright_pass=True)
 
 # The transparent network's output logits, affine in the preprocessed colour p = (p_r, p_g, p_b):
 # u = sigmoid(UV_GAIN (p_r - UV_CENTRE)), v likewise from p_g; depth = softplus(DEPTH_GAIN p_b +
@@ -94,12 +96,17 @@ def encode_maps(uv: np.ndarray, depth: np.ndarray, face: np.ndarray) -> np.ndarr
     return np.where(face[..., None], np.round(255 * np.clip(colour, 0.0, 1.0)), 0).astype(np.uint8)
 
 
-def toy_camera(focal: float, centre, yaw_degrees: float, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``K, R, t`` of a camera ``yaw_degrees`` around the frontal view (``R = diag(1, -1, -1)``)."""
-    angle = np.radians(yaw_degrees)
+def toy_camera(focal: float, centre, yaw_degrees: float, t, roll_degrees: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``K, R, t`` of a camera ``yaw_degrees`` around the frontal view (``R = diag(1, -1, -1)``),
+    the face then turned ``roll_degrees`` counter-clockwise on screen about the optical axis (the
+    roll of :func:`tfface.io.records.head_pose_degrees`)."""
+    angle, roll = np.radians(yaw_degrees), np.radians(roll_degrees)
     yaw = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    # Camera coordinates are x right, y down: a turn by -roll about z turns the picture counter-clockwise.
+    in_plane = np.array([[np.cos(roll), np.sin(roll), 0], [-np.sin(roll), np.cos(roll), 0], [0, 0, 1]])
     K = np.array([[focal, 0, centre[0]], [0, focal, centre[1]], [0, 0, 1]])
-    return K, np.diag([1.0, -1.0, -1.0]) @ yaw, np.asarray(t, np.float64)
+    return K, in_plane @ np.diag([1.0, -1.0, -1.0]) @ yaw, np.asarray(t, np.float64)
 
 
 def rendered_toy_faces(uv_model, cameras=TOY_CAMERAS, size: int = IMAGE_SIZE, relief: float = 1.0
@@ -194,12 +201,16 @@ def test_exported_models_in_fresh_process_match_keras(toy_export, toy_faces, toy
     np.testing.assert_array_equal(reference["fit_valid"], [1, 1, 0, 0, 1])
     np.testing.assert_array_equal(reference["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED, FIT_OK])
     np.testing.assert_array_equal(reference["camera_fixed"], [0, 0, 0, 0, 1])
+    # The upright pass is kept for both faces. The low-relief face keeps its first fit: its turned
+    # (by 2.8 degrees) and turned-back maps, interpolated twice, make the free solve ill posed.
+    np.testing.assert_array_equal(reference["upright_fit"], [1, 1, 0, 0, 0])
     np.testing.assert_allclose(reference["K"][4], centred_intrinsics(2.3, IMAGE_SIZE, 1)[0], rtol=1e-5, atol=1e-3)
     fixed_error = np.linalg.norm(reference["landmarks68"][4] - low_relief["landmarks68"][0], axis=-1).mean()
     assert fixed_error < 3.0, fixed_error  # pixels of the 64 px image
     # A failed fit's camera and mesh are no face and may differ between runtimes: compared are
     # every output of the valid fits, and the network's outputs and the validity of all images.
-    network = ("correspondence", "depth", "confidence", "face_score", "fit_valid", "fit_status", "camera_fixed")
+    network = ("correspondence", "depth", "confidence", "face_score", "fit_valid", "fit_status", "camera_fixed",
+               "upright_fit")
     for backend in ("savedmodel", "tflite"):
         with np.load(tmp_path / f"out-{backend}.npz") as exported:
             assert sorted(exported.files) == sorted(export.OUTPUT_DOCS)

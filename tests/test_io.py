@@ -195,6 +195,9 @@ def test_face_record_maps_camera_and_landmarks_to_the_original_image(tmp_path):
     assert record["camera"]["intrinsics_fixed"] is False  # an export without camera_fixed: a fitted K
     fixed = face_record({**outputs, "camera_fixed": np.array([1.0])}, 0, fit, "a.png", True, {"face_score": 0.3})
     assert fixed["camera"]["intrinsics_fixed"] is True
+    assert record["upright_fit"] is False  # an export without the upright pass
+    upright = face_record({**outputs, "upright_fit": np.array([1.0])}, 0, fit, "a.png", True, {"face_score": 0.3})
+    assert upright["upright_fit"] is True
     write_json(tmp_path / "a.json", record)
     assert json.loads((tmp_path / "a.json").read_text())["source"] == "a.png"
     no_face = face_record(outputs, 0, fit, "b.png", False, {"face_score": 0.01})

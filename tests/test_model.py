@@ -60,7 +60,7 @@ def test_inference_outputs_shapes_and_finiteness(default_uv_model, faces):
                 "expression_coefficients": (4, m.num_expression), "albedo_coefficients": (4, m.num_albedo),
                 "lighting": (4, 3, 9), "vertices": (4, m.num_vertices, 3), "landmarks68": (4, 68, 2),
                 "landmarks5": (4, 5, 2), "direct_landmarks68": (4, 68, 2), "direct_landmarks5": (4, 5, 2),
-                "fit_valid": (4,), "fit_status": (4,), "camera_fixed": (4,)}
+                "fit_valid": (4,), "fit_status": (4,), "camera_fixed": (4,), "upright_fit": (4,)}
     for key, shape in expected.items():
         assert tuple(out[key].shape) == shape, key
         assert np.all(np.isfinite(out[key].numpy())), key

@@ -1,4 +1,4 @@
-"""Pixel sampling by confidence (supplement C) and gathering at the samples."""
+"""Pixel sampling by confidence (supplement C), gathering at the samples and bilinear sampling."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tfface.errors import InputError
-from tfface.layers.pixel_sampling import (LatticePixelSampler, PixelSampler, expected_draws, gather_pixels,
-                                         pixel_centres, sample_pixels)
+from tfface.layers.pixel_sampling import (LatticePixelSampler, PixelSampler, bilinear_sample, expected_draws,
+                                         gather_pixels, pixel_centres, sample_pixels)
 
 SEED = tf.constant([7, 11], tf.int64)
 
@@ -201,3 +201,14 @@ def test_lattice_sampler_config_round_trip():
     assert (copy.num_samples, copy.training_samples, copy.threshold) == (500, 300, 0.01)
     with pytest.raises(InputError, match="num_samples"):
         LatticePixelSampler(0, 300)
+
+
+def test_bilinear_sample_is_exact_on_linear_images():
+    ys, xs = np.mgrid[0:8, 0:10] + 0.5
+    image = np.stack([2.0 * xs + 3.0 * ys, xs - ys], -1)[None].astype(np.float32)  # linear in the centres
+    points = np.random.default_rng(0).uniform([0.5, 0.5], [9.5, 7.5], (1, 50, 2)).astype(np.float32)
+    sampled = bilinear_sample(image, points).numpy()[0]
+    x, y = points[0, :, 0], points[0, :, 1]
+    np.testing.assert_allclose(sampled, np.stack([2 * x + 3 * y, x - y], -1), rtol=1e-5, atol=1e-4)
+    outside = bilinear_sample(image, np.array([[[-5.0, 0.5], [40.0, 7.5]]], np.float32)).numpy()[0]
+    np.testing.assert_allclose(outside, [image[0, 0, 0], image[0, 7, 9]], atol=1e-5)  # nearest edge

@@ -1,4 +1,4 @@
-"""Face profiling: bilinear sampling, turns, and turned photos that agree with their target maps."""
+"""Face profiling: turns, and turned photos that agree with their target maps."""
 
 from __future__ import annotations
 
@@ -10,23 +10,12 @@ from scipy import ndimage
 from tfface.errors import InputError
 from tfface.geometry.camera import project
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
-from tfface.training.profiling import (DISTANCE, SURROUND_EDGE, FaceProfiler, FitProfiler, bilinear_sample,
-                                       fitted_yaw, mirrored_beyond_edges, turn_matrices)
+from tfface.training.profiling import (DISTANCE, SURROUND_EDGE, FaceProfiler, FitProfiler, fitted_yaw,
+                                       mirrored_beyond_edges, turn_matrices)
 from tfface.training.self_labels import fit_maps_of
 
 SIZE = 64
 TEMPLATE5 = np.array([[0.35, 0.31], [0.65, 0.31], [0.5, 0.45], [0.39, 0.63], [0.61, 0.63]], np.float32) * SIZE
-
-
-def test_bilinear_sample_is_exact_on_linear_images():
-    ys, xs = np.mgrid[0:8, 0:10] + 0.5
-    image = np.stack([2.0 * xs + 3.0 * ys, xs - ys], -1)[None].astype(np.float32)  # linear in the centres
-    points = np.random.default_rng(0).uniform([0.5, 0.5], [9.5, 7.5], (1, 50, 2)).astype(np.float32)
-    sampled = bilinear_sample(image, points).numpy()[0]
-    x, y = points[0, :, 0], points[0, :, 1]
-    np.testing.assert_allclose(sampled, np.stack([2 * x + 3 * y, x - y], -1), rtol=1e-5, atol=1e-4)
-    outside = bilinear_sample(image, np.array([[[-5.0, 0.5], [40.0, 7.5]]], np.float32)).numpy()[0]
-    np.testing.assert_allclose(outside, [image[0, 0, 0], image[0, 7, 9]], atol=1e-5)  # nearest edge
 
 
 def test_turns_are_rotations_about_the_vertical_then_across():

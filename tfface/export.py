@@ -82,6 +82,8 @@ OUTPUT_DOCS: dict[str, str] = {
     "camera_fixed": "(B,) 1 where the free camera was implausible and the fit is the fallback under a fixed natural "
                     "camera (square pixels, principal point at the centre, the config's inference_fallback_focal), "
                     "else 0",
+    "upright_fit": "(B,) 1 where the fit is the upright pass's (the face fitted again in the image turned upright by "
+                   "the first fit's roll, the config's inference_upright_pass), else 0",
 }
 
 #: Joint (geometric x photometric) confidence above which a pixel counts towards ``face_score``.
@@ -215,7 +217,7 @@ def inference_outputs(model: FaceModel, images: tf.Tensor) -> dict[str, tf.Tenso
         "vertices": vertices, "vertex_albedo": tf.clip_by_value(albedo, 0.0, 1.0),
         "landmarks68": landmarks68, "landmarks5": landmarks5_from_68_tf(landmarks68),
         "face_score": tf.reduce_mean(tf.cast(face_confidence(maps) > FACE_PIXEL_CONFIDENCE, tf.float32), axis=[1, 2]),
-        "camera_fixed": fit["camera_fixed"], **validity,
+        "camera_fixed": fit["camera_fixed"], "upright_fit": fit["upright_fit"], **validity,
     }, validity["fit_valid"])
 
 

@@ -36,7 +36,9 @@ the truncated loss gives up on (residual above ``tau_geometric``). With
 ``inference_flip_test`` it fits the maps of the image fused with those of its mirror image
 (:meth:`FaceModel.inference_maps`, :mod:`tfface.flip_test`); with ``inference_fallback_focal``
 it fits them again under a fixed natural camera where the free camera is implausible
-(:meth:`FaceModel.inference_fit`).
+(:meth:`FaceModel.fit_with_fallback`); with ``inference_upright_pass`` it fits each face again
+in its image turned upright by the first fit's roll (:meth:`FaceModel.inference_fit`,
+:mod:`tfface.upright_pass`).
 
 Lighting is fitted against model-space normals: second-order SH span a rotation-invariant space,
 so the fit (and its residual) is the same as with camera-space normals; only the coefficients
@@ -71,6 +73,7 @@ from tfface.morphable.symmetry import mirror_partners
 from tfface.morphable.uv3dmm import UVMorphableModel
 from tfface.nets.unet import build_unet
 from tfface.training.config import TrainConfig
+from tfface.upright_pass import camera_roll, maps_turned_back, turn_about_centre
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -221,6 +224,14 @@ def failed_fits_zeroed(outputs: dict[str, tf.Tensor], fit_valid: tf.Tensor) -> d
         return tf.where(tf.logical_and(failed, tf.logical_not(tf.math.is_finite(value))), tf.zeros_like(value), value)
 
     return {name: zeroed(value) for name, value in outputs.items()}
+
+
+def per_image_choice(use: tf.Tensor, chosen: dict[str, tf.Tensor], otherwise: dict[str, tf.Tensor]
+                     ) -> dict[str, tf.Tensor]:
+    """Per image, ``chosen``'s value where ``use`` ``(B,)`` bool, else ``otherwise``'s (every key
+    of ``otherwise``; values ``(B, ...)``)."""
+    return {name: tf.where(tf.reshape(use, [-1] + [1] * (value.shape.rank - 1)), chosen[name], value)
+            for name, value in otherwise.items()}
 
 
 def all_finite(tensors: Iterable[tf.Tensor | None]) -> tf.Tensor:
@@ -635,14 +646,44 @@ class FaceModel(keras.Model):
             maps; eagerly, a solve that fails outright (a singular system the priors do not
             regularise) raises :class:`~tfface.errors.SolveError` as every least-squares layer
             does, while a fit without confident pixels is reported, not raised. ``camera_fixed``
-            (B,) is 1 where the fit is :meth:`inference_fit`'s fallback on a fixed camera.
+            (B,) is 1 where the fit is :meth:`inference_fit`'s fallback on a fixed camera,
+            ``upright_fit`` (B,) where it is its upright pass's.
         """
         fit = self.inference_fit(images)
-        return {**self.outputs_of(fit), "camera_fixed": fit["camera_fixed"]}
+        return {**self.outputs_of(fit), "camera_fixed": fit["camera_fixed"], "upright_fit": fit["upright_fit"]}
 
     def inference_fit(self, images: tf.Tensor, maps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """The inference fit of ``images`` ``(B, H, W, 3)``: :meth:`fit_maps` of their
-        :meth:`inference_maps` (or of ``maps``), with a fixed camera where the free one fails.
+        :meth:`inference_maps` (or of ``maps``), with a fixed camera where the free one fails
+        (:meth:`fit_with_fallback`) and, with ``config.inference_upright_pass`` and no ``maps``
+        given, fitted again in the crop turned upright (:mod:`tfface.upright_pass`).
+
+        The upright pass turns each image whose first fit is valid about its centre by minus that
+        fit's roll (:func:`~tfface.upright_pass.camera_roll`), predicts the maps of the turned
+        image, turns them back (:func:`~tfface.upright_pass.maps_turned_back`) and fits them
+        against the image itself; the second fit is kept where it is valid too. Every image of the
+        batch is fitted twice: the pass is not behind a ``tf.cond`` (TFLite's converter cannot
+        merge it with the fallback's).
+
+        Returns:
+            :meth:`fit_maps`'s dict, plus ``camera_fixed`` and ``upright_fit`` ``(B,)`` float32: 1
+            where the fit is the fixed-camera fallback's, and where it is the upright pass's.
+        """
+        images = tf.convert_to_tensor(images)  # its dtype is checked, not cast (predict_maps)
+        upright_pass = maps is None and self.config.inference_upright_pass
+        first = self.fit_with_fallback(images, self.inference_maps(images) if maps is None else maps)
+        if not upright_pass:
+            return {**first, "upright_fit": tf.zeros_like(first["camera_fixed"])}
+        first_valid = self.fit_validity(first)["fit_valid"] > 0
+        angle = -tf.where(first_valid, camera_roll(first["R"]), 0.0)
+        turned_maps = self.inference_maps(turn_about_centre(images, angle))
+        second = self.fit_with_fallback(images, maps_turned_back(turned_maps, angle))
+        use = first_valid & (self.fit_validity(second)["fit_valid"] > 0)
+        return {**per_image_choice(use, second, first), "upright_fit": tf.cast(use, tf.float32)}
+
+    def fit_with_fallback(self, images: tf.Tensor, maps: tf.Tensor) -> dict[str, tf.Tensor]:
+        """:meth:`fit_maps` of ``maps`` ``(B, H, W, 5)`` for inference, with a fixed camera where
+        the free one is implausible.
 
         Where the free inverse camera is implausible (``fit_status``
         :data:`FIT_IMPLAUSIBLE_CAMERA`: the network's maps of a turned head sometimes fit a camera
@@ -657,8 +698,6 @@ class FaceModel(keras.Model):
             :meth:`fit_maps`'s dict, plus ``camera_fixed`` ``(B,)`` float32: 1 where the fit is the
             fallback's.
         """
-        images = tf.convert_to_tensor(images)  # its dtype is checked, not cast (predict_maps)
-        maps = self.inference_maps(images) if maps is None else maps
         fit = self.fit_maps(images, maps, inference=True)
         none_fixed = tf.zeros(tf.shape(images)[:1], tf.float32)
         if self.fallback_focal is None:
@@ -671,15 +710,14 @@ class FaceModel(keras.Model):
             fallback = self.fit_maps(tf.gather_nd(images, index), tf.gather_nd(maps, index), inference=True,
                                      intrinsics=intrinsics)
             use = tf.scatter_nd(index, self.fit_validity(fallback)["fit_valid"], tf.shape(none_fixed)) > 0
-            chosen = {name: tf.where(tf.reshape(use, [-1] + [1] * (value.shape.rank - 1)),
-                                     tf.scatter_nd(index, fallback[name], tf.shape(value)), value)
-                      for name, value in fit.items()}
-            return {**chosen, "camera_fixed": tf.cast(use, tf.float32)}
+            scattered = {name: tf.scatter_nd(index, fallback[name], tf.shape(value)) for name, value in fit.items()}
+            return {**per_image_choice(use, scattered, fit), "camera_fixed": tf.cast(use, tf.float32)}
 
         return tf.cond(tf.reduce_any(implausible), refit, lambda: {**fit, "camera_fixed": none_fixed})
 
     def outputs_of(self, fit: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """The inference outputs (see :meth:`infer`, but ``camera_fixed``) of a :meth:`fit_maps` result."""
+        """The inference outputs (see :meth:`infer`, but ``camera_fixed`` and ``upright_fit``) of a
+        :meth:`fit_maps` result."""
         landmarks68 = self.fit_landmarks68(fit)
         ks = self.uv_model.model.num_shape
         maps = fit["maps"]

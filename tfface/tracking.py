@@ -11,9 +11,11 @@ from the canonical crop of the fit's landmarks (side ratio, centre offset; :func
 and applies that difference to the crops it derives from later fits, so a model whose landmarks
 are systematically too spread or too tight cannot make the crop grow or shrink frame after
 frame (version 1's did: 1.2 times per frame). The crop keeps the detector's turn until the
-next detection: the networks do not estimate in-plane rotation (a turned crop gets a fit upright
-in it, give or take a few degrees), so turning each crop by the previous fit's roll spun it
-(version 3: about 6 degrees per frame on a still face, a full turn in 10 frames on a moving one).
+next detection: the networks follow a face's in-plane rotation only in part (version 3 fitted a
+turned crop upright in it, give or take a few degrees; version 17's landmarks follow the turn a
+third of the way), so turning each crop by the previous fit's roll spun it (version 3: about 6
+degrees per frame on a still face, a full turn in 10 frames on a moving one). An export with the
+upright pass (:mod:`tfface.upright_pass`) fits each crop again turned upright inside the model.
 A face is *lost* when its fit is invalid, its ``face_score`` drops below ``face_threshold``, its
 crop jumps (side changing by more than :data:`MAX_SIDE_CHANGE` times, or centre moving more than
 :data:`MAX_CENTRE_JUMP` crop sides, between frames: a fit that has slid off the face) or its

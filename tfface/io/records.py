@@ -78,7 +78,8 @@ def camera_fields(K: np.ndarray, R: np.ndarray, t: np.ndarray, fixed: float | np
 
 def fitted_fields(landmarks68: np.ndarray, landmarks5: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
                   face: dict[str, np.ndarray]) -> dict:
-    """The record fields of a fitted face, rounded: landmarks, head pose, camera, coefficients, lighting.
+    """The record fields of a fitted face, rounded: landmarks, head pose, camera, whether the model
+    fitted it again in its crop turned upright (``upright_fit``), coefficients, lighting.
 
     Args:
         landmarks68, landmarks5: ``(68, 2)`` and ``(5, 2)`` landmarks in original-image pixels.
@@ -91,6 +92,7 @@ def fitted_fields(landmarks68: np.ndarray, landmarks5: np.ndarray, K: np.ndarray
         landmarks5=rounded(landmarks5, 2),
         head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(R).items()},
         camera=camera_fields(K, R, t, face.get("camera_fixed", 0.0)),
+        upright_fit=bool(face.get("upright_fit", 0.0)),
         coefficients={name: rounded(face[f"{name}_coefficients"]) for name in ("shape", "expression", "albedo")},
         lighting_inverse_sh=rounded(face["lighting"]),
     )

@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from tfface.errors import InputError
 
-__all__ = ["LatticePixelSampler", "PixelSampler", "expected_draws", "gather_pixels", "pixel_centres", "sample_pixels"]
+__all__ = ["LatticePixelSampler", "PixelSampler", "bilinear_sample", "expected_draws", "gather_pixels", "pixel_centres",
+           "sample_pixels"]
 
 
 def _qualified(confidence: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -131,6 +132,36 @@ def gather_pixels(maps: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(maps)
     flat = tf.reshape(maps, [shape[0], shape[1] * shape[2], shape[3]])
     return tf.gather(flat, indices, batch_dims=1)
+
+
+def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
+    """Sample ``(B, H, W, C)`` images at ``(B, ..., 2)`` pixel positions (x, y; centres at +0.5).
+
+    Positions outside the image take the nearest edge pixel. Built from flat gathers
+    (:func:`gather_pixels`' op), so it converts to TFLite's built-in ops.
+
+    Returns:
+        ``(B, ..., C)`` bilinearly interpolated values; differentiable with respect to ``images``.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    points = tf.convert_to_tensor(points, tf.float32)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    x = tf.clip_by_value(points[..., 0] - 0.5, 0.0, tf.cast(width - 1, tf.float32))
+    y = tf.clip_by_value(points[..., 1] - 0.5, 0.0, tf.cast(height - 1, tf.float32))
+    x0, y0 = tf.floor(x), tf.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    x1, y1 = tf.minimum(x0 + 1, width - 1), tf.minimum(y0 + 1, height - 1)
+    flat = tf.reshape(images, [shape[0], height * width, shape[3]])
+    values_shape = tf.concat([tf.shape(x), shape[3:]], axis=0)
+
+    def at(yy, xx):
+        return tf.reshape(tf.gather(flat, tf.reshape(yy * width + xx, [shape[0], -1]), batch_dims=1), values_shape)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def _check_sampling(num_samples: int, threshold: float) -> None:

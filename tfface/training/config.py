@@ -45,6 +45,10 @@ class TrainConfig:
         inference_flip_test: the inference fit fuses the maps of the image with those of its
             mirror image (:mod:`tfface.flip_test`; the U-Net runs twice). Needs a left-right
             symmetric model (:func:`tfface.morphable.symmetry.mirror_partners`).
+        inference_upright_pass: the inference fit fits each face again in its image turned
+            upright by the first fit's roll, the maps of the turned image turned back
+            (:mod:`tfface.upright_pass`; the U-Net runs twice as often), and keeps the second fit
+            where both are valid (BUILD.md, "Faces turned in the picture's plane: the upright pass").
         inference_fallback_focal: focal length (image widths) of the fixed camera the inference fit
             falls back on where its free camera is implausible (None: no fallback): square pixels,
             the principal point at the image centre, pose and shape solved as before
@@ -187,6 +191,7 @@ class TrainConfig:
     inference_samples: int | None = None
     robust_refits: int = 2
     inference_flip_test: bool = False
+    inference_upright_pass: bool = False
     inference_prior_scale: float = 4.0
     inference_fallback_focal: float | None = None
     num_shape: int | None = None

@@ -140,13 +140,15 @@ def restore_exported_network(model: FaceModel, folder: str | Path) -> None:
         raise ModelFileError(f"{folder}: its network does not fit this model ({str(error)[:500]})") from error
 
 
-def exported_network(folder: str | Path, uv_model: UVMorphableModel) -> FaceModel:
+def exported_network(folder: str | Path, uv_model: UVMorphableModel, **changes) -> FaceModel:
     """An export's network as an inference-configured Keras :class:`FaceModel` (its training
     configuration, e.g. the flip test, and weights), fitting ``uv_model``.
 
     Args:
         folder: an exported version folder.
         uv_model: the UV-3DMM to fit, usually :func:`exported_uv_model` of ``folder``.
+        **changes: configuration fields to change, e.g. ``inference_upright_pass=False`` (the
+            network's own fields must stay: :func:`restore_exported_network`).
 
     Raises:
         ModelFileError: if the export is unreadable or its network does not fit ``uv_model``.
@@ -155,7 +157,7 @@ def exported_network(folder: str | Path, uv_model: UVMorphableModel) -> FaceMode
     from tfface.model import FaceModel
     from tfface.training.config import TrainConfig
 
-    config = TrainConfig(**read_extras(folder)[0]["config"])
+    config = TrainConfig(**{**read_extras(folder)[0]["config"], **changes})
     trained = FaceModel(uv_model, config)
     trained(tf.zeros([1, config.image_size, config.image_size, 3]))
     restore_exported_network(trained, folder)

@@ -63,6 +63,7 @@ from tfface.render.rasterizer import Fragments, interpolate, rasterize
 from tfface.geometry.camera import project
 from tfface.geometry.normals import vertex_normals
 from tfface.geometry.sh import sh_basis
+from tfface.layers.pixel_sampling import bilinear_sample
 from tfface.training.config import PROFILE_FRAMINGS, PROFILE_SURROUNDINGS
 from tfface.training.pretraining import CAMERA_DISTANCE, pretraining_targets
 from tfface.training.self_labels import fit_camera
@@ -122,31 +123,6 @@ def image_grid(size: int, spacing: int) -> tuple[np.ndarray, np.ndarray]:
     triangles = np.concatenate([np.stack([corner, right, across], -1).reshape(-1, 3),
                                 np.stack([corner, across, below], -1).reshape(-1, 3)])
     return points, triangles.astype(np.int32)
-
-
-def bilinear_sample(images: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
-    """Sample ``(B, H, W, C)`` images at ``(B, ..., 2)`` pixel positions (x, y; centres at +0.5).
-
-    Positions outside the image take the nearest edge pixel.
-
-    Returns:
-        ``(B, ..., C)`` bilinearly interpolated values.
-    """
-    images = tf.convert_to_tensor(images, tf.float32)
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    x = tf.clip_by_value(points[..., 0] - 0.5, 0.0, tf.cast(width - 1, tf.float32))
-    y = tf.clip_by_value(points[..., 1] - 0.5, 0.0, tf.cast(height - 1, tf.float32))
-    x0, y0 = tf.floor(x), tf.floor(y)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    x1, y1 = tf.minimum(x0 + 1, width - 1), tf.minimum(y0 + 1, height - 1)
-
-    def at(yy, xx):
-        return tf.gather_nd(images, tf.stack([yy, xx], -1), batch_dims=1)
-
-    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
-    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
-    return top * (1 - fy) + bottom * fy
 
 
 def turn_matrices(yaw: tf.Tensor, pitch: tf.Tensor) -> tf.Tensor:
