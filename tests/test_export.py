@@ -26,16 +26,15 @@ from tfface.geometry.camera import centred_intrinsics, project
 from tfface.layers.preprocessing import inverse_softplus_preprocess, softplus_preprocess
 from tfface.model import FIT_ILL_POSED, FIT_IMPLAUSIBLE_CAMERA, FIT_OK, FaceModel, fit_validity
 from tfface.render.rasterizer import interpolate, rasterize
-from tfface.training.config import CONFIGS
+from tfface.training.config import CONFIGS, TrainConfig
 
 IMAGE_SIZE = 64
 #: The toy bump's normals span a narrow cone, so a weak lighting prior leaves some SH bands nearly
 #: undetermined; lighting_weight = 1 keeps the photometric solve well conditioned.
-#: The export carries the fallback on a fixed camera (``tf.cond``; see :func:`low_relief_toy_face`) and
-#: the upright pass (:mod:`tfface.upright_pass`).
+#: The export carries the fallback on a fixed camera (``tf.cond``; see :func:`low_relief_toy_face`); the
+#: upright pass is exported in :mod:`test_upright_pass`.
 TOY_CONFIG = CONFIGS["tiny"].replace(name="toy", image_size=IMAGE_SIZE, width=0.25, num_samples=500, num_shape=4,
-                                     num_expression=3, num_albedo=2, lighting_weight=1.0, inference_fallback_focal=2.3,
-                                     inference_upright_pass=True)
+                                     num_expression=3, num_albedo=2, lighting_weight=1.0, inference_fallback_focal=2.3)
 
 # The transparent network's output logits, affine in the preprocessed colour p = (p_r, p_g, p_b):
 # u = sigmoid(UV_GAIN (p_r - UV_CENTRE)), v likewise from p_g; depth = softplus(DEPTH_GAIN p_b +
@@ -50,11 +49,12 @@ DEPTH_UNIT_MM = 100.0
 TOY_CAMERAS = ((512.0, (32.0, 32.0), 0.0, (0.0, 0.0, 600.0)), (480.0, (30.0, 34.0), 12.0, (10.0, -5.0, 620.0)))
 
 
-def transparent_toy_model(uv_path) -> FaceModel:
-    """A configured toy :class:`FaceModel` whose U-Net passes each pixel's preprocessed colour
-    through its first and last scale (identity 3x3 taps, unit batch norm, every deeper path zero)
-    to the output layer, which applies the affine map of the constants above."""
-    model = FaceModel(str(uv_path), TOY_CONFIG)
+def transparent_toy_model(uv_path, config: TrainConfig = TOY_CONFIG) -> FaceModel:
+    """A configured toy :class:`FaceModel` (of ``config``, by default :data:`TOY_CONFIG`) whose U-Net
+    passes each pixel's preprocessed colour through its first and last scale (identity 3x3 taps,
+    unit batch norm, every deeper path zero) to the output layer, which applies the affine map of
+    the constants above."""
+    model = FaceModel(str(uv_path), config)
     model(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
     unet = model.unet
     for layer in unet.layers:
@@ -201,9 +201,7 @@ def test_exported_models_in_fresh_process_match_keras(toy_export, toy_faces, toy
     np.testing.assert_array_equal(reference["fit_valid"], [1, 1, 0, 0, 1])
     np.testing.assert_array_equal(reference["fit_status"], [FIT_OK, FIT_OK, FIT_ILL_POSED, FIT_ILL_POSED, FIT_OK])
     np.testing.assert_array_equal(reference["camera_fixed"], [0, 0, 0, 0, 1])
-    # The upright pass is kept for both faces. The low-relief face keeps its first fit: its turned
-    # (by 2.8 degrees) and turned-back maps, interpolated twice, make the free solve ill posed.
-    np.testing.assert_array_equal(reference["upright_fit"], [1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(reference["upright_fit"], 0.0)  # no upright pass in this export
     np.testing.assert_allclose(reference["K"][4], centred_intrinsics(2.3, IMAGE_SIZE, 1)[0], rtol=1e-5, atol=1e-3)
     fixed_error = np.linalg.norm(reference["landmarks68"][4] - low_relief["landmarks68"][0], axis=-1).mean()
     assert fixed_error < 3.0, fixed_error  # pixels of the 64 px image

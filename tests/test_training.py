@@ -630,6 +630,7 @@ def test_photo_runs_default_to_the_photo_recipe_and_renders_to_small():
     assert photos.pose_anchor_weight > 0 and photos.pretrain_max_yaw > 0 and photos.joint_photometric_confidence
     assert photos.profile_relight
     assert photos.inference_flip_test and not load_config("small").inference_flip_test
+    assert photos.inference_upright_pass and not load_config("small").inference_upright_pass
     assert photos.image_size == load_config("small").image_size
 
 

@@ -6,14 +6,23 @@ upright crop are the crop's own maps up to interpolation, and the plumbing of th
 directions, which fit is kept) is checked against known answers.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfface import export
 from tfface.geometry.camera import project
 from tfface.io.records import head_pose_degrees
 from tfface.upright_pass import camera_roll, maps_turned_back, source_pixels, turn_about_centre
-from test_export import rendered_toy_faces, toy_camera, transparent_toy_model
+from test_export import (RUN_EXPORTED, TOY_CONFIG, assert_close_scaled, rendered_toy_faces, toy_camera,
+                         transparent_toy_model)
+
+#: Two toy faces turned in the picture's plane, 30 and -60 degrees: (focal px, centre px, yaw deg, t mm, roll deg).
+TURNED_CAMERAS = ((512.0, (32.0, 32.0), 0.0, (0.0, 0.0, 600.0), 30.0),
+                  (480.0, (32.0, 32.0), 10.0, (0.0, 0.0, 620.0), -60.0))
 
 
 def test_turns_of_a_quarter_are_exact_and_zero_is_the_identity():
@@ -78,15 +87,12 @@ def test_camera_roll_is_the_records_roll_and_turns_the_face_upright(yaw, roll):
 def transparent_model(toy_uv_model, tmp_path_factory):
     uv_path = tmp_path_factory.mktemp("upright") / "toy_uv.npz"
     toy_uv_model.save(uv_path)
-    model = transparent_toy_model(uv_path)
-    assert model.config.inference_upright_pass
-    return model
+    return transparent_toy_model(uv_path, TOY_CONFIG.replace(inference_upright_pass=True))
 
 
 def test_the_upright_pass_fits_a_turned_face_again_in_its_own_frame(transparent_model, toy_uv_model):
     model = transparent_model
-    cameras = ((512.0, (32.0, 32.0), 0.0, (0.0, 0.0, 600.0), 30.0), (480.0, (32.0, 32.0), 10.0, (0.0, 0.0, 620.0), -60.0))
-    faces = rendered_toy_faces(toy_uv_model, cameras)
+    faces = rendered_toy_faces(toy_uv_model, TURNED_CAMERAS)
     images = tf.constant(np.concatenate([faces["images"], np.zeros_like(faces["images"][:1])]), tf.float32) / 255.0
     first = model.fit_with_fallback(images, model.inference_maps(images))
     np.testing.assert_array_equal(model.fit_validity(first)["fit_valid"].numpy(), [1, 1, 0])
@@ -115,3 +121,22 @@ def test_ground_truth_maps_are_fitted_once(transparent_model, toy_uv_model):
     fit = transparent_model.inference_fit(images, maps)
     assert fit["upright_fit"].numpy().tolist() == [0.0]
     np.testing.assert_array_equal(fit["maps"].numpy(), maps.numpy())
+
+
+@pytest.mark.slow
+def test_the_upright_pass_exports_to_savedmodel_and_tflite(transparent_model, toy_uv_model, tmp_path):
+    """The exported graphs (TFLite: built-in ops only) run the pass as the Keras model does."""
+    folder = export.export_model(transparent_model, tmp_path / "savedmodel", "upright", 1)
+    faces = rendered_toy_faces(toy_uv_model, TURNED_CAMERAS)
+    images = np.concatenate([faces["images"], np.zeros_like(faces["images"][:1])])
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run([sys.executable, "-c", RUN_EXPORTED, str(folder), str(tmp_path / "images.npy"),
+                    str(tmp_path / "out")], check=True, capture_output=True)
+    reference = export.KerasInference(transparent_model)(images)
+    np.testing.assert_array_equal(reference["upright_fit"], [1, 1, 0])
+    for backend in ("savedmodel", "tflite"):
+        with np.load(tmp_path / f"out-{backend}.npz") as exported:
+            np.testing.assert_array_equal(exported["upright_fit"], reference["upright_fit"], err_msg=backend)
+            np.testing.assert_array_equal(exported["fit_valid"], reference["fit_valid"], err_msg=backend)
+            for name in ("correspondence", "confidence", "landmarks68", "K", "R", "t", "vertices"):
+                assert_close_scaled(exported[name][:2], reference[name][:2], f"{backend} {name}")

@@ -32,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="face detection score threshold in (0, 1) (default: each detector's own, 0.5 short range, "
                           "0.6 full range)")
     rec.add_argument("--single-pass", action="store_true",
-                     help="photos: fit each detected face once, not again in its crop turned upright by the first "
-                          "fit (half the model calls, a less accurate fit of faces turned in the picture's plane)")
+                     help="photos: fit each detected face once, not again in a second crop turned upright by the "
+                          "first fit, where the model does not fit it upright itself (version 18 on does; older "
+                          "models: half the model calls, a less accurate fit of faces turned in the picture's plane)")
     rec.add_argument("--no-smooth", action="store_true", help="videos: report unfiltered landmarks and pose")
     rec.add_argument("--smooth-min-cutoff", type=float, default=1.0,
                      help="videos: One-Euro cutoff (Hz) of a still face; lower is steadier (default 1.0)")

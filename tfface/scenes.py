@@ -3,8 +3,9 @@
 For a photo ``NAME`` (every image of a frame folder is a photo too), the output folder gets
 
 * ``NAME.json`` (:data:`PICTURE_FORMAT`): the picture's size, the detector's settings,
-  ``upright_pass`` (whether each face was fitted again in its crop turned upright by its first
-  fit, :func:`tfface.detection.pipeline.upright_pass`), ``face_detected`` (any face
+  ``upright_pass`` (whether each face the model did not fit upright itself was fitted again in a
+  second crop turned upright by its first fit, :func:`tfface.detection.pipeline.upright_pass`;
+  each face's ``upright_fit`` says whether the model did), ``face_detected`` (any face
   reconstructed; else the ``reason``: ``no_face_detected`` or ``no_face_fitted``) and ``faces``,
   one entry per detection, best first: the detector's box, score and keypoints, the crop the
   reported fit came from (centre, side, angle, how it was framed), the model's evidence
@@ -63,9 +64,10 @@ class SceneOptions:
         batch_size: crops per model call.
         tile_size: panel tile side in pixels.
         progress: show a progress bar.
-        upright: fit each face of a picture again in its crop turned upright by its first fit
-            (:func:`tfface.detection.pipeline.upright_pass`; videos keep the tracker's crops, turned
-            as the detector turned them, :mod:`tfface.tracking`).
+        upright: fit each face of a picture again in its crop turned upright by its first fit,
+            where the model did not do so itself (:func:`tfface.detection.pipeline.upright_pass`;
+            videos keep the tracker's crops, turned as the detector turned them,
+            :mod:`tfface.tracking`).
     """
 
     face_threshold: float = DEFAULT_FACE_THRESHOLD

@@ -7,13 +7,15 @@ Two ways to the same model's 68 landmarks on the same photos:
 * *detect then reconstruct*: each whole 450 x 450 photo through BlazeFace
   (:class:`tfface.detection.blazeface.FaceDetector`), the annotated face's detection
   (:func:`tfface.detection.evaluation.match`) framed (:func:`tfface.detection.crops.detection_framing`),
-  reconstructed, fitted again in the same crop turned upright by the first fit
-  (:func:`tfface.detection.pipeline.upright_pass`, as ``tfface reconstruct`` does) and mapped back
+  reconstructed, fitted again in the same crop turned upright by the first fit (by the model
+  itself from version 18 on, else by a second crop of the photo,
+  :func:`tfface.detection.pipeline.upright_pass`, as ``tfface reconstruct`` does) and mapped back
   to photo pixels (:mod:`tfface.detection.pipeline`). A face the detector misses counts as a
   failure, like an invalid fit: both are excluded from the means and counted in the ``failed``
   column.
 
-With ``--single-pass`` there is no upright pass; with ``--no-keypoint-turn`` the detected crops
+With ``--single-pass`` there is no second crop of the photo (a model without its own upright pass
+then fits each face once); with ``--no-keypoint-turn`` the detected crops
 are not turned by the keypoints (box framing only); with ``--refine`` each detected face is
 reconstructed a second time from the canonical crop of its first fit's landmarks instead
 (:func:`tfface.detection.crops.landmark_framing`, the crop video tracking uses). Also prints the
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="use the first N photos")
     parser.add_argument("--no-keypoint-turn", action="store_true", help="do not turn detected crops by the keypoints")
     passes = parser.add_mutually_exclusive_group()
-    passes.add_argument("--single-pass", action="store_true", help="no second pass (no upright pass)")
+    passes.add_argument("--single-pass", action="store_true",
+                        help="no second crop of the photo (the picture's upright pass; the model's own still runs)")
     passes.add_argument("--refine", action="store_true", help="second pass from the first fit's landmarks instead")
     args = parser.parse_args(argv)
     if not (args.photos / "landmarks.npz").is_file():
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
     dev = load_dev_pictures(args.photos, args.limit)
     second_pass = None if args.single_pass else "refine" if args.refine else "upright"
     label = "detect, unturned" if args.no_keypoint_turn else "detect"
-    label += {None: ", one pass", "refine": ", refined", "upright": ""}[second_pass]
+    label += {None: ", one crop", "refine": ", refined", "upright": ""}[second_pass]
     predicted, failed, seconds = detect_then_reconstruct(runner, dev, args.no_keypoint_turn, second_pass)
     rows = {"ground-truth crops": evaluate_photos(runner, photos), f"{label} then reconstruct": summarise(predicted, photos, failed)}
     print(f"model {args.model}")

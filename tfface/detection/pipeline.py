@@ -10,11 +10,14 @@ same for crops framed otherwise (tracking, a refinement pass).
 **The upright pass.** The networks fit a face that is turned in the picture's plane too nearly
 upright in its crop, and they fit an upright face best. The detector's keypoints turn only a
 face seen nearly from the front upright (:func:`~tfface.detection.crops.detection_framing`), so
-:func:`reconstruct_picture` by default fits every face a second time (:func:`upright_pass`):
-the same crop, turned by the first fit's roll (:func:`~tfface.detection.crops.upright_framing`),
-keeping the second fit where it is valid. On the 1,000 AFLW2000-3D dev photos this takes the box
-NME from 8.79 to 8.56% (BUILD.md section 4, "Faces turned in the picture's plane: the upright
-pass"), for a second model call per face.
+every face is fitted a second time in its crop turned by the first fit's roll, keeping the
+second fit where it is valid. A model exported with ``inference_upright_pass`` (version 18 on)
+does this itself (:mod:`tfface.upright_pass`; its output ``upright_fit`` says so). For any other,
+:func:`reconstruct_picture` does it by default with a second crop of the picture
+(:func:`upright_pass`, :func:`~tfface.detection.crops.upright_framing`), which skips the faces the
+model already fitted upright. With version 17 on the 1,000 AFLW2000-3D dev photos the picture's
+pass took the box NME from 8.79 to 8.56%; version 18's own pass does as well, and both together
+do worse (BUILD.md section 4, "Faces turned in the picture's plane: the upright pass").
 
 The model is any *runner*: a callable taking ``(B, S, S, 3)`` uint8 crops and returning numpy
 outputs (:data:`tfface.export.OUTPUT_DOCS`), with ``image_size`` = S, e.g.
@@ -59,6 +62,11 @@ class Face:
     detection: Detection | None = None
 
     @property
+    def fitted_upright(self) -> bool:
+        """Whether the model fitted the face again in its crop turned upright (``upright_fit``)."""
+        return bool(self.outputs.get("upright_fit", False))
+
+    @property
     def fit_valid(self) -> bool:
         """Whether the model's fit is valid (``fit_valid``; an export without it: finite landmarks)."""
         if "fit_valid" in self.outputs:
@@ -96,7 +104,8 @@ def reconstruct_framings(picture: np.ndarray, framings: Sequence[crops.Framing],
 
 
 def upright_pass(picture: np.ndarray, faces: Sequence[Face], runner: Runner, batch_size: int = 8) -> list[Face]:
-    """Fit every validly fitted face again in its crop turned upright by its fit (module docstring).
+    """Fit every validly fitted face again in its crop turned upright by its fit (module docstring),
+    but those the model fitted upright itself (:attr:`Face.fitted_upright`).
 
     Args:
         picture: ``(H, W, 3)`` uint8 RGB the faces were cropped from.
@@ -105,10 +114,10 @@ def upright_pass(picture: np.ndarray, faces: Sequence[Face], runner: Runner, bat
         batch_size: crops per model call.
 
     Returns:
-        The faces, in order: each validly fitted one replaced by its second fit where that is
-        valid too (its framing ``"upright"``), the others as they were.
+        The faces, in order: each validly fitted one the model did not fit upright replaced by
+        its second fit where that is valid too (its framing ``"upright"``), the others as they were.
     """
-    again = [i for i, face in enumerate(faces) if face.fit_valid]
+    again = [i for i, face in enumerate(faces) if face.fit_valid and not face.fitted_upright]
     framings = [crops.upright_framing(faces[i].framing, faces[i].picture["R"]) for i in again]
     second = reconstruct_framings(picture, framings, runner, [faces[i].detection for i in again], batch_size)
     out = list(faces)
@@ -130,7 +139,8 @@ def reconstruct_picture(picture: np.ndarray, detector: FaceDetector, runner: Run
         template: :func:`~tfface.detection.crops.detection_template` of the model's 3DMM
             (default: the default model's).
         batch_size: crops per model call.
-        upright: whether to fit each face again turned upright (:func:`upright_pass`).
+        upright: whether to fit each face the model did not fit upright itself again, in its
+            crop turned upright (:func:`upright_pass`).
 
     Returns:
         The faces, best detection score first; empty when no face is detected.

@@ -13,7 +13,7 @@ the head pose. Example, with a model server started as in :mod:`tfface.serving.c
 prints one JSON object with every face (best detection first). From Python::
 
     from tfface.serving.pictures import ServedModel, picture_faces
-    served = ServedModel.from_export("savedmodel/tfface_ict/17", "localhost:8500", "tfface_ict")
+    served = ServedModel.from_export("savedmodel/tfface_ict/18", "localhost:8500", "tfface_ict")
     faces = picture_faces(picture, served)  # picture: (H, W, 3) uint8 RGB
 """
 
@@ -84,7 +84,8 @@ def face_summary(face: Face) -> dict:
         summary.update(landmarks68=rounded(picture["landmarks68"], 2), landmarks5=rounded(picture["landmarks5"], 2),
                        head_pose_degrees={k: round(v, 3) for k, v in head_pose_degrees(picture["R"]).items()},
                        camera=camera_fields(picture["K"], picture["R"], picture["t"],
-                                            face.outputs.get("camera_fixed", 0.0)))
+                                            face.outputs.get("camera_fixed", 0.0)),
+                       upright_fit=face.fitted_upright)
     return summary
 
 

@@ -338,8 +338,10 @@ CONFIGS: dict[str, TrainConfig] = {
     # uses the flip test, a 64 times heavier shape and expression prior (BUILD.md, "A heavier
     # inference prior") and falls back on a fixed camera of focal length 2.3 image widths (the
     # median fitted focal length, 297 px at 128, of version 14's fits of 3,000 training photos)
-    # where its free camera is implausible. A labelled photo's face turned on its own fit (with
-    # ``self_labels``) turns the photo around it too (BUILD.md, "Turning the photo around a turned fit").
+    # where its free camera is implausible, and fits each face again in its crop turned upright by
+    # the first fit's roll (BUILD.md, "Faces turned in the picture's plane"). A labelled photo's
+    # face turned on its own fit (with ``self_labels``) turns the photo around it too (BUILD.md,
+    # "Turning the photo around a turned fit").
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
@@ -347,6 +349,7 @@ CONFIGS: dict[str, TrainConfig] = {
         profile_surroundings="turned",
         pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True, equivariance_weight=100.0,
         inference_flip_test=True, inference_prior_scale=64.0, inference_fallback_focal=2.3,
+        inference_upright_pass=True,
     ),
     # The paper's set-up: 224 px regular U-Net, 10,000 samples (half the pixels at inference), full
     # basis, batch 5.
