@@ -8,17 +8,17 @@ directions, which fit is kept) is checked against known answers.
 
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface import export
 from tfface.geometry.camera import project
 from tfface.io.records import head_pose_degrees
 from tfface.upright_pass import camera_roll, maps_turned_back, source_pixels, turn_about_centre
-from test_export import (RUN_EXPORTED, TOY_CONFIG, assert_close_scaled, rendered_toy_faces, toy_camera,
-                         transparent_toy_model)
+from test_export import TOY_CONFIG, assert_close_scaled, rendered_toy_faces, toy_camera, transparent_toy_model
 
 #: Two toy faces turned in the picture's plane, 30 and -60 degrees: (focal px, centre px, yaw deg, t mm, roll deg).
 TURNED_CAMERAS = ((512.0, (32.0, 32.0), 0.0, (0.0, 0.0, 600.0), 30.0),
@@ -123,19 +123,36 @@ def test_ground_truth_maps_are_fitted_once(transparent_model, toy_uv_model):
     np.testing.assert_array_equal(fit["maps"].numpy(), maps.numpy())
 
 
+#: Builds the transparent toy model with the upright pass, exports it (SavedModel and TFLite) and
+#: writes the Keras, SavedModel and TFLite outputs of the images: in a process of its own, whose
+#: memory (the converter's) goes with it. Arguments: UV-3DMM file, images (.npy), output folder.
+EXPORT_AND_RUN = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import numpy as np
+    from tfface import export
+    from test_export import TOY_CONFIG, transparent_toy_model
+    uv_path, images, out = sys.argv[1], np.load(sys.argv[2]), Path(sys.argv[3])
+    model = transparent_toy_model(uv_path, TOY_CONFIG.replace(inference_upright_pass=True))
+    folder = export.export_model(model, out / "savedmodel", "upright", 1)
+    np.savez(out / "keras.npz", **export.KerasInference(model)(images))
+    for backend in ("savedmodel", "tflite"):
+        np.savez(out / f"{backend}.npz", **export.ExportedModel(folder, backend)(images))
+""")
+
+
 @pytest.mark.slow
-def test_the_upright_pass_exports_to_savedmodel_and_tflite(transparent_model, toy_uv_model, tmp_path):
+def test_the_upright_pass_exports_to_savedmodel_and_tflite(toy_uv_model, tmp_path):
     """The exported graphs (TFLite: built-in ops only) run the pass as the Keras model does."""
-    folder = export.export_model(transparent_model, tmp_path / "savedmodel", "upright", 1)
+    toy_uv_model.save(tmp_path / "toy_uv.npz")
     faces = rendered_toy_faces(toy_uv_model, TURNED_CAMERAS)
-    images = np.concatenate([faces["images"], np.zeros_like(faces["images"][:1])])
-    np.save(tmp_path / "images.npy", images)
-    subprocess.run([sys.executable, "-c", RUN_EXPORTED, str(folder), str(tmp_path / "images.npy"),
-                    str(tmp_path / "out")], check=True, capture_output=True)
-    reference = export.KerasInference(transparent_model)(images)
+    np.save(tmp_path / "images.npy", np.concatenate([faces["images"], np.zeros_like(faces["images"][:1])]))
+    subprocess.run([sys.executable, "-c", EXPORT_AND_RUN, str(tmp_path / "toy_uv.npz"), str(tmp_path / "images.npy"),
+                    str(tmp_path)], check=True, capture_output=True, cwd=Path(__file__).parent)
+    reference = dict(np.load(tmp_path / "keras.npz"))
     np.testing.assert_array_equal(reference["upright_fit"], [1, 1, 0])
     for backend in ("savedmodel", "tflite"):
-        with np.load(tmp_path / f"out-{backend}.npz") as exported:
+        with np.load(tmp_path / f"{backend}.npz") as exported:
             np.testing.assert_array_equal(exported["upright_fit"], reference["upright_fit"], err_msg=backend)
             np.testing.assert_array_equal(exported["fit_valid"], reference["fit_valid"], err_msg=backend)
             for name in ("correspondence", "confidence", "landmarks68", "K", "R", "t", "vertices"):

@@ -22,11 +22,6 @@ import tensorflow as tf
 
 from tfface.layers.pixel_sampling import bilinear_sample
 
-#: ``diag(1, -1, -1)``: the camera rotation of a frontal, upright face (the model's y up and z
-#: towards the viewer, the camera's y down and z forward), as in :mod:`tfface.io.records`.
-_FRONTAL = tf.constant([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
-
-
 def camera_roll(rotation: tf.Tensor) -> tf.Tensor:
     """In-plane angle of a fit's camera rotation.
 
@@ -34,12 +29,13 @@ def camera_roll(rotation: tf.Tensor) -> tf.Tensor:
         rotation: ``(B, 3, 3)`` camera rotations ``R`` (model to camera space).
 
     Returns:
-        ``(B,)`` roll in radians: ``atan2(M[1, 0], M[0, 0])`` of ``M = diag(1, -1, -1) R``, the
-        roll of :func:`tfface.io.records.head_pose_degrees`; positive where the face is turned
+        ``(B,)`` roll in radians: ``atan2(M[1, 0], M[0, 0])`` of ``M = diag(1, -1, -1) R`` (the
+        rotation relative to a frontal, upright face's ``diag(1, -1, -1)``), the roll of
+        :func:`tfface.io.records.head_pose_degrees`; positive where the face is turned
         counter-clockwise on screen (its model x axis, the viewer's right, points up).
     """
-    relative = tf.linalg.matmul(_FRONTAL, tf.convert_to_tensor(rotation, tf.float32))
-    return tf.math.atan2(relative[:, 1, 0], relative[:, 0, 0])
+    rotation = tf.convert_to_tensor(rotation, tf.float32)
+    return tf.math.atan2(-rotation[:, 1, 0], rotation[:, 0, 0])
 
 
 def source_pixels(angle: tf.Tensor, height: int, width: int) -> tf.Tensor:
