@@ -162,13 +162,15 @@ def test_fit_maps_of_a_known_camera_are_its_render(default_uv_model):
 
 @pytest.fixture(scope="module")
 def shipped(runner):
-    """The shipped network as a Keras FaceModel, and the astronaut's face crop ``(128, 128, 3)`` uint8."""
+    """The shipped network as a Keras FaceModel, and the astronaut's face crop ``(128, 128, 3)`` uint8.
+    The network fits without its upright pass: half the traced graph (and the workers' memory),
+    and the labelling code is the same either way."""
     from tfface.detection import crops, pipeline
     from tfface.io.images import read_image
     from tfface.paths import DEFAULT_MODEL, REPO_ROOT
     from tfface.training.from_export import exported_network, exported_uv_model
 
-    network = exported_network(DEFAULT_MODEL, exported_uv_model(DEFAULT_MODEL))
+    network = exported_network(DEFAULT_MODEL, exported_uv_model(DEFAULT_MODEL), inference_upright_pass=False)
     picture = read_image(REPO_ROOT / "samples" / "astronaut.jpg")
     face = pipeline.reconstruct_framings(picture, [crops.Framing(np.array([225.0, 135.0]), 140.0, 0.3)], runner)[0]
     return network, face.crop
