@@ -318,6 +318,13 @@ def test_export_refuses_unconfigured_model_existing_version_and_built_model(toy_
         export.configure_for_inference(raw)
 
 
+def test_an_export_is_loaded_once_per_process(toy_export):
+    """TensorFlow never frees a loaded SavedModel's functions: two runners of one export share one load."""
+    _, folder = toy_export
+    first, second = export.ExportedModel(folder), export.ExportedModel(folder)
+    assert first._signature is second._signature
+
+
 def test_exported_model_rejects_bad_input_and_bad_folders(toy_export, tmp_path):
     _, folder = toy_export
     runner = export.ExportedModel(folder, "savedmodel")

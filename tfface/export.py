@@ -33,6 +33,7 @@ Exported layout (``savedmodel/<name>/<version>/``)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -387,6 +388,23 @@ def read_extras(folder: str | Path) -> tuple[dict, ExportedMesh]:
     return metadata, extras
 
 
+def _serving_signature(folder: Path):
+    """The ``serving_default`` signature of the SavedModel in ``folder``, loaded once per process
+    and per version of its ``saved_model.pb`` (:func:`_loaded_signature`)."""
+    graph = folder / "saved_model.pb"
+    stat = graph.stat() if graph.is_file() else None
+    return _loaded_signature(str(folder.resolve()), stat and (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_signature(folder: str, version: tuple[int, int] | None):
+    """Loaded once: TensorFlow keeps every loaded SavedModel's functions for the life of the
+    process (about 0.65 GB more for each load of version 18), so a process that opens the same
+    export again (tests, a server's clients) shares the first load."""
+    del version  # only part of the cache key
+    return tf.saved_model.load(folder).signatures["serving_default"]
+
+
 class ExportedModel:
     """An exported model folder run by TensorFlow (SavedModel) or TFLite.
 
@@ -412,7 +430,7 @@ class ExportedModel:
         self.backend = backend
         self.image_size = int(self.metadata["image_size"])
         if backend == "savedmodel":
-            self._signature = tf.saved_model.load(str(self.folder)).signatures["serving_default"]
+            self._signature = _serving_signature(self.folder)
         else:
             path = self.folder / EXTRAS / "model.tflite"
             if not path.is_file() or not self.metadata.get("tflite_outputs"):
