@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfface.errors import InputError
 from tfface.geometry.camera import project
 from tfface.io.records import head_pose_degrees
 from tfface.upright_pass import camera_roll, maps_turned_back, source_pixels, turn_about_centre
@@ -33,6 +34,8 @@ def test_turns_of_a_quarter_are_exact_and_zero_is_the_identity():
     # Counter-clockwise on screen (rows down) is numpy's rot90 of the rows and columns.
     np.testing.assert_allclose(turned[1], np.rot90(images[1], 1, axes=(0, 1)), atol=1e-5)
     np.testing.assert_allclose(turned[2], np.rot90(images[2], -1, axes=(0, 1)), atol=1e-5)
+    with pytest.raises(InputError, match="static height and width"):
+        turn_about_centre(tf.zeros([2, 6, 6]), tf.zeros([2]))
 
 
 def test_a_turned_image_shows_each_source_point_turned_about_the_centre():

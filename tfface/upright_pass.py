@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfface.errors import InputError
 from tfface.layers.pixel_sampling import bilinear_sample
 
 def camera_roll(rotation: tf.Tensor) -> tf.Tensor:
@@ -62,7 +63,7 @@ def source_pixels(angle: tf.Tensor, height: int, width: int) -> tf.Tensor:
 def _static_size(images: tf.Tensor) -> tuple[int, int]:
     """Height and width of ``(B, H, W, C)`` images; static sizes keep TFLite's shapes static."""
     if images.shape.rank != 4 or images.shape[1] is None or images.shape[2] is None:
-        raise ValueError(f"images must be (B, H, W, C) of static height and width, got {images.shape}")
+        raise InputError(f"images must be (B, H, W, C) of static height and width, got {images.shape}")
     return int(images.shape[1]), int(images.shape[2])
 
 
