@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfface.errors import InputError
 from tfface.layers.pixel_sampling import bilinear_sample
 
+
 def camera_roll(rotation: tf.Tensor) -> tf.Tensor:
     """In-plane angle of a fit's camera rotation.
 
