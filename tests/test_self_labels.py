@@ -126,6 +126,31 @@ def test_labelled_photos_give_their_near_frontal_fits(tmp_path):
         labelled_photos(_with_fits(tmp_path / "turned.npz", images, maps, [40.0] * 4), SIZE, fits=True)
 
 
+def test_turned_labelled_photos_are_given_as_often_as_asked(tmp_path):
+    from tfface.training.self_labels import TURNED_YAW
+
+    images, maps = _squares(4)
+    path = _with_fits(tmp_path / "labels.npz", images, maps, [0.0, TURNED_YAW + 1, -(TURNED_YAW + 10), TURNED_YAW - 1])
+
+    def shown(**kwargs) -> list[int]:
+        """The photos' indices in the order given (each square's u is its index / 10)."""
+        return [round(float(example["maps"][..., 0].numpy().max()) * 10)
+                for example in labelled_photos(path, SIZE, **kwargs)]
+
+    assert shown() == [0, 1, 2, 3]
+    thrice = shown(turned_repeat=3)
+    assert sorted(thrice) == [0, 1, 1, 1, 2, 2, 2, 3]
+    assert thrice == shown(turned_repeat=3) != sorted(thrice)  # shuffled, the same way each time
+    assert shown(turned_repeat=3, seed=1) != thrice
+    with pytest.raises(InputError, match="keeps no fits"):
+        labelled_photos(_write(tmp_path / "plain.npz", images, maps), SIZE, turned_repeat=2)
+    with pytest.raises(InputError, match="turned_repeat"):
+        labelled_photos(path, SIZE, turned_repeat=0)
+    for repeat in (0, 1.5):
+        with pytest.raises(InputError, match="self_label_turned_repeat"):
+            CONFIGS["photos"].replace(self_label_turned_repeat=repeat)
+
+
 def test_self_label_profile_share_lies_in_0_1():
     assert CONFIGS["photos"].replace(self_label_profile_share=1.0).self_label_profile_share == 1.0
     for share in (-0.1, 1.5):

@@ -550,6 +550,8 @@ def test_self_label_share_of_every_pretraining_batch(tmp_path, default_uv_model,
     np.testing.assert_allclose(batch.numpy()[0], fixed, atol=1e-5)  # one template example is always kept
     with pytest.raises(InputError, match="at least 2"):
         _pretraining_examples(model, still, source, 1)
+    with pytest.raises(InputError, match="keeps no fits"):  # turned photos shown more often: their fits tell which
+        _pretraining_examples(model, still.replace(self_label_turned_repeat=2), source, 8)
     images, batch = next(iter(_pretraining_examples(model, still.replace(no_face_fraction=1.0), source, 8)))
     assert not np.any(batch.numpy()[..., 3])  # labelled examples are made face-free too
     assert np.all(images.numpy()[6:].std(axis=(1, 2, 3)) > 0.02)  # textures, not the black labelled photos

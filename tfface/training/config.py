@@ -120,6 +120,10 @@ class TrainConfig:
         self_label_profile_share: the share of those labelled examples that are turned on their
             own fits (:class:`tfface.training.profiling.FitProfiler`, to ``pretrain_max_yaw`` and
             ``pretrain_max_pitch``) rather than shown as labelled; the labels must keep their fits.
+        self_label_turned_repeat: how many times as often as the others a labelled photo whose
+            fitted yaw is at least :data:`tfface.training.self_labels.TURNED_YAW` is shown as
+            labelled (real turned heads, the fits' weak spot; BUILD.md, "Turned heads shown more
+            often"); above 1 the labels must keep their fits.
         pretrain_final_learning_rate: with a value, the pretraining rate decays along a cosine
             from ``pretrain_learning_rate`` to it over ``pretrain_steps`` (Adam's iteration count,
             restored on resume); None: constant.
@@ -223,6 +227,7 @@ class TrainConfig:
     self_labels: str | None = None
     self_label_share: float = 0.5
     self_label_profile_share: float = 0.0
+    self_label_turned_repeat: int = 1
     no_face_fraction: float = 0.2
     checkpoint_every: int = 100
     summary_every: int = 100
@@ -273,6 +278,9 @@ class TrainConfig:
             raise InputError(f"self_label_share must lie in (0, 1), got {self.self_label_share}")
         if not 0.0 <= self.self_label_profile_share <= 1.0:
             raise InputError(f"self_label_profile_share must lie in [0, 1], got {self.self_label_profile_share}")
+        if not (isinstance(self.self_label_turned_repeat, int) and self.self_label_turned_repeat >= 1):
+            raise InputError(f"self_label_turned_repeat must be a whole number of at least 1, "
+                             f"got {self.self_label_turned_repeat!r}")
         focal = self.inference_fallback_focal
         if focal is not None and not MIN_FOCAL_WIDTHS <= focal <= MAX_FOCAL_WIDTHS:
             raise InputError(f"inference_fallback_focal must lie in [{MIN_FOCAL_WIDTHS}, {MAX_FOCAL_WIDTHS}] image widths "
@@ -341,12 +349,13 @@ CONFIGS: dict[str, TrainConfig] = {
     # where its free camera is implausible, and fits each face again in its crop turned upright by
     # the first fit's roll (BUILD.md, "Faces turned in the picture's plane"). A labelled photo's
     # face turned on its own fit (with ``self_labels``) turns the photo around it too (BUILD.md,
-    # "Turning the photo around a turned fit").
+    # "Turning the photo around a turned fit"), and the labelled photos whose fits are turned are shown
+    # three times as often (BUILD.md, "Turned heads shown more often").
     "photos": TrainConfig(
         name="photos", warmup_steps=500, summary_every=250, aligned_count=6000, pretrain_steps=18000,
         pretrain_final_learning_rate=1.0e-5, steps=800, joint_photometric_confidence=True, learning_rate=1.0e-4,
         pretrain_max_yaw=85.0, pretrain_max_pitch=15.0, profile_framing="landmark_box", profile_relight=True,
-        profile_surroundings="turned",
+        profile_surroundings="turned", self_label_turned_repeat=3,
         pose_anchor_weight=100.0, input_vignette=0.36, seam_free=True, equivariance_weight=100.0,
         inference_flip_test=True, inference_prior_scale=64.0, inference_fallback_focal=2.3,
         inference_upright_pass=True,

@@ -138,7 +138,8 @@ def _pretraining_examples(model: FaceModel, config: TrainConfig, source: Trainin
     turned = round(config.self_label_profile_share * labelled)
     parts = [examples]
     if labelled > turned:
-        photos = labelled_photos(config.self_labels, config.image_size).shuffle(4096, seed=config.seed)
+        photos = labelled_photos(config.self_labels, config.image_size, turned_repeat=config.self_label_turned_repeat,
+                                 seed=config.seed).shuffle(4096, seed=config.seed)
         parts.append(pretraining_dataset(photos, None, labelled - turned, config.pretraining_ranges(),
                                          seed=config.seed + 1, confine=confine,
                                          no_face_fraction=config.no_face_fraction))

@@ -39,6 +39,11 @@ FIT_KEYS = ("vertices", "p_hat", "q_hat", "R")
 #: yaw is about half the true one on real photos (BUILD.md, "Where the error lies: pose").
 PROFILABLE_YAW = 10.0
 
+#: Smallest fitted yaw (degrees) of a labelled photo that counts as a turned head for
+#: ``TrainConfig.self_label_turned_repeat``: some 25-30 degrees of true yaw, since the fits turn
+#: real heads about 0.6 of the way (BUILD.md, "Turned heads shown more often").
+TURNED_YAW = 15.0
+
 #: Photos labelled between two saves of :func:`label_photo_stream`.
 CHUNK = 512
 
@@ -165,7 +170,8 @@ def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, ou
     return len(arrays["images"])
 
 
-def labelled_photos(path: str | Path, image_size: int, fits: bool = False) -> tf.data.Dataset:
+def labelled_photos(path: str | Path, image_size: int, fits: bool = False, turned_repeat: int = 1,
+                    seed: int = 0) -> tf.data.Dataset:
     """The labelled photos of an ``.npz`` (``images`` ``(N, S, S, 3)`` uint8, ``maps`` ``(N, S, S, 4)``).
 
     The file is read once per process (a training run's pretraining and pose anchor share it).
@@ -176,14 +182,21 @@ def labelled_photos(path: str | Path, image_size: int, fits: bool = False) -> tf
         fits: also give each photo's fit (:data:`FIT_KEYS`), for
             :class:`tfface.training.profiling.FitProfiler`; only the photos whose fitted yaw is
             under :data:`PROFILABLE_YAW` are given.
+        turned_repeat: without ``fits``, how many times each photo whose fitted yaw is at least
+            :data:`TURNED_YAW` is given; above 1 the photos come in an order shuffled by ``seed``
+            and the file must keep its fits' rotations ``R``.
+        seed: the seed of that order.
 
     Returns:
         Dataset of dicts ``image`` ``(S, S, 3)`` float32 in [0, 1] and ``maps`` ``(S, S, 4)`` float32,
         with ``fits`` a dict ``fit`` of the :data:`FIT_KEYS` arrays as well (float32).
 
     Raises:
-        InputError: no such file, arrays of the wrong shapes, or no fits in a file asked for them.
+        InputError: no such file, arrays of the wrong shapes, no fits in a file asked for them or
+            for their yaws, or ``turned_repeat`` under 1.
     """
+    if not turned_repeat >= 1:
+        raise InputError(f"turned_repeat must be at least 1, got {turned_repeat}")
     path = Path(path).resolve()
     if not path.is_file():
         raise InputError(f"no self-labelled photos at {path}")
@@ -192,14 +205,17 @@ def labelled_photos(path: str | Path, image_size: int, fits: bool = False) -> tf
     if images.shape[1:] != (image_size, image_size, 3) or maps.shape != images.shape[:3] + (4,):
         raise InputError(f"{path}: expected images (N, {image_size}, {image_size}, 3) and maps (N, ..., 4), "
                          f"got {tuple(images.shape)} and {tuple(maps.shape)}")
+    if (fits or turned_repeat > 1) and not set(FIT_KEYS) <= set(arrays):
+        raise InputError(f"{path} keeps no fits ({', '.join(FIT_KEYS)}): label the photos again with this "
+                         "version's `tfface self-label`")
+    from tfface.training.profiling import fitted_yaw
+
     if not fits:
+        if turned_repeat > 1:
+            order = _turned_repeated(fitted_yaw(arrays["R"]).numpy(), turned_repeat, seed)
+            images, maps = tf.gather(images, order), tf.gather(maps, order)
         data = tf.data.Dataset.from_tensor_slices({"image": images, "maps": maps})
     else:
-        if not set(FIT_KEYS) <= set(arrays):
-            raise InputError(f"{path} keeps no fits ({', '.join(FIT_KEYS)}): label the photos again with this "
-                             "version's `tfface self-label`")
-        from tfface.training.profiling import fitted_yaw
-
         keep = tf.where(fitted_yaw(arrays["R"]) < np.radians(PROFILABLE_YAW))[:, 0]
         if not len(keep):
             raise InputError(f"{path}: no fit is near-frontal (fitted yaw under {PROFILABLE_YAW} degrees)")
@@ -207,6 +223,13 @@ def labelled_photos(path: str | Path, image_size: int, fits: bool = False) -> tf
             "image": tf.gather(images, keep), "maps": tf.gather(maps, keep),
             "fit": {key: tf.gather(arrays[key], keep) for key in FIT_KEYS}})
     return data.map(_as_floats)
+
+
+def _turned_repeated(yaw: np.ndarray, repeat: int, seed: int) -> np.ndarray:
+    """Indices ``(N + (repeat - 1) T,)`` of ``N`` labelled photos in a random order, each of the ``T``
+    whose fitted yaw ``yaw`` ``(N,)`` (radians) is at least :data:`TURNED_YAW` ``repeat`` times."""
+    turned = np.flatnonzero(np.abs(yaw) >= np.radians(TURNED_YAW))
+    return np.random.default_rng(seed).permutation(np.concatenate([np.arange(len(yaw)), np.repeat(turned, repeat - 1)]))
 
 
 def _as_floats(example: dict) -> dict:
