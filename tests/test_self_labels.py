@@ -12,7 +12,7 @@ from tfface.render.rasterizer import interpolate, rasterize
 from tfface.training.config import CONFIGS
 from tfface.training.pretraining import pretraining_dataset, pretraining_targets
 from tfface.training.self_labels import (_labelled_arrays, fit_maps_of, label_photo_stream, label_photos,
-                                         labelled_photos)
+                                         labelled_photos, turned_further)
 
 SIZE = 32
 
@@ -246,6 +246,49 @@ def test_the_shipped_network_labels_a_face_and_not_noise(shipped):
     assert labels["images"].shape == (0, 128, 128, 3) and labels["maps"].shape == (0, 128, 128, 4)
 
 
+def test_turned_further_sees_each_head_from_gain_times_its_azimuth(default_uv_model):
+    """Each mesh turns rigidly about its landmarks' centroid, so that the camera (centre ``q_hat``)
+    sees it from ``gain`` times its azimuth, at most a profile; gain 1 leaves it as it is."""
+    model = default_uv_model.model
+    azimuths = np.radians([0.0, 20.0, -35.0, 70.0])
+    q_hat = np.stack([600 * np.sin(azimuths), np.full(4, 40.0), 600 * np.cos(azimuths)], -1).astype(np.float32)
+    vertices = np.repeat(model.mean[None], 4, axis=0).astype(np.float32)
+    np.testing.assert_allclose(turned_further(vertices, q_hat, model.landmarks68, 1.0).numpy(), vertices, atol=1e-4)
+    turned = turned_further(vertices, q_hat, model.landmarks68, 1.5).numpy()
+    centre = model.mean[model.landmarks68].mean(0)
+    np.testing.assert_allclose(turned[:, model.landmarks68].mean(1), np.repeat(centre[None], 4, 0), atol=1e-3)
+    forward = turned[:, model.landmarks68[30]] - turned[:, model.landmarks68[27]]  # nose tip from its bridge
+    forward0 = model.mean[model.landmarks68[30]] - model.mean[model.landmarks68[27]]
+    head_turn = np.arctan2(forward[:, 0], forward[:, 2]) - np.arctan2(forward0[0], forward0[2])
+    seen_from = azimuths - head_turn  # the camera's azimuth about the turned head
+    np.testing.assert_allclose(np.degrees(seen_from), [0.0, 30.0, -52.5, 90.0], atol=1e-3)
+    np.testing.assert_allclose(turned[:, :, 1], vertices[:, :, 1], atol=1e-3)  # about the vertical axis
+    lengths = lambda v: np.linalg.norm(v - v[:, :1], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(lengths(turned), lengths(vertices), atol=2e-3)  # rigid
+
+
+def test_labels_turned_further_keep_their_fits_and_render_the_turned_head(shipped):
+    """With a turn gain the label's maps are those of its mesh turned further (under its own
+    inverse camera), and the fit it keeps is the fit itself."""
+    network, face = shipped
+    crop = face.astype(np.float32)[None] / 255.0  # near-frontal: a large gain to turn it visibly
+    as_fitted, turned = label_photos(network, [crop]), label_photos(network, [crop], turn_gain=4.0)
+    for key in ("images", "vertices", "p_hat", "q_hat", "R"):
+        np.testing.assert_array_equal(turned[key], as_fitted[key])
+    uv_model = network.uv_model
+    expected = fit_maps_of(turned_further(turned["vertices"], turned["q_hat"], uv_model.model.landmarks68, 4.0),
+                           turned["p_hat"], turned["q_hat"], tf.constant(uv_model.model.triangles, tf.int32),
+                           tf.constant(uv_model.vertex_uv, tf.float32), 128).numpy()
+    region = expected[..., 3] > 0
+    assert np.mean(region != (turned["maps"][..., 3] > 0)) < 0.005  # float16 vertices: a few edge pixels
+    both = region & (turned["maps"][..., 3] > 0)
+    np.testing.assert_allclose(turned["maps"][both][:, :2], expected[both][:, :2], atol=0.01)
+    moved = np.abs(turned["maps"][..., :2].astype(np.float32) - as_fitted["maps"][..., :2].astype(np.float32))
+    assert np.median(moved[both]) > 0.003  # the correspondence moved with the turn
+    with pytest.raises(InputError, match="turn_gain must be positive"):
+        label_photos(network, [crop], turn_gain=0.0)
+
+
 def test_labelling_resumes_from_its_saved_chunks(tmp_path, shipped):
     """A killed labelling keeps its finished chunks: started again, it labels only the others'
     photos, and the merged file holds every chunk in the stream's order."""
@@ -300,3 +343,11 @@ def test_self_label_command_labels_a_folder_with_an_exported_model(tmp_path, run
     assert 1 <= len(photos) <= 2 and photos[0]["maps"][..., 3].numpy().sum() >= 200
     assert cli.main(["self-label", "--model", str(DEFAULT_MODEL), "--count", "0", "--out", str(out)]) == 2
     assert "--count must be at least 1" in capsys.readouterr().err
+
+
+def test_self_label_command_refuses_a_turn_gain_that_is_not_positive(tmp_path, capsys):
+    from tfface import cli
+
+    assert cli.main(["self-label", "--turn-gain", "-1", "--out", str(tmp_path / "labels.npz")]) == 2
+    assert "--turn-gain must be positive, got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "labels.npz").exists()

@@ -16,6 +16,8 @@ def run_self_label(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
+    if not args.turn_gain > 0:
+        raise InputError(f"--turn-gain must be positive, got {args.turn_gain}")
     if args.model:
         from tfface.training.from_export import exported_network, exported_uv_model
 
@@ -29,7 +31,7 @@ def run_self_label(args: argparse.Namespace) -> int:
     sources, _ = photo_sources(args)
     photos = photo_dataset(sources, network.config.image_size, template_landmarks5(network.uv_model.model),
                            seed=args.seed)
-    labelled = label_photo_stream(network, photos, args.count, args.out)
+    labelled = label_photo_stream(network, photos, args.count, args.out, turn_gain=args.turn_gain)
     print(f"{labelled} of {args.count} photos labelled into {args.out}; train on them with the config field "
           f'"self_labels": "{Path(args.out).resolve()}"', flush=True)
     return 0
@@ -49,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, default=6000, help="photos to fit (failed fits are left out)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the photos' shuffle")
     parser.add_argument("--out", required=True, metavar="NPZ", help="the labelled photos' file")
+    parser.add_argument("--turn-gain", type=float, default=1.0, metavar="G",
+                        help="render each label's head turned to G times its fitted azimuth (the fits turn real "
+                             "heads too little; BUILD.md, 'Labels turned further'). Default 1: as fitted")
     parser.add_argument("--images", action="append", default=None, metavar="DIR[:FRAMING[:WEIGHT]]",
                         help="a folder of face photos to label (repeatable), framed as `tfface train --images` "
                              "says. Default: <shared>/data/celeba and aflw-crops (set TFFACE_SHARED)")

@@ -85,14 +85,46 @@ def fit_maps_of(vertices: tf.Tensor, p_hat: tf.Tensor, q_hat: tf.Tensor, triangl
     return tf.concat([uv * mask, fragments.depth[..., None] * mask, mask], -1)
 
 
+def turned_further(vertices: tf.Tensor, q_hat: tf.Tensor, landmarks68: tf.Tensor | np.ndarray,
+                   gain: float) -> tf.Tensor:
+    """Fitted meshes with their heads turned further, as a label that undoes the fits' shortfall.
+
+    A fit's camera centre in model space is ``q_hat`` (the point of depth ``d = 0``); its azimuth
+    ``a = atan2(q_x, q_z)`` about the model's vertical axis is the fit's turn. Each mesh is turned
+    about the vertical axis through its landmarks' centroid by ``a - g a`` (``g a`` held within
+    +-90 degrees, a profile), so that, under the same inverse camera, the head is seen from ``g``
+    times its fitted azimuth: real turned heads are fitted about 0.55 of the way round (BUILD.md,
+    "Labels turned further").
+
+    Args:
+        vertices: ``(B, V, 3)`` fitted vertices (mm, model space).
+        q_hat: ``(B, 3)`` the fits' inverse camera translations (mm).
+        landmarks68: ``(68,)`` int vertex indices of the 68 landmarks.
+        gain: ``g``, the factor on the fitted azimuth (1: the mesh unchanged).
+
+    Returns:
+        ``(B, V, 3)`` the turned vertices (mm, model space).
+    """
+    from tfface.training.profiling import turn_matrices
+
+    vertices, q_hat = tf.cast(vertices, tf.float32), tf.cast(q_hat, tf.float32)
+    azimuth = tf.atan2(q_hat[:, 0], q_hat[:, 2])
+    target = tf.clip_by_value(gain * azimuth, -np.pi / 2, np.pi / 2)
+    turn = turn_matrices(azimuth - target, tf.zeros_like(azimuth))
+    centre = tf.reduce_mean(tf.gather(vertices, landmarks68, axis=1), 1, keepdims=True)
+    return tf.einsum("bij,bvj->bvi", turn, vertices - centre) + centre
+
+
 def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
-                 progress: tqdm | None = None) -> dict[str, np.ndarray]:
+                 progress: tqdm | None = None, turn_gain: float = 1.0) -> dict[str, np.ndarray]:
     """Fit photos with ``model``'s inference fit and render each valid fit's maps.
 
     Args:
         model: a trained :class:`tfface.model.FaceModel`.
         batches: ``(B, S, S, 3)`` float32 photos in [0, 1], ``S`` the model's image size.
         progress: a bar advanced by every photo fitted.
+        turn_gain: the maps are rendered from each fit's mesh turned to this factor on its fitted
+            azimuth (:func:`turned_further`); the fits are kept as fitted.
 
     Returns:
         Arrays of the ``N`` photos whose fit is valid and covers at least :data:`MIN_FACE_PIXELS`
@@ -100,7 +132,12 @@ def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
         themselves, :data:`FIT_KEYS`: ``vertices`` ``(N, V, 3)`` float16 (mm), the inverse camera
         ``p_hat`` ``(N, 3, 3)`` and ``q_hat`` ``(N, 3)`` and the camera's rotation ``R``
         ``(N, 3, 3)`` (model to camera space), float32.
+
+    Raises:
+        InputError: ``turn_gain`` not positive.
     """
+    if not turn_gain > 0:
+        raise InputError(f"turn_gain must be positive, got {turn_gain}")
     from tfface.training.evaluation import compiled_outputs
 
     infer = compiled_outputs(model)
@@ -116,7 +153,10 @@ def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
              "q_hat": [np.zeros((0, 3), np.float32)], "R": [np.zeros((0, 3, 3), np.float32)]}
     for batch in batches:
         outputs = infer(batch)
-        rendered = render(outputs["vertices"], outputs["p_hat"], outputs["q_hat"], outputs["fit_valid"]).numpy()
+        vertices = outputs["vertices"]
+        if turn_gain != 1.0:
+            vertices = turned_further(vertices, outputs["q_hat"], uv_model.model.landmarks68, turn_gain)
+        rendered = render(vertices, outputs["p_hat"], outputs["q_hat"], outputs["fit_valid"]).numpy()
         keep = rendered[..., 3].sum((1, 2)) >= MIN_FACE_PIXELS  # a failed fit's maps are empty
         parts["images"].append(np.round(np.asarray(batch)[keep] * 255).astype(np.uint8))
         parts["maps"].append(rendered[keep].astype(np.float16))
@@ -128,7 +168,7 @@ def label_photos(model: FaceModel, batches: Iterable[tf.Tensor],
 
 
 def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, out: str | Path, chunk: int = CHUNK,
-                       batch_size: int = 16) -> int:
+                       batch_size: int = 16, turn_gain: float = 1.0) -> int:
     """Label the first ``count`` photos of a deterministic stream into ``out`` (``.npz``), resumably.
 
     Every ``chunk`` photos are saved as they are done (``<out>.parts/``); a run killed and started
@@ -137,6 +177,7 @@ def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, ou
 
     Args:
         photos: unbatched ``(S, S, 3)`` float32 photos in [0, 1], the same on every run.
+        turn_gain: :func:`label_photos`' factor on the fitted azimuth of the rendered maps.
 
     Returns:
         The number of photos labelled.
@@ -157,7 +198,7 @@ def label_photo_stream(model: FaceModel, photos: tf.data.Dataset, count: int, ou
                 progress.update(len(taken))
                 continue
             batches = (tf.stack(taken[i:i + batch_size]) for i in range(0, len(taken), batch_size))
-            np.savez(parts / "partial.npz", **label_photos(model, batches, progress))
+            np.savez(parts / "partial.npz", **label_photos(model, batches, progress, turn_gain))
             (parts / "partial.npz").replace(paths[index])
     saved = [np.load(path) for path in paths]
     arrays = {key: np.concatenate([part[key] for part in saved]) for key in saved[0].files}
