@@ -159,7 +159,7 @@ def test_reconstruct_command_errors(toy_export, tmp_path):
 def test_shipped_default_model_reconstructs_an_image_of_any_size(tmp_path):
     """The shipped model (its export returns fit_valid and fit_status) on a 240 x 180 image: the record holds the model's own valid fit mapped to the image's pixels, not
     the K = R = I placeholder of a failed decomposition, and the mesh it fitted."""
-    runner = reconstruct.load_runner()  # savedmodel/tfface_ict/19 of the repository
+    runner = reconstruct.load_runner()  # savedmodel/tfface_ict/20 of the repository
     assert runner.folder == reconstruct.DEFAULT_MODEL
     coarse = np.random.default_rng(5).uniform(0, 255, (6, 8, 3)).astype(np.uint8)
     photo = np.asarray(Image.fromarray(coarse).resize((240, 180), Image.Resampling.BICUBIC))

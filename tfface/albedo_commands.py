@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     network = learn.add_mutually_exclusive_group(required=True)
     network.add_argument("--weights", type=Path, help="trained weights (<workdir>/train/final.weights.h5)")
     network.add_argument("--model", type=Path,
-                         help="an exported model's network instead (a version folder, e.g. savedmodel/tfface_ict/19)")
+                         help="an exported model's network instead (a version folder, e.g. savedmodel/tfface_ict/20)")
     learn.add_argument("--config", default=None,
                        help="with --weights: training config name or JSON (default: config.json of the weights' "
                             "work folder)")

@@ -16,7 +16,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: The exported model shipped with the repository (``savedmodel/<name>/<version>``).
-DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "19"
+DEFAULT_MODEL = REPO_ROOT / "savedmodel" / "tfface_ict" / "20"
 
 #: Data files shipped inside the package (see ``tfface/assets/README.md``).
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"

@@ -27,7 +27,7 @@ model, whose fit is ill-posed).
 
     python tools/bench_reconstruct.py --uv-model WORK/uv3dmm.npz --mediapipe-python /tmp/mpvenv/bin/python
     python tools/bench_reconstruct.py --detect --images ../shared/data/aflw2000-3d-dev/images --limit 100 \
-        --skip-paper --small savedmodel/tfface_ict/19 --mediapipe-python /tmp/mpvenv/bin/python
+        --skip-paper --small savedmodel/tfface_ict/20 --mediapipe-python /tmp/mpvenv/bin/python
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ pretraining), and the framed square itself is moved (the same similarity, biline
 inside the vignette's disc for moves up to the content radius): what a network follows on the
 photos it was trained on, against what it follows on the dev photos.
 
-    python3 tools/placement_probe.py --model savedmodel/tfface_ict/19
+    python3 tools/placement_probe.py --model savedmodel/tfface_ict/20
     python3 tools/placement_probe.py --workdir runs/photos [--pretrained] [--config C]
     python3 tools/placement_probe.py --workdir runs/photos --pretrained --collection ../shared/data/celeba:celeba
 """

@@ -16,7 +16,7 @@ camera rotation):
 The annotated yaw of AFLW2000-3D has the opposite sign of ``head_pose_degrees``' yaw; the
 profiler's yaw has the same sign.
 
-    python3 tools/turn_probe.py --model savedmodel/tfface_ict/19 [--dev-photos 200] [--profiled 60]
+    python3 tools/turn_probe.py --model savedmodel/tfface_ict/20 [--dev-photos 200] [--profiled 60]
 """
 
 from __future__ import annotations

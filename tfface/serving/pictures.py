@@ -13,7 +13,7 @@ the head pose. Example, with a model server started as in :mod:`tfface.serving.c
 prints one JSON object with every face (best detection first). From Python::
 
     from tfface.serving.pictures import ServedModel, picture_faces
-    served = ServedModel.from_export("savedmodel/tfface_ict/19", "localhost:8500", "tfface_ict")
+    served = ServedModel.from_export("savedmodel/tfface_ict/20", "localhost:8500", "tfface_ict")
     faces = picture_faces(picture, served)  # picture: (H, W, 3) uint8 RGB
 """
 

@@ -344,7 +344,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--skip-pretrain", action="store_true", help="start the main training from scratch")
     start.add_argument("--init-model", default=None, metavar="FOLDER",
                        help="start the main training from an exported model's network (a version folder, e.g. "
-                            "savedmodel/tfface_ict/19) instead of pretraining; without --uv-model the run fits the "
+                            "savedmodel/tfface_ict/20) instead of pretraining; without --uv-model the run fits the "
                             "UV-3DMM rebuilt from the export (fine-tune the shipped network on your photos)")
     start.add_argument("--pretrain-from", default=None, metavar="WEIGHTS",
                        help="continue the pretraining from these U-Net weights (another run's "

@@ -5,7 +5,7 @@ geometry, correspondence, depth, confidence) of one canonical crop, with the gro
 68 landmarks (red) and the fitted ones (green) drawn over the input tile. The photos are spread
 over head yaw, so one sheet shows frontal faces and profiles alike::
 
-    tfface evaluate --model savedmodel/tfface_ict/19 --sheet docs/dev_sheet.png
+    tfface evaluate --model savedmodel/tfface_ict/20 --sheet docs/dev_sheet.png
 """
 
 from __future__ import annotations
