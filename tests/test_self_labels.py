@@ -271,18 +271,19 @@ def test_labels_turned_further_keep_their_fits_and_render_the_turned_head(shippe
     """With a turn gain the label's maps are those of its mesh turned further (under its own
     inverse camera), and the fit it keeps is the fit itself."""
     network, face = shipped
-    crop = face.astype(np.float32)[None] / 255.0  # near-frontal: a large gain to turn it visibly
-    as_fitted, turned = label_photos(network, [crop]), label_photos(network, [crop], turn_gain=4.0)
+    crop = face.astype(np.float32)[None] / 255.0  # near-frontal: turned to a profile
+    as_fitted, turned = label_photos(network, [crop]), label_photos(network, [crop], turn_gain=50.0)
     for key in ("images", "vertices", "p_hat", "q_hat", "R"):
         np.testing.assert_array_equal(turned[key], as_fitted[key])
     uv_model = network.uv_model
-    expected = fit_maps_of(turned_further(turned["vertices"], turned["q_hat"], uv_model.model.landmarks68, 4.0),
+    expected = fit_maps_of(turned_further(turned["vertices"], turned["q_hat"], uv_model.model.landmarks68, 50.0),
                            turned["p_hat"], turned["q_hat"], tf.constant(uv_model.model.triangles, tf.int32),
                            tf.constant(uv_model.vertex_uv, tf.float32), 128).numpy()
     region = expected[..., 3] > 0
     assert np.mean(region != (turned["maps"][..., 3] > 0)) < 0.005  # float16 vertices: a few edge pixels
     both = region & (turned["maps"][..., 3] > 0)
-    np.testing.assert_allclose(turned["maps"][both][:, :2], expected[both][:, :2], atol=0.01)
+    close = np.abs(turned["maps"][both][:, :2].astype(np.float32) - expected[both][:, :2]) <= 0.01
+    assert close.mean() > 0.998  # the float16 vertices may move a pixel on an edge into the next triangle
     moved = np.abs(turned["maps"][..., :2].astype(np.float32) - as_fitted["maps"][..., :2].astype(np.float32))
     assert np.median(moved[both]) > 0.003  # the correspondence moved with the turn
     with pytest.raises(InputError, match="turn_gain must be positive"):
